@@ -1,0 +1,70 @@
+"""Where state lives. Everything is under LLMREC_HOME (default `.llmrec/` in the working directory)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "LLMREC_HOME"
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        return cls(Path(os.environ.get(HOME_ENV, ".llmrec")).resolve())
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def mlflow(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.mlflow / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.mlflow / "artifacts"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def reports(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def landing(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def events(self) -> Path:
+        return self.home / "events"
+
+    def ensure(self) -> Paths:
+        for path in (self.home, self.mlflow, self.artifacts, self.reports, self.dagster_home, self.landing):
+            path.mkdir(parents=True, exist_ok=True)
+        dagster_yaml = self.dagster_home / "dagster.yaml"
+        if not dagster_yaml.exists():
+            # One GPU step at a time across runs: the `gpu` pool the encoding assets join.
+            dagster_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+        return self
+
+
+def ensure_dagster_home() -> Paths:
+    """Point DAGSTER_HOME at LLMREC_HOME/dagster (unless set) so runs survive restarts."""
+    paths = Paths.from_env().ensure()
+    os.environ.setdefault("DAGSTER_HOME", str(paths.dagster_home))
+    return paths

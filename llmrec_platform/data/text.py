@@ -1,0 +1,117 @@
+"""Readable texts for the language model: items ("Title (Year). Genres: ...", enriched from OMDb) and users."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import sqlite3
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+
+_ARTICLE_SUFFIX = re.compile(r"^(?P<rest>.*),\s*(?P<article>the|a|an|les|la|le|il|el|das|der|die)$", re.IGNORECASE)
+_PARENS = re.compile(r"\s*\([^)]*\)")
+OMDB_FIELDS = ["director", "cast", "writer", "language", "country"]
+MAX_CAST = 4
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def normalize_title(title: str) -> str:
+    """Lower-case, accent-free, 'Godfather, The' -> 'the godfather', alternate titles in brackets dropped."""
+    title = _PARENS.sub("", title).strip()
+    match = _ARTICLE_SUFFIX.match(title)
+    if match:
+        title = f"{match['article']} {match['rest']}"
+    title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", " ", title.lower()).strip()
+
+
+def omdb_path() -> Path | None:
+    spec = importlib.util.find_spec("bokeh_sampledata")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "_data" / "movies.db"
+    return path if path.exists() else None
+
+
+def load_omdb(path: Path | None = None) -> pd.DataFrame:
+    """OMDb credits keyed by (normalized title, year); empty when bokeh-sampledata is not installed."""
+    path = path or omdb_path()
+    if path is None:
+        return pd.DataFrame(columns=["title_key", "year", *OMDB_FIELDS])
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        frame = pd.read_sql_query(
+            'SELECT "Title", "Year", "Director", "Cast", "Writer", "Language", "Country", "imdbVotes" FROM omdb', conn
+        )
+    frame.columns = ["title", "year", "director", "cast", "writer", "language", "country", "votes"]
+    frame["title_key"] = frame["title"].astype(str).map(normalize_title)
+    frame["year"] = pd.to_numeric(frame["year"], errors="coerce").astype("Int64")
+    # When two OMDb rows share a key, keep the better-known film.
+    frame = frame.sort_values("votes", ascending=False, na_position="last").drop_duplicates(["title_key", "year"])
+    return frame[["title_key", "year", *OMDB_FIELDS]].reset_index(drop=True)
+
+
+def build_item_texts(items: pd.DataFrame, omdb: pd.DataFrame | None = None) -> tuple[pd.DataFrame, float]:
+    """Return (item_id, text, text_hash, omdb_matched) and the OMDb match rate."""
+    omdb = load_omdb() if omdb is None else omdb
+    keyed = items.assign(title_key=items["title"].astype(str).map(normalize_title))
+    merged = keyed.merge(omdb, on=["title_key", "year"], how="left", validate="many_to_one")
+    matched = merged["director"].notna() | merged["cast"].notna()
+    texts = [_item_text(row) for row in merged.itertuples(index=False)]
+    frame = pd.DataFrame({
+        "item_id": merged["item_id"].astype(str),
+        "text": texts,
+        "text_hash": [text_hash(t) for t in texts],
+        "omdb_matched": matched.to_numpy(),
+    })
+    return frame, float(matched.mean()) if len(frame) else 0.0
+
+
+def _clean(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        return ""
+    return str(value).strip()
+
+
+def _item_text(row) -> str:
+    year = f" ({int(row.year)})" if pd.notna(row.year) else ""
+    parts = [f"{row.title}{year}."]
+    genres = [g for g in (row.genres if isinstance(row.genres, list | tuple) else list(row.genres)) if g != "unknown"]
+    if genres:
+        parts.append(f"Genres: {', '.join(genres)}.")
+    director, writer = _clean(row.director), _clean(row.writer)
+    cast = ", ".join([c.strip() for c in _clean(row.cast).split(",") if c.strip()][:MAX_CAST])
+    if director:
+        parts.append(f"Directed by {director}.")
+    if cast:
+        parts.append(f"Starring {cast}.")
+    if writer:
+        parts.append(f"Written by {writer}.")
+    language, country = _clean(row.language), _clean(row.country)
+    if language or country:
+        parts.append(f"{language or 'Unknown language'}; {country or 'unknown country'}.")
+    return " ".join(parts)
+
+
+def build_user_texts(users: pd.DataFrame) -> pd.DataFrame:
+    """Return (user_id, text, text_hash): a readable profile from demographics."""
+    texts = [_user_text(row) for row in users.itertuples(index=False)]
+    return pd.DataFrame({
+        "user_id": users["user_id"].astype(str).to_numpy(),
+        "text": texts,
+        "text_hash": [text_hash(t) for t in texts],
+    })
+
+
+def _user_text(row) -> str:
+    gender = {"M": "man", "F": "woman"}.get(_clean(row.gender).upper(), "person")
+    age_group = _clean(getattr(row, "age_group", ""))
+    age = f"aged {age_group}" if age_group and age_group != "unknown" else "of unknown age"
+    occupation = _clean(row.occupation)
+    occupation = occupation if occupation and occupation not in ("none", "unknown") else "no stated occupation"
+    return f"A {gender} {age}, working as {occupation}, who enjoys watching movies."

@@ -1,0 +1,1 @@
+"""Rankers behind one interface (`Ranker`); see base.py."""
