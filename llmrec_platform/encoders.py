@@ -7,6 +7,7 @@ with a warning, and callers report the device actually used.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -61,6 +62,20 @@ def model_path(model: str) -> Path:
     raise EncoderError(
         f"model {model!r} is neither a packaged model ({', '.join(PACKAGED_MODELS)}) nor a saved model folder"
     )
+
+
+def model_id(model: str) -> str:
+    """Cache key of a model: its packaged name, or folder name plus a digest of its weights."""
+    if model in PACKAGED_MODELS:
+        return model
+    path = model_path(model)
+    digest = hashlib.sha1()
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        digest.update(weights.name.encode())
+        digest.update(str(weights.stat().st_size).encode())
+        with open(weights, "rb") as handle:
+            digest.update(handle.read(1 << 20))
+    return f"{path.name}@{digest.hexdigest()[:12]}"
 
 
 @dataclass

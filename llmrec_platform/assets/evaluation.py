@@ -1,0 +1,92 @@
+"""The evaluation report and the published recommendations."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_ASSETS
+from llmrec_platform.config import Paths
+from llmrec_platform.evaluation.report import metrics_table, plot_metrics, render_report
+from llmrec_platform.evaluation.suite import CHAMPION_METRIC, evaluate_suite
+from llmrec_platform.interactions import InteractionData
+from llmrec_platform.rankers.base import TrainedRanker
+from llmrec_platform.recommend import recommend_all
+from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource, WarehouseResource
+
+RANKER_INS = {name: dg.AssetIn(name) for name in RANKER_ASSETS}
+
+
+@dg.asset(ins=RANKER_INS, group_name="evaluation", io_manager_key=ARTIFACTS_IO, kinds={"duckdb", "mlflow"})
+def evaluation_report(
+    context: dg.AssetExecutionContext,
+    split: pd.DataFrame,
+    warehouse: WarehouseResource,
+    tracking: TrackingResource,
+    dataset: DatasetResource,
+    experiment: ExperimentResource,
+    **rankers: TrainedRanker,
+) -> dict:
+    """Full-ranking test metrics of every ranker (and a seeded random floor), written to
+    `evaluation_metrics`, to each ranker's MLflow run and to a Markdown report with a plot."""
+    data = InteractionData.from_split(split)
+    trained = {t.ranker.name: t for t in rankers.values()}
+    suite = evaluate_suite(trained, data, seed=experiment.seed, progress=True)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = suite.metrics.assign(run_id=context.run_id, created_at=now)
+    warehouse.warehouse().append(
+        "evaluation_metrics", rows[["run_id", "ranker", "slice", "fold", "metric", "k", "value", "created_at"]])
+
+    tracker = tracking.tracker()
+    for name, t in trained.items():
+        for slice_name in rows.loc[rows["ranker"] == name, "slice"].unique():
+            chosen = rows[(rows["ranker"] == name) & (rows["slice"] == slice_name)]
+            tracker.log_metrics(t.mlflow_run_id, dict(zip(chosen["metric"] + "@" + chosen["k"].astype(str),
+                                                          chosen["value"], strict=True)), prefix=f"test_{slice_name}_")
+        tracker.set_tags(t.mlflow_run_id, {"champion": name == suite.champion})
+
+    reports = Paths.from_env().ensure().reports
+    stem = f"evaluation_{now:%Y%m%dT%H%M%S}_{context.run_id[:8]}"
+    main_slice = "all" if "all" in set(rows["slice"]) else "warm"
+    table = metrics_table(suite.metrics, "test", main_slice)
+    plot_path = plot_metrics(table, reports / f"{stem}.png", f"{dataset.source} / {experiment.protocol}: test ({main_slice})")
+    markdown = render_report(suite.metrics, suite.champion, {
+        "dataset": dataset.source, "protocol": experiment.protocol, "seed": str(experiment.seed),
+        "users evaluated": str(int(suite.per_user(suite.champion, "test", main_slice).shape[0])),
+        "dagster run": context.run_id,
+    }, plot_path)
+    report_path = reports / f"{stem}.md"
+    report_path.write_text(markdown)
+    (reports / "latest.md").write_text(markdown)
+    tracker.log_artifact(trained[suite.champion].mlflow_run_id, report_path, "report")
+    context.add_output_metadata({
+        "report": dg.MetadataValue.md(markdown),
+        "report_path": dg.MetadataValue.path(str(report_path)),
+        "champion": suite.champion,
+        f"champion_valid_{CHAMPION_METRIC}": dg.MetadataValue.float(round(suite.valid_scores[suite.champion], 5)),
+        **{f"test_ndcg@10/{r}": dg.MetadataValue.float(round(float(v), 5)) for r, v in table["ndcg@10"].items()},
+    })
+    return {
+        "champion": suite.champion,
+        "valid_scores": suite.valid_scores,
+        "metrics": suite.metrics,
+        "report_path": str(report_path),
+    }
+
+
+@dg.asset(ins=RANKER_INS, metadata={"table": "recommendations"}, group_name="serving", kinds={"duckdb"})
+def recommendations(
+    context: dg.AssetExecutionContext,
+    evaluation_report: dict,
+    split: pd.DataFrame,
+    experiment: ExperimentResource,
+    **rankers: TrainedRanker,
+) -> pd.DataFrame:
+    """Top-k per user from the champion, excluding everything the user already interacted with."""
+    champion = next(t for t in rankers.values() if t.ranker.name == evaluation_report["champion"])
+    data = InteractionData.from_split(split)
+    seen = (data.train + data.valid + data.test).tocsr()
+    frame = recommend_all(champion.ranker, seen, k=experiment.top_k)
+    context.add_output_metadata({"ranker": champion.ranker.name, "users": int(frame["user_id"].nunique()),
+                                 "mlflow_run_id": champion.mlflow_run_id})
+    return frame.assign(ranker=champion.ranker.name)[["ranker", "user_id", "rank", "item_id", "score"]]

@@ -1,0 +1,5 @@
+import dagster as dg
+
+# Monthly windows over rating timestamps; 1995 precedes every MovieLens release. The current month is
+# included so that freshly landed ratings have a partition.
+monthly_partitions = dg.MonthlyPartitionsDefinition(start_date="1995-01-01", end_offset=1, timezone="UTC")

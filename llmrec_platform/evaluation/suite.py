@@ -1,0 +1,59 @@
+"""Evaluate a set of trained rankers on one split: slices, reference rankers, champion (no Dagster)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from llmrec_platform.evaluation.evaluate import DEFAULT_KS, EvaluationResult, evaluate
+from llmrec_platform.interactions import InteractionData
+from llmrec_platform.rankers.base import TrainedRanker
+from llmrec_platform.rankers.simple import RandomRanker
+
+CHAMPION_METRIC = "ndcg@10"
+
+
+@dataclass
+class SuiteResult:
+    metrics: pd.DataFrame  # ranker, slice, fold, metric, k, value
+    results: list[EvaluationResult]
+    champion: str
+    valid_scores: dict[str, float] = field(default_factory=dict)
+
+    def per_user(self, ranker: str, fold: str = "test", slice_name: str = "all") -> pd.DataFrame:
+        for result in self.results:
+            if (result.ranker, result.fold, result.slice) == (ranker, fold, slice_name):
+                return result.per_user
+        raise KeyError(f"no {fold}/{slice_name} result for ranker {ranker!r}")
+
+
+def slices(data: InteractionData) -> dict[str, np.ndarray | None]:
+    """'all' when every item has training data; otherwise 'warm' and 'cold' candidate masks."""
+    cold = data.cold_item_mask()
+    if not cold.any():
+        return {"all": None}
+    return {"warm": ~cold, "cold": cold}
+
+
+def evaluate_suite(
+    trained: dict[str, TrainedRanker], data: InteractionData, seed: int, ks=DEFAULT_KS, folds=("test",),
+    progress: bool = False,
+) -> SuiteResult:
+    if not trained:
+        raise ValueError("no rankers to evaluate")
+    rankers = {name: t.ranker for name, t in trained.items()}
+    rankers["random"] = RandomRanker(seed=seed).fit(data)
+    results = []
+    for fold in folds:
+        for slice_name, candidates in slices(data).items():
+            for ranker in rankers.values():
+                if slice_name == "cold" and not ranker.scores_cold_items:
+                    continue  # cannot score cold items: report nothing for that slice, not zero
+                results.append(evaluate(ranker, data, fold, ks, slice_name=slice_name,
+                                        candidate_items=candidates, progress=progress))
+    metrics = pd.concat([r.long() for r in results], ignore_index=True)
+    valid_scores = {t.ranker.name: t.valid_metrics[CHAMPION_METRIC] for t in trained.values()}
+    champion = max(valid_scores, key=valid_scores.get)
+    return SuiteResult(metrics, results, champion, valid_scores)

@@ -1,0 +1,46 @@
+"""EASE^R (Steck 2019): a closed-form item-item linear autoencoder with a zero diagonal."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from llmrec_platform.interactions import InteractionData
+from llmrec_platform.rankers.base import Ranker
+from llmrec_platform.rankers.itemknn import binarize
+
+
+def ease_weights(x: sp.spmatrix | np.ndarray, reg_weight: float) -> np.ndarray:
+    """argmin_B ||X - XB||^2 + reg ||B||^2 s.t. diag(B) = 0, in float64: B = -P / diag(P), P = (X'X + reg I)^-1."""
+    x = sp.csr_matrix(x, dtype=np.float64)
+    gram = (x.T @ x).toarray()
+    gram[np.diag_indices_from(gram)] += reg_weight
+    precision = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+    weights = precision / (-np.diag(precision))[None, :]
+    weights[np.diag_indices_from(weights)] = 0.0
+    return weights
+
+
+class EASERanker(Ranker):
+    """score(u) = X_u B on the binarized training matrix; B from `ease_weights` (float64), stored as float32.
+
+    Memory and time are O(n_items^2) and O(n_items^3): fine up to a few tens of thousands of items.
+
+    Default tuned on the ML-1M valid fold (RecBole protocol, seed 2020), NDCG@10 on valid:
+      reg_weight 250 -> 0.2638, 500 -> 0.2655, 1000 -> 0.2650, 2000 -> 0.2607
+    """
+
+    name = "ease"
+
+    def __init__(self, reg_weight: float = 500.0):
+        if reg_weight <= 0:
+            raise ValueError(f"reg_weight must be > 0, got {reg_weight}")
+        self.reg_weight = reg_weight
+
+    def _fit(self, data: InteractionData) -> None:
+        self.train_binary_ = binarize(data.train)
+        self.weights_ = ease_weights(self.train_binary_, self.reg_weight).astype(np.float32)
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return np.asarray(self.train_binary_[users] @ self.weights_, dtype=np.float32)

@@ -1,0 +1,21 @@
+"""Dagster resources: thin, frozen wrappers whose methods return domain objects."""
+
+from llmrec_platform.resources.core import (
+    DatasetResource,
+    DeviceResource,
+    EncoderResource,
+    ExperimentResource,
+    TrackingResource,
+    WarehouseResource,
+)
+from llmrec_platform.resources.io_managers import WarehouseIOManager
+
+__all__ = [
+    "DatasetResource",
+    "DeviceResource",
+    "EncoderResource",
+    "ExperimentResource",
+    "TrackingResource",
+    "WarehouseIOManager",
+    "WarehouseResource",
+]

@@ -1,0 +1,68 @@
+"""MLflow tracking (no Dagster): one run per trained ranker; evaluation adds test metrics to the same run."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    """Stable content hash of a frame (row order included), e.g. the split a ranker was trained on."""
+    row_hashes = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False).to_numpy()
+    return hashlib.sha256(row_hashes.tobytes()).hexdigest()[:16]
+
+
+def _metric_key(key: str) -> str:
+    return key.replace("@", "_at_")
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, artifact_root: Path, experiment: str):
+        import mlflow
+
+        self.mlflow = mlflow
+        self.client = mlflow.tracking.MlflowClient(tracking_uri)
+        existing = self.client.get_experiment_by_name(experiment)
+        if existing is None:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+        else:
+            self.experiment_id = existing.experiment_id
+
+    def start_run(self, run_name: str, params: dict, tags: dict | None = None) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags or {})
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        for key, value in params.items():
+            self.client.log_param(run_id, key, str(value)[:6000])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], prefix: str = "", step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(f"{prefix}{_metric_key(k)}", float(v), now, step or 0)
+            for k, v in metrics.items() if v == v  # skip NaN
+        ]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def set_tags(self, run_id: str, tags: dict) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
+
+    def end_run(self, run_id: str) -> None:
+        self.client.set_terminated(run_id)
