@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from llmrec_platform.config import ensure_dagster_home
 
 
@@ -16,25 +18,39 @@ class CliError(Exception):
     pass
 
 
+def dataset_months(dataset: str) -> tuple[str, str]:
+    """First and last monthly partition keys that hold the dataset's ratings."""
+    from llmrec_platform.assets.partitions import monthly_partitions
+    from llmrec_platform.data.datasets import load_dataset_cached
+
+    timestamps = load_dataset_cached(dataset).ratings["timestamp"]
+    keys = monthly_partitions.get_partition_keys()
+    first = pd.Timestamp(int(timestamps.min()), unit="s").strftime("%Y-%m-01")
+    last = pd.Timestamp(int(timestamps.max()), unit="s").strftime("%Y-%m-01")
+    if first < keys[0] or last > keys[-1]:
+        raise CliError(f"ratings of {dataset} span {first} .. {last}, outside the partitions {keys[0]} .. {keys[-1]}")
+    return first, last
+
+
 def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: str = "auto", seed: int = 2020,
                  selection: str | None = None, log_level: str = "WARNING"):
     """Materialize the graph (all ratings partitions in one run) on the persistent Dagster instance."""
+    from llmrec_platform.data.datasets import load_dataset_cached
+
+    load_dataset_cached(dataset)  # fail fast with one clear line, before Dagster starts
     paths = ensure_dagster_home()
     import dagster as dg
 
-    from llmrec_platform.assets.partitions import monthly_partitions
-    from llmrec_platform.data.datasets import resolve_source
     from llmrec_platform.definitions import ALL_ASSETS, build_resources
 
-    resolve_source(dataset)  # fail fast with one clear line, before Dagster starts
-    keys = monthly_partitions.get_partition_keys()
+    first, last = dataset_months(dataset)
     result = dg.materialize(
         ALL_ASSETS,
         selection=selection,
         instance=dg.DagsterInstance.get(),
         resources=build_resources(paths, dataset=dataset, protocol=protocol, cold_items=cold_items,
                                   device=device, seed=seed),
-        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1],
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
               "llmrec/dataset": dataset, "llmrec/protocol": protocol},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         raise_on_error=False,

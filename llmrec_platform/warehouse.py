@@ -93,6 +93,12 @@ class Warehouse:
             conn.execute("COMMIT")
         return len(frame)
 
+    def delete(self, table: str, where: str, params: list) -> int:
+        """Delete matching rows; returns how many went."""
+        table = _check_identifier(table)
+        with self.connect() as conn:
+            return conn.execute(f"DELETE FROM {table} WHERE {where}", params).fetchone()[0]
+
     def append(self, table: str, frame: pd.DataFrame) -> int:
         table = _check_identifier(table)
         if frame.empty and self.has_table(table):

@@ -15,16 +15,23 @@ from llmrec_platform.resources import DatasetResource, WarehouseResource
     kinds={"duckdb", "pandas"},
 )
 def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource) -> pd.DataFrame:
-    """Ratings whose timestamp falls in the partition window; bad rows go to the `quarantine` table."""
+    """Ratings whose timestamp falls in the partition window (tagged with their dataset); bad rows go to the
+    `quarantine` table."""
     window = context.partition_time_window
     start, end = int(window.start.timestamp()), int(window.end.timestamp())
     loaded = dataset.load()
     in_window = loaded.ratings["timestamp"].between(start, end - 1)
+    ratings = loaded.ratings[in_window].reset_index(drop=True).assign(dataset=dataset.source)
+    store = warehouse.warehouse()
+    if store.has_table("ratings"):
+        # The warehouse holds one dataset at a time: switching datasets drops the other one's rows.
+        dropped = store.delete("ratings", "dataset <> ?", [dataset.source])
+        if dropped:
+            context.log.warning(f"removed {dropped} ratings of another dataset from the warehouse")
     quarantine = loaded.quarantine.assign(dataset=dataset.source)
     if len(quarantine):
-        warehouse.warehouse().replace_where("quarantine", quarantine, "dataset = ?", [dataset.source])
+        store.replace_where("quarantine", quarantine, "dataset = ?", [dataset.source])
         context.log.warning(f"{len(quarantine)} rating rows quarantined (see the quarantine table)")
-    ratings = loaded.ratings[in_window].reset_index(drop=True)
     context.add_output_metadata({
         "dataset": dataset.source,
         "window": f"{window.start:%Y-%m} .. {window.end:%Y-%m} (exclusive)",

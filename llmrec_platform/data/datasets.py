@@ -12,6 +12,7 @@ Bad rows never stop a load: they go to a quarantine frame naming file, row, fiel
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from dataclasses import dataclass, field
@@ -84,6 +85,18 @@ def resolve_source(name_or_path: str) -> tuple[str, Path]:
         f"dataset folder {folder} has neither u.data (ML-100K layout: u.data, u.item, u.user) "
         f"nor ratings.dat (ML-1M layout: ratings.dat, movies.dat, users.dat)"
     )
+
+
+def load_dataset_cached(name_or_path: str) -> Dataset:
+    """`load_dataset`, memoised per process until a file of the source folder changes."""
+    _, folder = resolve_source(name_or_path)
+    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.is_file()))
+    return _load_memo(name_or_path, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_memo(name_or_path: str, stamp: tuple) -> Dataset:
+    return load_dataset(name_or_path)
 
 
 def load_dataset(name_or_path: str) -> Dataset:

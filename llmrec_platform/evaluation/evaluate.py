@@ -54,9 +54,10 @@ def evaluate(
     excluded = data.seen_before(fold)
     if candidate_items is not None:
         relevant = relevant.multiply(candidate_items[None, :].astype(np.float32)).tocsr()
+        relevant.eliminate_zeros()
     n_relevant = np.asarray(relevant.getnnz(axis=1))
     users = np.flatnonzero(n_relevant > 0)
-    k_max = max(ks)
+    k_max = min(max(ks), data.n_items)
     top_lists = np.empty((len(users), k_max), dtype=np.int64)
     hits = np.empty((len(users), k_max), dtype=bool)
     blocked = None if candidate_items is None else ~candidate_items

@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from llmrec_platform.config import Paths
-from llmrec_platform.data.datasets import Dataset, load_dataset
+from llmrec_platform.data.datasets import Dataset, load_dataset_cached
 from llmrec_platform.encoders import DEFAULT_MODEL, TextEncoder, resolve_device
 from llmrec_platform.split import SplitConfig
 from llmrec_platform.tracking import Tracker
@@ -23,18 +23,13 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(self.path or Paths.from_env().warehouse)
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_dataset(source: str) -> Dataset:
-    return load_dataset(source)
-
-
 class DatasetResource(dg.ConfigurableResource):
     """Where ratings, items and users come from: `ml-100k`, `ml-1m` or a GroupLens folder path."""
 
     source: str = "ml-100k"
 
     def load(self) -> Dataset:
-        return _cached_dataset(self.source)
+        return load_dataset_cached(self.source)
 
 
 class ExperimentResource(dg.ConfigurableResource):

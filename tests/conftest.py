@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny GroupLens-format dataset on disk and an isolated LLMREC_HOME."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmrec_platform.config import Paths
+
+GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+TITLES = ["Toy Story (1995)", "GoldenEye (1995)", "Four Rooms (1995)", "Get Shorty (1995)", "Copycat (1995)",
+          "Twelve Monkeys (1995)", "Babe (1995)", "Dead Man Walking (1995)", "Richard III (1995)", "Seven (Se7en) (1995)",
+          "Usual Suspects, The (1995)", "Mighty Aphrodite (1995)", "Postino, Il (1994)", "French Twist (1995)",
+          "From Dusk Till Dawn (1996)", "Braveheart (1995)", "Taxi Driver (1976)", "Apollo 13 (1995)",
+          "Batman Forever (1995)", "Belle de jour (1967)", "Crimson Tide (1995)", "Crumb (1994)", "Desperado (1995)",
+          "Doom Generation, The (1995)", "Mad Love (1995)", "Billy Madison (1995)", "Clerks (1994)",
+          "Star Wars (1977)", "Fargo (1996)", "Heat (1995)"]
+
+
+def write_ml100k_folder(folder: Path, n_users: int = 24, seed: int = 7, per_user: int = 16) -> Path:
+    """A GroupLens ML-100K-layout folder: two taste groups, timestamps over 1997-09 .. 1998-02."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    n_items = len(TITLES)
+    lines = []
+    start = 873_000_000  # 1997-09-01
+    for user in range(1, n_users + 1):
+        # Group A prefers the first half of the catalogue, group B the second; some overlap keeps 10-core.
+        preferred = np.arange(0, 18) if user % 2 else np.arange(12, n_items)
+        items = rng.choice(preferred, size=per_user, replace=False)
+        for item in items:
+            rating = int(rng.integers(3, 6))
+            ts = start + int(rng.integers(0, 150 * 86400))
+            lines.append(f"{user}\t{item + 1}\t{rating}\t{ts}")
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    item_lines = []
+    for i, title in enumerate(TITLES, start=1):
+        flags = ["0"] * len(GENRES)
+        flags[1 + (i % 8)] = "1"
+        flags[1 + ((i * 3) % 17)] = "1"
+        item_lines.append(f"{i}|{title}|01-Jan-1995||http://example.invalid|" + "|".join(flags))
+    (folder / "u.item").write_text("\n".join(item_lines) + "\n", encoding="latin-1")
+    occupations = ["technician", "writer", "student", "educator", "programmer"]
+    user_lines = [f"{u}|{20 + u}|{'MF'[u % 2]}|{occupations[u % 5]}|{10000 + u}" for u in range(1, n_users + 1)]
+    (folder / "u.user").write_text("\n".join(user_lines) + "\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_dataset_dir(tmp_path: Path) -> Path:
+    return write_ml100k_folder(tmp_path / "tiny-ml")
+
+
+@pytest.fixture
+def llmrec_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
+    """An isolated LLMREC_HOME (and DAGSTER_HOME inside it) for one test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("LLMREC_HOME", str(home))
+    paths = Paths.from_env().ensure()
+    monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
+    monkeypatch.setenv("LLMREC_DEVICE", os.environ.get("LLMREC_TEST_DEVICE", "cpu"))
+    return paths

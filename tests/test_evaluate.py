@@ -1,0 +1,74 @@
+"""Full-ranking evaluation on a hand-built split."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmrec_platform.evaluation.evaluate import evaluate
+from llmrec_platform.interactions import InteractionData
+from llmrec_platform.rankers.base import Ranker
+
+
+class FixedScores(Ranker):
+    name = "fixed"
+
+    def __init__(self, scores):
+        self.scores = np.asarray(scores, dtype=np.float32)
+
+    def _fit(self, data):
+        pass
+
+    def _score(self, users):
+        return self.scores[users]
+
+
+def split_frame(rows):
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp", "fold"])
+
+
+@pytest.fixture
+def data():
+    return InteractionData.from_split(split_frame([
+        ("u1", "a", 5, 1, "train"), ("u1", "b", 4, 2, "valid"), ("u1", "c", 4, 3, "test"), ("u1", "d", 4, 3, "test"),
+        ("u2", "b", 5, 1, "train"), ("u2", "a", 4, 2, "test"),
+        ("u3", "e", 5, 1, "train"),  # no test items: not evaluated
+    ]))
+
+
+def test_excludes_train_and_valid_and_ranks_everything_else(data):
+    # items a b c d e; u1 likes c,d in test. Scores put a (train) and b (valid) on top: they must be skipped.
+    scores = [[9, 8, 1, 7, 6], [1, 9, 2, 3, 4], [0, 0, 0, 0, 0]]
+    result = evaluate(FixedScores(scores).fit(data), data, "test", ks=(2,))
+    per_user = result.per_user.set_index("user_id")
+    assert list(per_user.index) == ["u1", "u2"]
+    # u1 ranking without a, b: d(7), e(6), c(1) -> top-2 = d, e: one hit of two relevant at rank 1.
+    assert per_user.loc["u1", "precision@2"] == pytest.approx(0.5)
+    assert per_user.loc["u1", "mrr@2"] == pytest.approx(1.0)
+    # u2 ranking without b: e(4), d(3), c(2), a(1) -> a not in top-2.
+    assert per_user.loc["u2", "hit@2"] == 0.0
+    assert result.summary["hit@2"] == pytest.approx(0.5)
+    assert result.n_users == 2
+
+
+def test_valid_fold_excludes_only_train(data):
+    scores = [[9, 8, 1, 7, 6], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
+    result = evaluate(FixedScores(scores).fit(data), data, "valid", ks=(1,))
+    assert result.per_user["user_id"].tolist() == ["u1"]
+    assert result.summary["ndcg@1"] == pytest.approx(1.0)  # b is top once a (train) is excluded
+
+
+def test_candidate_mask_restricts_ranking_and_relevance(data):
+    scores = [[9, 8, 1, 7, 6], [1, 9, 2, 3, 4], [0, 0, 0, 0, 0]]
+    only_c = np.array([False, False, True, False, False])
+    result = evaluate(FixedScores(scores).fit(data), data, "test", ks=(1,), candidate_items=only_c, slice_name="c")
+    assert result.per_user["user_id"].tolist() == ["u1"]
+    assert result.summary["ndcg@1"] == pytest.approx(1.0)
+    assert set(result.long()["slice"]) == {"c"}
+
+
+def test_batches_do_not_change_results(data):
+    rng = np.random.default_rng(0)
+    ranker = FixedScores(rng.random((3, 5))).fit(data)
+    one = evaluate(ranker, data, "test", batch_size=1).summary
+    many = evaluate(ranker, data, "test", batch_size=1024).summary
+    assert one == pytest.approx(many, nan_ok=True)
