@@ -107,7 +107,9 @@ class TextEncoder:
             import torch
 
             self.model.to(torch.bfloat16)
-        elif self.precision != "fp32":
+        elif self.precision == "fp32":
+            self.model.float()  # a model saved in half precision still computes in fp32 when asked
+        else:
             raise EncoderError(f"unknown precision {precision!r}: use fp32, fp16 or bf16")
 
     @property

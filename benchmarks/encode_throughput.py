@@ -1,0 +1,110 @@
+"""Encoding throughput of the `item_embeddings` asset on a device (CPU here, CUDA where there is one).
+
+Materializes the real asset (Dagster + DuckDB warehouse + DeviceResource) on the given device and
+precision, twice (the second run must hit the cache), then sweeps the bare encoder over precisions
+and batch sizes. Item texts come from a parquet file (item_id, text, text_hash) or are built here from
+a dataset.
+
+    python benchmarks/encode_throughput.py --dataset ml-1m --device cpu
+    python benchmarks/encode_throughput.py --texts texts.parquet --model /path/to/model --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+
+def item_texts(args) -> pd.DataFrame:
+    if args.texts:
+        return pd.read_parquet(args.texts)
+    from llmrec_platform.data.datasets import load_dataset
+    from llmrec_platform.data.text import build_item_texts
+
+    return build_item_texts(load_dataset(args.dataset).items)[0]
+
+
+def materialize(texts: pd.DataFrame, home: Path, args) -> dict:
+    import dagster as dg
+
+    from llmrec_platform.assets.embeddings import item_embeddings
+    from llmrec_platform.assets.ingest import raw_items
+    from llmrec_platform.assets.text import item_texts as item_texts_asset
+    from llmrec_platform.resources import (
+        DatasetResource,
+        DeviceResource,
+        EncoderResource,
+        WarehouseIOManager,
+        WarehouseResource,
+    )
+    from llmrec_platform.warehouse import Warehouse
+
+    warehouse = str(home / "warehouse.duckdb")
+    Warehouse(warehouse).replace("item_texts", texts)
+    result = dg.materialize(
+        [raw_items, item_texts_asset, item_embeddings], selection=["item_embeddings"],
+        resources={
+            "io_manager": WarehouseIOManager(path=warehouse),
+            "warehouse": WarehouseResource(path=warehouse),
+            "dataset": DatasetResource(),  # raw_items is only an unselected upstream here
+            "device": DeviceResource(device=args.device, precision=args.precision, batch_size=args.batch_size),
+            "encoder": EncoderResource(model=args.model),
+        },
+    )
+    [event] = result.asset_materializations_for_node("item_embeddings")
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def sweep(texts: list[str], args) -> list[dict]:
+    import torch
+
+    from llmrec_platform.encoders import TextEncoder, resolve_device
+
+    device, _ = resolve_device(args.device)
+    precisions = ["fp32", "fp16", "bf16"] if device.startswith("cuda") else ["fp32"]
+    rows = []
+    for precision in precisions:
+        for batch_size in args.sweep_batches:
+            encoder = TextEncoder(args.model, device=device, precision=precision, batch_size=batch_size)
+            encoder.encode(texts[: batch_size * 2])  # warm-up (kernels, tokenizer)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            _, stats = encoder.encode(texts)
+            rows.append({"device": device, "precision": precision, "batch_size": batch_size,
+                         "texts": stats.encoded, "texts_per_s": round(stats.per_second, 1)})
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--texts", help="parquet with item_id, text, text_hash (instead of --dataset)")
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp16")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--sweep-batches", type=int, nargs="*", default=[64, 256, 1024])
+    parser.add_argument("--repeat", type=int, default=1, help="repeat the texts this many times in the sweep")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    texts = item_texts(args)
+    print(f"{len(texts)} item texts; python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for attempt in ("cold", "cached"):
+            start = time.perf_counter()
+            meta = materialize(texts, Path(tmp), args)
+            print(f"item_embeddings asset ({attempt}): {time.perf_counter() - start:.1f} s wall; "
+                  + ", ".join(f"{k}={meta[k]}" for k in ("device", "precision", "dim", "encoded", "cached", "items_per_second")))
+    rows = sweep(texts["text"].tolist() * args.repeat, args)
+    print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
