@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +57,15 @@ class Tracker:
         ]
         if batch:
             self.client.log_batch(run_id, metrics=batch)
+
+    def log_metric_history(self, run_id: str, key: str, values: list[float]) -> None:
+        """One metric over steps (e.g. a validation curve), shown as a chart in the MLflow UI."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(_metric_key(key), float(v), now, step) for step, v in enumerate(values)]
+        for start in range(0, len(metrics), 1000):  # MLflow caps a batch at 1000 metrics
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)

@@ -1,7 +1,11 @@
 """Trained rankers. Each asset fits one model on the training fold, scores it on validation and logs
 an MLflow run (params, validation metrics, data fingerprint)."""
 
+import inspect
+import json
+import tempfile
 import time
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -10,13 +14,26 @@ from llmrec_platform.evaluation.evaluate import evaluate
 from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.base import Ranker, TrainedRanker
 from llmrec_platform.rankers.content import LLMContentRanker
+from llmrec_platform.rankers.ease import EASERanker
+from llmrec_platform.rankers.genre import GenreMatchRanker
+from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
+from llmrec_platform.rankers.implicit_models import ALSRanker, BPRRanker
+from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.simple import PopularityRanker
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource
 from llmrec_platform.tracking import data_fingerprint
 
 ARTIFACTS_IO = "artifacts_io"
 # Every ranker asset, in report order; the evaluation report and recommendations take them all.
-RANKER_ASSETS = ["popularity_ranker", "llm_content_ranker"]
+RANKER_ASSETS = [
+    "popularity_ranker", "itemknn_ranker", "ease_ranker", "als_ranker", "bpr_ranker", "genre_match_ranker",
+    "llm_content_ranker", "hybrid_ranker",
+]
+
+
+def default_of(cls: type, parameter: str):
+    """A constructor default, so asset config and domain class never disagree."""
+    return inspect.signature(cls).parameters[parameter].default
 
 
 def train_ranker(
@@ -32,7 +49,8 @@ def train_ranker(
     start = time.perf_counter()
     ranker.fit(data)
     fit_seconds = time.perf_counter() - start
-    valid = evaluate(ranker, data, "valid").summary
+    # A ranker trained on part of the validation fold (the hybrid) is scored on the users it did not see.
+    valid = evaluate(ranker, data, "valid", users=getattr(ranker, "validation_users_", None)).summary
     fingerprint = data_fingerprint(split)
     tracker = tracking.tracker()
     run_id = tracker.start_run(
@@ -74,3 +92,128 @@ def llm_content_ranker(
     ranker = LLMContentRanker(item_embeddings, user_embeddings)
     params = {"encoder": str(item_embeddings["model"].iloc[0])}
     return train_ranker(context, ranker, split, params, tracking, dataset, experiment)
+
+
+class ItemKNNConfig(dg.Config):
+    k: int = default_of(ItemKNNRanker, "k")
+    shrink: float = default_of(ItemKNNRanker, "shrink")
+
+
+@dg.asset(**RANKER_KWARGS)
+def itemknn_ranker(
+    context: dg.AssetExecutionContext, config: ItemKNNConfig, split: pd.DataFrame, tracking: TrackingResource,
+    dataset: DatasetResource, experiment: ExperimentResource,
+) -> TrainedRanker:
+    """Item-based k-nearest neighbours on cosine similarity with shrinkage."""
+    params = config.model_dump()
+    return train_ranker(context, ItemKNNRanker(**params), split, params, tracking, dataset, experiment)
+
+
+class EASEConfig(dg.Config):
+    reg_weight: float = default_of(EASERanker, "reg_weight")
+
+
+@dg.asset(**RANKER_KWARGS)
+def ease_ranker(
+    context: dg.AssetExecutionContext, config: EASEConfig, split: pd.DataFrame, tracking: TrackingResource,
+    dataset: DatasetResource, experiment: ExperimentResource,
+) -> TrainedRanker:
+    """EASE: the closed-form shallow autoencoder (Steck 2019), the strongest classical baseline here."""
+    params = config.model_dump()
+    return train_ranker(context, EASERanker(**params), split, params, tracking, dataset, experiment)
+
+
+class ALSConfig(dg.Config):
+    factors: int = default_of(ALSRanker, "factors")
+    regularization: float = default_of(ALSRanker, "regularization")
+    alpha: float = default_of(ALSRanker, "alpha")
+    iterations: int = default_of(ALSRanker, "iterations")
+
+
+@dg.asset(**RANKER_KWARGS)
+def als_ranker(
+    context: dg.AssetExecutionContext, config: ALSConfig, split: pd.DataFrame, tracking: TrackingResource,
+    dataset: DatasetResource, experiment: ExperimentResource,
+) -> TrainedRanker:
+    """Implicit-feedback ALS (the `implicit` library)."""
+    params = {**config.model_dump(), "seed": experiment.seed}
+    return train_ranker(context, ALSRanker(**params), split, params, tracking, dataset, experiment)
+
+
+class BPRConfig(dg.Config):
+    factors: int = default_of(BPRRanker, "factors")
+    learning_rate: float = default_of(BPRRanker, "learning_rate")
+    regularization: float = default_of(BPRRanker, "regularization")
+    iterations: int = default_of(BPRRanker, "iterations")
+
+
+@dg.asset(**RANKER_KWARGS)
+def bpr_ranker(
+    context: dg.AssetExecutionContext, config: BPRConfig, split: pd.DataFrame, tracking: TrackingResource,
+    dataset: DatasetResource, experiment: ExperimentResource,
+) -> TrainedRanker:
+    """Bayesian Personalized Ranking (the `implicit` library), seeded and single-threaded for determinism."""
+    params = {**config.model_dump(), "seed": experiment.seed}
+    return train_ranker(context, BPRRanker(**params), split, params, tracking, dataset, experiment)
+
+
+@dg.asset(**RANKER_KWARGS)
+def genre_match_ranker(
+    context: dg.AssetExecutionContext, split: pd.DataFrame, raw_items: pd.DataFrame, tracking: TrackingResource,
+    dataset: DatasetResource, experiment: ExperimentResource,
+) -> TrainedRanker:
+    """Items scored by the overlap of their genres with the user's history: the fair cold-start floor."""
+    return train_ranker(context, GenreMatchRanker(raw_items), split, {}, tracking, dataset, experiment)
+
+
+class HybridAssetConfig(dg.Config):
+    n_candidates: int = HybridConfig.n_candidates
+    n_estimators: int = HybridConfig.n_estimators
+    learning_rate: float = HybridConfig.learning_rate
+    num_leaves: int = HybridConfig.num_leaves
+    min_child_samples: int = HybridConfig.min_child_samples
+    feature_fraction: float = HybridConfig.feature_fraction
+    early_stopping_rounds: int = HybridConfig.early_stopping_rounds
+    holdout_users: float = HybridConfig.holdout_users
+
+
+@dg.asset(**RANKER_KWARGS)
+def hybrid_ranker(
+    context: dg.AssetExecutionContext, config: HybridAssetConfig, split: pd.DataFrame,
+    ease_ranker: TrainedRanker, itemknn_ranker: TrainedRanker, als_ranker: TrainedRanker, bpr_ranker: TrainedRanker,
+    llm_content_ranker: TrainedRanker, genre_match_ranker: TrainedRanker,
+    tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource,
+) -> TrainedRanker:
+    """CF candidates (EASE, ItemKNN, ALS, BPR) re-ranked by LightGBM LambdaRank with LLM features,
+    trained on the validation fold."""
+    candidates = {t.ranker.name: t.ranker for t in (ease_ranker, itemknn_ranker, als_ranker, bpr_ranker)}
+    hybrid_config = HybridConfig(**config.model_dump(), seed=experiment.seed)
+    ranker = HybridRanker(candidates, llm_content_ranker.ranker, {"genre_match": genre_match_ranker.ranker}, hybrid_config)
+    params = {**config.model_dump(), "candidates": ",".join(candidates), "encoder": llm_content_ranker.ranker.name}
+    trained = train_ranker(context, ranker, split, params, tracking, dataset, experiment)
+    log_hybrid_training(tracking, trained)
+    log = ranker.training_log_
+    context.add_output_metadata({
+        "best_iteration": log.best_iteration,
+        "candidate_recall_valid": dg.MetadataValue.float(round(log.candidate_recall, 4)),
+        "feature_importance": dg.MetadataValue.md(
+            "| feature | gain share |\n|---|---:|\n" + "\n".join(
+                f"| {name} | {share:.3f} |" for name, share in sorted(log.importances.items(), key=lambda x: -x[1]))),
+    })
+    return trained
+
+
+def log_hybrid_training(tracking: TrackingResource, trained: TrainedRanker) -> None:
+    """The LightGBM model, its feature importances and its validation curve, in the ranker's MLflow run."""
+    ranker, tracker = trained.ranker, tracking.tracker()
+    log = ranker.training_log_
+    tracker.log_metric_history(trained.mlflow_run_id, "holdout_valid_ndcg_at_10", log.validation_curve)
+    tracker.log_metrics(trained.mlflow_run_id, {"best_iteration": log.best_iteration,
+                                                "candidate_recall": log.candidate_recall})
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = Path(tmp) / "lightgbm_model.txt"
+        ranker.model_.booster_.save_model(str(model_path), num_iteration=log.best_iteration)
+        importance_path = Path(tmp) / "feature_importance.json"
+        importance_path.write_text(json.dumps(log.importances, indent=2))
+        tracker.log_artifact(trained.mlflow_run_id, model_path, "model")
+        tracker.log_artifact(trained.mlflow_run_id, importance_path, "model")

@@ -43,12 +43,14 @@ def evaluate(
     batch_size: int = 1024,
     slice_name: str = "all",
     candidate_items: np.ndarray | None = None,
+    users: np.ndarray | None = None,
     progress: bool = False,
 ) -> EvaluationResult:
     """Rank all candidate items for every user with relevant items in `fold` and compute metrics.
 
     `candidate_items` (a boolean mask over items) restricts both the ranking and the relevant set,
-    which is how the cold-item slice ranks among cold items only.
+    which is how the cold-item slice ranks among cold items only. `users` (positions) restricts who is
+    evaluated, e.g. to the validation users a re-ranker did not train on.
     """
     relevant = data.relevant(fold)
     excluded = data.seen_before(fold)
@@ -56,7 +58,10 @@ def evaluate(
         relevant = relevant.multiply(candidate_items[None, :].astype(np.float32)).tocsr()
         relevant.eliminate_zeros()
     n_relevant = np.asarray(relevant.getnnz(axis=1))
-    users = np.flatnonzero(n_relevant > 0)
+    evaluable = n_relevant > 0
+    if users is not None:
+        evaluable &= np.isin(np.arange(data.n_users), users)
+    users = np.flatnonzero(evaluable)
     k_max = min(max(ks), data.n_items)
     top_lists = np.empty((len(users), k_max), dtype=np.int64)
     hits = np.empty((len(users), k_max), dtype=bool)

@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 
 from llmrec_platform.evaluation.evaluate import DEFAULT_KS, EvaluationResult, evaluate
+from llmrec_platform.evaluation.significance import PairedComparison, paired_bootstrap
 from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.base import TrainedRanker
 from llmrec_platform.rankers.simple import RandomRanker
 
 CHAMPION_METRIC = "ndcg@10"
+COMBINED_RANKERS = ("hybrid",)  # compared, per user, against every single ranker
 
 
 @dataclass
@@ -21,6 +23,7 @@ class SuiteResult:
     results: list[EvaluationResult]
     champion: str
     valid_scores: dict[str, float] = field(default_factory=dict)
+    comparisons: list[PairedComparison] = field(default_factory=list)
 
     def per_user(self, ranker: str, fold: str = "test", slice_name: str = "all") -> pd.DataFrame:
         for result in self.results:
@@ -56,4 +59,12 @@ def evaluate_suite(
     metrics = pd.concat([r.long() for r in results], ignore_index=True)
     valid_scores = {t.ranker.name: t.valid_metrics[CHAMPION_METRIC] for t in trained.values()}
     champion = max(valid_scores, key=valid_scores.get)
-    return SuiteResult(metrics, results, champion, valid_scores)
+    suite = SuiteResult(metrics, results, champion, valid_scores)
+    main_slice = next(iter(slices(data)))
+    for combined in (r for r in COMBINED_RANKERS if r in rankers):
+        for baseline in rankers:
+            if baseline not in (combined, "random"):
+                suite.comparisons.append(paired_bootstrap(
+                    suite.per_user(combined, "test", main_slice), suite.per_user(baseline, "test", main_slice),
+                    CHAMPION_METRIC, combined, baseline, seed=seed))
+    return suite
