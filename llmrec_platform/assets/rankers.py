@@ -17,7 +17,7 @@ from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
 from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
-from llmrec_platform.rankers.implicit_models import ALSRanker, BPRRanker
+from llmrec_platform.rankers.implicit_models import AdamBPRRanker, ALSRanker, BPRRanker
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.simple import PopularityRanker
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource
@@ -26,7 +26,8 @@ from llmrec_platform.tracking import data_fingerprint
 ARTIFACTS_IO = "artifacts_io"
 # Every ranker asset, in report order; the evaluation report and recommendations take them all.
 RANKER_ASSETS = [
-    "popularity_ranker", "itemknn_ranker", "ease_ranker", "als_ranker", "bpr_ranker", "genre_match_ranker",
+    "popularity_ranker", "itemknn_ranker", "ease_ranker", "als_ranker", "bpr_ranker", "bpr_adam_ranker",
+    "genre_match_ranker",
     "llm_content_ranker", "hybrid_ranker",
 ]
 
@@ -157,6 +158,23 @@ def bpr_ranker(
     return train_ranker(context, BPRRanker(**params), split, params, tracking, dataset, experiment)
 
 
+class AdamBPRConfig(dg.Config):
+    factors: int = default_of(AdamBPRRanker, "factors")
+    learning_rate: float = default_of(AdamBPRRanker, "learning_rate")
+    epochs: int = default_of(AdamBPRRanker, "epochs")
+    batch_size: int = default_of(AdamBPRRanker, "batch_size")
+
+
+@dg.asset(**RANKER_KWARGS)
+def bpr_adam_ranker(
+    context: dg.AssetExecutionContext, config: AdamBPRConfig, split: pd.DataFrame, tracking: TrackingResource,
+    dataset: DatasetResource, experiment: ExperimentResource,
+) -> TrainedRanker:
+    """BPR trained as RecBole trains it (mini-batch Adam in torch): the reproduction of its published BPR."""
+    params = {**config.model_dump(), "seed": experiment.seed}
+    return train_ranker(context, AdamBPRRanker(**params), split, params, tracking, dataset, experiment)
+
+
 @dg.asset(**RANKER_KWARGS)
 def genre_match_ranker(
     context: dg.AssetExecutionContext, split: pd.DataFrame, raw_items: pd.DataFrame, tracking: TrackingResource,
@@ -180,13 +198,13 @@ class HybridAssetConfig(dg.Config):
 @dg.asset(**RANKER_KWARGS)
 def hybrid_ranker(
     context: dg.AssetExecutionContext, config: HybridAssetConfig, split: pd.DataFrame,
-    ease_ranker: TrainedRanker, itemknn_ranker: TrainedRanker, als_ranker: TrainedRanker, bpr_ranker: TrainedRanker,
-    llm_content_ranker: TrainedRanker, genre_match_ranker: TrainedRanker,
+    ease_ranker: TrainedRanker, itemknn_ranker: TrainedRanker, als_ranker: TrainedRanker,
+    bpr_adam_ranker: TrainedRanker, llm_content_ranker: TrainedRanker, genre_match_ranker: TrainedRanker,
     tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource,
 ) -> TrainedRanker:
-    """CF candidates (EASE, ItemKNN, ALS, BPR) re-ranked by LightGBM LambdaRank with LLM features,
+    """CF candidates (EASE, ItemKNN, ALS, Adam-BPR) re-ranked by LightGBM LambdaRank with LLM features,
     trained on the validation fold."""
-    candidates = {t.ranker.name: t.ranker for t in (ease_ranker, itemknn_ranker, als_ranker, bpr_ranker)}
+    candidates = {t.ranker.name: t.ranker for t in (ease_ranker, itemknn_ranker, als_ranker, bpr_adam_ranker)}
     hybrid_config = HybridConfig(**config.model_dump(), seed=experiment.seed)
     ranker = HybridRanker(candidates, llm_content_ranker.ranker, {"genre_match": genre_match_ranker.ranker}, hybrid_config)
     params = {**config.model_dump(), "candidates": ",".join(candidates), "encoder": llm_content_ranker.ranker.name}
