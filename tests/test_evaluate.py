@@ -72,3 +72,13 @@ def test_batches_do_not_change_results(data):
     one = evaluate(ranker, data, "test", batch_size=1).summary
     many = evaluate(ranker, data, "test", batch_size=1024).summary
     assert one == pytest.approx(many, nan_ok=True)
+
+
+def test_lists_stop_at_the_candidates(data):
+    scores = [[9, 8, 1, 7, 6], [1, 9, 2, 3, 4], [0, 0, 0, 0, 0]]
+    two = np.array([False, False, True, True, False])
+    result = evaluate(FixedScores(scores).fit(data), data, "test", ks=(10,), candidate_items=two)
+    assert result.summary["coverage@10"] <= 1.0
+    # u1: both candidates (c, d) relevant -> perfect list; precision still divides by k.
+    assert result.summary["ndcg@10"] == pytest.approx(1.0)
+    assert result.summary["precision@10"] == pytest.approx(0.2)

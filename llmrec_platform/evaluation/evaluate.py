@@ -62,7 +62,8 @@ def evaluate(
     if users is not None:
         evaluable &= np.isin(np.arange(data.n_users), users)
     users = np.flatnonzero(evaluable)
-    k_max = min(max(ks), data.n_items)
+    n_candidates = int(candidate_items.sum()) if candidate_items is not None else data.n_items
+    k_max = min(max(ks), n_candidates)  # lists never reach past the candidates
     top_lists = np.empty((len(users), k_max), dtype=np.int64)
     hits = np.empty((len(users), k_max), dtype=bool)
     blocked = None if candidate_items is None else ~candidate_items
@@ -81,7 +82,6 @@ def evaluate(
     per_user = {"user_id": data.user_ids[users]}
     summary: dict[str, float] = {}
     item_users = np.asarray(data.train.getnnz(axis=0))
-    n_candidates = int(candidate_items.sum()) if candidate_items is not None else data.n_items
     for k in ks:
         for metric, values in accuracy_at_k(hits, n_relevant[users], k).items():
             per_user[f"{metric}@{k}"] = values
