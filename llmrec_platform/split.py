@@ -57,10 +57,7 @@ def k_core(frame: pd.DataFrame, core: int) -> pd.DataFrame:
 def split_interactions(interactions: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
     if interactions.empty:
         raise ValueError("no interactions left to split: check the rating threshold and k-core settings")
-    if config.protocol == "recbole":
-        split = _random_per_user(interactions, config)
-    else:
-        split = _temporal(interactions, config)
+    split = _random_per_user(interactions, config) if config.protocol == "recbole" else _temporal(interactions, config)
     if config.cold_item_fraction > 0:
         split = hold_out_cold_items(split, config.cold_item_fraction, config.seed)
     return split[SPLIT_COLUMNS].reset_index(drop=True)
@@ -95,19 +92,13 @@ def _temporal(interactions: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
 
 
 def hold_out_cold_items(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
-    """Remove a seeded fraction of items from training entirely; their rows are evaluated as cold items.
-
-    Cold items' interactions are re-assigned: those that were in train go to `valid` or `test` by the
-    same per-user position logic (alternating, seeded), so the cold slice has enough test signal.
-    """
+    """Remove a seeded fraction of items from training entirely: all their interactions become test rows,
+    evaluated as the cold-item slice (valid keeps warm items only, so tuning never sees a cold item)."""
     items = np.sort(split["item_id"].unique())
     rng = np.random.default_rng(seed + 1)
-    cold = set(rng.choice(items, size=max(1, int(round(fraction * len(items)))), replace=False))
-    is_cold = split["item_id"].isin(cold)
-    moved = split[is_cold & (split["fold"] == "train")]
-    coin = rng.random(len(moved)) < 0.5
+    cold = rng.choice(items, size=max(1, int(round(fraction * len(items)))), replace=False)
     split = split.copy()
-    split.loc[moved.index, "fold"] = np.where(coin, "valid", "test")
+    split.loc[split["item_id"].isin(cold), "fold"] = "test"
     # Users whose only training rows were cold items have no history left: drop them from evaluation.
     users_with_train = split.loc[split["fold"] == "train", "user_id"].unique()
     return split[split["user_id"].isin(users_with_train)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import time
@@ -29,12 +30,15 @@ class Tracker:
 
         self.mlflow = mlflow
         self.client = mlflow.tracking.MlflowClient(tracking_uri)
-        existing = self.client.get_experiment_by_name(experiment)
-        if existing is None:
-            artifact_root.mkdir(parents=True, exist_ok=True)
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
-        else:
-            self.experiment_id = existing.experiment_id
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        # Parallel steps (multiprocess executor) must not both create the store and run its migrations.
+        with open(artifact_root.parent / ".tracking.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            existing = self.client.get_experiment_by_name(experiment)
+            if existing is None:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+            else:
+                self.experiment_id = existing.experiment_id
 
     def start_run(self, run_name: str, params: dict, tags: dict | None = None) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags or {})

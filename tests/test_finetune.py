@@ -14,10 +14,13 @@ from llmrec_platform.finetune import (
     FineTuneConfig,
     FineTuneError,
     build_training_pairs,
+    cap_pairs,
     fine_tune,
     history_text,
     no_duplicate_batches,
+    positive_log_frequency,
     short_title,
+    user_history_texts,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,8 +41,8 @@ def _split() -> pd.DataFrame:
     """Two users; rows deliberately out of time order; valid/test rows interleave in time with train."""
     rows = []
     # user a: liked train items 0..5 at times 10, 20, ..., 60; item 6 is disliked (rating 2).
-    for k, item in enumerate(["3", "0", "5", "1", "4", "2"]):
-        rows.append(("a", item, 5.0, {"0": 10, "1": 20, "2": 30, "3": 40, "4": 50, "5": 60}[item], "train"))
+    for item in ["3", "0", "5", "1", "4", "2"]:
+        rows.append(("a", item, 5.0, 10 + 10 * int(item), "train"))
     rows.append(("a", "6", 2.0, 35, "train"))
     rows.append(("a", "v1", 5.0, 25, "valid"))
     rows.append(("a", "t1", 5.0, 45, "test"))
@@ -88,6 +91,19 @@ def test_histories_follow_time_order():
     assert user_b["anchor"].iloc[-1] == history_text([title["8"], title["9"], title["10"]])
 
 
+def test_user_history_texts_hold_the_latest_liked_train_titles():
+    split = pd.concat([_split(), pd.DataFrame(
+        [("c", "0", 3.0, 5, "train"), ("c", "1", 2.0, 6, "train"), ("c", "t1", 5.0, 7, "test")],
+        columns=["user_id", "item_id", "rating", "timestamp", "fold"],
+    )])
+    texts = _item_texts()
+    title = texts.set_index("item_id")["text"].map(short_title)
+    history = user_history_texts(split, texts, history_len=2).set_index("user_id")["text"]
+    assert history["a"] == history_text([title["4"], title["5"]])
+    assert history["b"] == history_text([title["10"], title["11"]])
+    assert history["c"] == history_text([title["0"], title["1"]])  # no like in train: latest of any rating
+
+
 def test_pairs_are_seeded_and_capped_per_user():
     split, texts = _split(), _item_texts()
     first = build_training_pairs(split, texts, max_pairs_per_user=2, seed=7)
@@ -109,6 +125,27 @@ def test_batches_never_repeat_a_text():
     assert sum(len(b) for b in batches) == 40
     for batch in batches:
         assert len(batch) <= 5 and len(set(pairs["positive"].iloc[batch])) == len(batch)
+
+
+def test_positive_log_frequency_is_the_share_of_positives():
+    log_q = positive_log_frequency(pd.Series(["a", "b", "a", "c"]))
+    np.testing.assert_allclose(np.exp(log_q), [0.5, 0.25, 0.5, 0.25], rtol=1e-6)
+
+
+def test_logq_correction_with_uniform_popularity_is_plain_mnrl():
+    import torch
+
+    from llmrec_platform.finetune import _loss
+
+    model = torch.nn.Linear(1, 1)  # the loss only embeds through the model in forward(); not used here
+    generator = torch.Generator().manual_seed(0)
+    embeddings = [torch.randn(6, 384, generator=generator), torch.randn(6, 384, generator=generator)]
+    plain = _loss(model, popularity_correction=False).compute_loss_from_embeddings(embeddings, torch.empty(0))
+    uniform = torch.full((6,), float(np.log(1 / 6)))
+    corrected = _loss(model, popularity_correction=True).compute_loss_from_embeddings(embeddings, uniform)
+    torch.testing.assert_close(corrected, plain)
+    popular_first = torch.tensor([np.log(0.5)] + [np.log(0.1)] * 5, dtype=torch.float32)
+    assert not torch.isclose(_loss(model, True).compute_loss_from_embeddings(embeddings, popular_first), plain)
 
 
 def test_config_validates_precision():
@@ -145,9 +182,31 @@ def _fine_tune_and_compare(tmp_path, device: str, precision: str):
     return result
 
 
-def test_tiny_fine_tune_on_cpu_writes_a_loadable_encoder(tmp_path):
+def test_tiny_fine_tune_on_cpu_writes_a_loadable_encoder(tmp_path, monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"fine-tuning tried to open a network connection: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
     result = _fine_tune_and_compare(tmp_path, "cpu", precision="fp16")
     assert result.device == "cpu" and result.precision == "fp32"  # mixed precision is CUDA-only
+
+
+def test_the_cpu_pair_cap_applies_on_the_cpu_only():
+    config = FineTuneConfig(max_pairs=24, max_pairs_cpu=16)
+    pairs = _tiny_pairs()
+    cpu = cap_pairs(pairs, config, on_cuda=False, rng=np.random.default_rng(0))
+    assert len(cpu) == 16 and cpu.merge(pairs).shape == (16, 2)  # a subset of the pairs
+    assert len(cap_pairs(pairs, config, on_cuda=True, rng=np.random.default_rng(0))) == 24
+    uncapped = FineTuneConfig(max_pairs=None, max_pairs_cpu=None)
+    assert len(cap_pairs(pairs, uncapped, on_cuda=False, rng=np.random.default_rng(0))) == 32
+
+
+def test_fine_tune_rejects_pairs_without_the_pair_columns(tmp_path):
+    with pytest.raises(FineTuneError, match="columns"):
+        fine_tune(pd.DataFrame({"query": ["a", "b"]}), FineTuneConfig(), "cpu", tmp_path / "x", progress=False)
 
 
 def _cuda_available() -> bool:

@@ -76,3 +76,27 @@ def test_second_run_encodes_nothing_and_is_reproducible(first_run):
         assert n == distinct
         runs = conn.execute("SELECT count(DISTINCT run_id) FROM evaluation_metrics").fetchone()[0]
         assert runs == 2
+
+
+def test_cold_items_and_finetuned_encoder(llmrec_home, tiny_dataset_dir):
+    paths, result = run_pipeline(str(tiny_dataset_dir), "recbole", cold_items=0.2, finetune=True)
+    metrics = result.output_for_node("evaluation_report")["metrics"]
+    test = metrics[(metrics["fold"] == "test") & (metrics["metric"] == "ndcg") & (metrics["k"] == 10)]
+    assert set(test["slice"]) == {"warm", "cold"}
+    cold_rankers = set(test.loc[test["slice"] == "cold", "ranker"])
+    # Content-based rankers score cold items; collaborative ones report nothing there (not zero).
+    assert {"llm_content", "genre_match", "random"} <= cold_rankers
+    assert not cold_rankers & {"ease", "itemknn", "als", "bpr", "popularity", "hybrid"}
+    with duckdb.connect(str(paths.warehouse), read_only=True) as conn:
+        cold_in_train = conn.execute("""
+            SELECT count(*) FROM split WHERE fold = 'train' AND item_id IN (
+                SELECT item_id FROM split GROUP BY item_id HAVING bool_and(fold <> 'train'))""").fetchone()[0]
+        assert cold_in_train == 0
+        compared = {r[0] for r in conn.execute(
+            "SELECT DISTINCT ranker FROM evaluation_metrics WHERE slice = 'cold'").fetchall()}
+        assert {"llm_content", "llm_content_finetuned"} <= compared
+    meta = materialization_metadata(result, "finetuned_encoder")
+    assert meta["n_pairs"] > 0 and meta["device"] == "cpu"
+    finetuned = materialization_metadata(result, "item_embeddings_finetuned")
+    frozen = materialization_metadata(result, "item_embeddings")
+    assert finetuned["model"] != frozen["model"] and finetuned["encoded"] > 0

@@ -51,6 +51,16 @@ def encode_with_cache(
     return matrix, model, metadata
 
 
+def item_embedding_frame(context, item_texts: pd.DataFrame, device: DeviceResource, encoder: EncoderResource,
+                         warehouse: WarehouseResource) -> pd.DataFrame:
+    matrix, model, metadata = encode_with_cache(context, item_texts, device, encoder, warehouse)
+    context.add_output_metadata({**metadata, "items_per_second": metadata.pop("texts_per_second")})
+    return pd.DataFrame({
+        "item_id": item_texts["item_id"].to_numpy(), "model": model,
+        "text_hash": item_texts["text_hash"].to_numpy(), "embedding": list(matrix),
+    })
+
+
 @dg.asset(
     metadata={"table": "item_embeddings"}, group_name="embeddings", kinds={"pytorch", "duckdb"},
     op_tags=GPU_OP_TAGS, pool=GPU_POOL,
@@ -63,12 +73,7 @@ def item_embeddings(
     warehouse: WarehouseResource,
 ) -> pd.DataFrame:
     """Unit-norm text embeddings of every item, cached by (model, text hash)."""
-    matrix, model, metadata = encode_with_cache(context, item_texts, device, encoder, warehouse)
-    context.add_output_metadata({**metadata, "items_per_second": metadata.pop("texts_per_second")})
-    return pd.DataFrame({
-        "item_id": item_texts["item_id"].to_numpy(), "model": model,
-        "text_hash": item_texts["text_hash"].to_numpy(), "embedding": list(matrix),
-    })
+    return item_embedding_frame(context, item_texts, device, encoder, warehouse)
 
 
 class UserEmbeddingsConfig(dg.Config):
@@ -91,6 +96,12 @@ def user_embeddings(
     warehouse: WarehouseResource,
 ) -> pd.DataFrame:
     """Interest vectors: rating- and recency-weighted mean of training items, blended with the profile text."""
+    return user_embedding_frame(context, config, split, item_embeddings, user_texts, device, encoder, warehouse)
+
+
+def user_embedding_frame(context, config: UserEmbeddingsConfig, split: pd.DataFrame, item_embeddings: pd.DataFrame,
+                         user_texts: pd.DataFrame, device: DeviceResource, encoder: EncoderResource,
+                         warehouse: WarehouseResource) -> pd.DataFrame:
     data = InteractionData.from_split(split)
     profiles = user_texts[user_texts["user_id"].isin(data.user_ids)].reset_index(drop=True)
     profile_matrix, model, metadata = encode_with_cache(context, profiles, device, encoder, warehouse)

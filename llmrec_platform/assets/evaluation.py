@@ -6,8 +6,10 @@ import dagster as dg
 import pandas as pd
 
 from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_ASSETS
+from llmrec_platform.champion import Publication, record_publication
 from llmrec_platform.config import Paths
 from llmrec_platform.evaluation.report import metrics_table, plot_metrics, render_report
+from llmrec_platform.evaluation.significance import comparisons_markdown
 from llmrec_platform.evaluation.suite import CHAMPION_METRIC, evaluate_suite
 from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.base import TrainedRanker
@@ -44,6 +46,11 @@ def evaluation_report(
             tracker.log_metrics(t.mlflow_run_id, dict(zip(chosen["metric"] + "@" + chosen["k"].astype(str),
                                                           chosen["value"], strict=True)), prefix=f"test_{slice_name}_")
         tracker.set_tags(t.mlflow_run_id, {"champion": name == suite.champion})
+    for c in suite.comparisons:
+        prefix = f"vs_{c.baseline}_"
+        tracker.log_metrics(trained[c.ranker].mlflow_run_id, {
+            f"{prefix}ndcg10_diff": c.mean_difference, f"{prefix}ndcg10_ci_low": c.ci_low,
+            f"{prefix}ndcg10_ci_high": c.ci_high, f"{prefix}wilcoxon_p": c.wilcoxon_p})
 
     reports = Paths.from_env().ensure().reports
     stem = f"evaluation_{now:%Y%m%dT%H%M%S}_{context.run_id[:8]}"
@@ -54,7 +61,7 @@ def evaluation_report(
         "dataset": dataset.source, "protocol": experiment.protocol, "seed": str(experiment.seed),
         "users evaluated": str(int(suite.per_user(suite.champion, "test", main_slice).shape[0])),
         "dagster run": context.run_id,
-    }, plot_path)
+    }, plot_path, extra_sections=[comparisons_markdown(suite.comparisons)])
     report_path = reports / f"{stem}.md"
     report_path.write_text(markdown)
     (reports / "latest.md").write_text(markdown)
@@ -70,6 +77,7 @@ def evaluation_report(
         "champion": suite.champion,
         "valid_scores": suite.valid_scores,
         "metrics": suite.metrics,
+        "comparisons": [c.as_dict() for c in suite.comparisons],
         "report_path": str(report_path),
     }
 
@@ -80,13 +88,24 @@ def recommendations(
     evaluation_report: dict,
     split: pd.DataFrame,
     experiment: ExperimentResource,
+    dataset: DatasetResource,
+    warehouse: WarehouseResource,
     **rankers: TrainedRanker,
 ) -> pd.DataFrame:
-    """Top-k per user from the champion, excluding everything the user already interacted with."""
-    champion = next(t for t in rankers.values() if t.ranker.name == evaluation_report["champion"])
+    """Top-k per user from the champion, excluding everything the user already interacted with. Each
+    publication is appended to `champion_history` (the blocking `champion_not_regressed` check compares
+    the next champion with it)."""
+    asset_name, champion = next((name, t) for name, t in rankers.items()
+                                if t.ranker.name == evaluation_report["champion"])
     data = InteractionData.from_split(split)
     seen = (data.train + data.valid + data.test).tocsr()
     frame = recommend_all(champion.ranker, seen, k=experiment.top_k)
+    record_publication(warehouse.warehouse(), Publication(
+        run_id=context.run_id, ranker=champion.ranker.name, ranker_asset=asset_name, metric=CHAMPION_METRIC,
+        valid_score=float(evaluation_report["valid_scores"][champion.ranker.name]), dataset=dataset.source,
+        protocol=experiment.protocol, cold_items=experiment.cold_items, mlflow_run_id=champion.mlflow_run_id,
+        data_fingerprint=champion.data_fingerprint,
+    ))
     context.add_output_metadata({"ranker": champion.ranker.name, "users": int(frame["user_id"].nunique()),
                                  "mlflow_run_id": champion.mlflow_run_id})
     return frame.assign(ranker=champion.ranker.name)[["ranker", "user_id", "rank", "item_id", "score"]]

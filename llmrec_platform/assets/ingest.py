@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from llmrec_platform.assets.partitions import monthly_partitions
+from llmrec_platform.landing import landed_in_window, with_landed
 from llmrec_platform.resources import DatasetResource, WarehouseResource
 
 
@@ -15,14 +16,16 @@ from llmrec_platform.resources import DatasetResource, WarehouseResource
     kinds={"duckdb", "pandas"},
 )
 def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource) -> pd.DataFrame:
-    """Ratings whose timestamp falls in the partition window (tagged with their dataset); bad rows go to the
+    """Ratings whose timestamp falls in the partition window (tagged with their dataset), plus the rows
+    landed in that window from LLMREC_HOME/landing/ (the `landed_ratings` ledger); bad rows go to the
     `quarantine` table."""
     window = context.partition_time_window
     start, end = int(window.start.timestamp()), int(window.end.timestamp())
     loaded = dataset.load()
     in_window = loaded.ratings["timestamp"].between(start, end - 1)
-    ratings = loaded.ratings[in_window].reset_index(drop=True).assign(dataset=dataset.source)
     store = warehouse.warehouse()
+    landed = landed_in_window(store, start, end, dataset.source)
+    ratings = with_landed(loaded.ratings[in_window].reset_index(drop=True).assign(dataset=dataset.source), landed)
     if store.has_table("ratings"):
         # The warehouse holds one dataset at a time: switching datasets drops the other one's rows.
         dropped = store.delete("ratings", "dataset <> ?", [dataset.source])
@@ -38,6 +41,7 @@ def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, war
         "users": int(ratings["user_id"].nunique()),
         "items": int(ratings["item_id"].nunique()),
         "quarantined": len(quarantine),
+        "landed": len(landed),
     })
     return ratings
 

@@ -1,24 +1,38 @@
 """The LLM-enhanced hybrid: CF candidates re-ranked by LightGBM LambdaRank with LLM features.
 
 Stage 1: candidates = union of the top-N (training items excluded) of each candidate ranker.
-Stage 2: a LambdaRank model scores each (user, candidate) from features: every candidate ranker's score
-and rank, the cosine between the user's LLM interest vector and the item, the max and mean LLM
-similarity between the item and the user's liked training items, genre overlap with the user's history,
-item popularity and user activity. It is trained on the validation fold (labels = validation items),
-with a seeded share of validation users held out for early stopping and for the honest validation score.
-Items outside the candidate set score -inf: the hybrid never ranks them.
+Stage 2: a LambdaRank model scores each (user, candidate) from features (see `HybridRanker.feature_names`):
+every candidate ranker's score, rank, gap to the user's best candidate and z-score within the user's
+candidate list; for item-item rankers (EASE's B, ItemKNN's similarities) the strongest single link between
+the item and the user's history and a rating-centred score; the cosine between the user's LLM interest vector
+and the item and the max / mean LLM similarity between the item and the user's liked training items; the
+feature rankers' scores (genre match); item popularity and mean rating, user activity, and when the item was
+popular relative to the user's active period (all from training interactions only).
+
+It is trained on the validation fold (labels = validation items), with a seeded share of validation users held
+out for early stopping and for the honest validation score. With `pseudo_label_share > 0` it also trains on
+pseudo-labelled groups from the training fold: a seeded share of each user's training items is held out,
+copies of the base rankers are refitted on the rest, and their features for the held-out items become extra
+LambdaRank groups. No valid item of a held-out user and no test item is ever a label. At scoring time only
+the rankers fitted on the full training fold are used. Items outside the candidate set score -inf.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
+from llmrec_platform.embeddings import user_interest_vectors
 from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.base import Ranker, top_k
 from llmrec_platform.rankers.content import LLMContentRanker
+from llmrec_platform.rankers.genre import GenreMatchRanker
+from llmrec_platform.rankers.itemknn import binarize
+
+DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,10 @@ class HybridConfig:
     batch_size: int = 512
     seed: int = 2020
     num_threads: int = 0
+    bagging_fraction: float = 1.0
+    truncation_level: int = 30  # lambdarank_truncation_level
+    pseudo_label_share: float = 0.0  # share of each user's training items held out as pseudo-labels (0: off)
+    pseudo_users: float = 1.0  # share of users that get a pseudo-labelled group
 
 
 @dataclass
@@ -53,6 +71,209 @@ class HybridTrainingLog:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class RankingSet:
+    """LambdaRank inputs for one set of users: rows grouped by user, in user order."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray  # rows per user that has at least one positive candidate
+    n_relevant: np.ndarray  # relevant items per such user (retrieved or not), for full-ranking NDCG
+    n_users: int  # users the set stands for, including those whose positives were all missed
+
+    def full_ranking_ndcg(self, predictions: np.ndarray, k: int = 10) -> float:
+        """Mean NDCG@k over all `n_users`, as `evaluate` computes it: non-candidates never rank, so only
+        the candidates' order matters, and the ideal DCG counts every relevant item (up to k)."""
+        if not self.n_users:
+            return float("nan")
+        discount = 1.0 / np.log2(np.arange(2, k + 2))
+        ideal = np.cumsum(discount)
+        total = 0.0
+        for start, size, relevant in zip(np.cumsum(self.groups) - self.groups, self.groups, self.n_relevant,
+                                         strict=True):
+            scores, labels = predictions[start:start + size], self.y[start:start + size]
+            order = np.lexsort((np.arange(size), -scores))[:k]
+            total += float((labels[order] * discount[:len(order)]).sum()) / ideal[min(relevant, k) - 1]
+        return total / self.n_users
+
+
+def concat_sets(sets: list[RankingSet]) -> RankingSet:
+    return RankingSet(np.vstack([s.X for s in sets]), np.concatenate([s.y for s in sets]),
+                      np.concatenate([s.groups for s in sets]), np.concatenate([s.n_relevant for s in sets]),
+                      sum(s.n_users for s in sets))
+
+
+class _FeatureContext:
+    """Everything features are computed from: fitted rankers and the history they were fitted on."""
+
+    def __init__(self, candidate_rankers: dict[str, Ranker], content: Ranker, item_vectors: np.ndarray,
+                 feature_rankers: dict[str, Ranker], history: sp.csr_matrix, timestamps: sp.csr_matrix,
+                 liked_threshold: float):
+        self.candidate_rankers = candidate_rankers
+        self.content = content
+        self.item_vectors = item_vectors
+        self.feature_rankers = feature_rankers
+        self.item_item = {name: matrix for name, r in candidate_rankers.items()
+                          if (matrix := item_item_matrix(r)) is not None}
+        history = sp.csr_matrix(history, dtype=np.float32)
+        history.sort_indices()
+        self.binary = binarize(history)
+        counts = np.asarray(self.binary.sum(axis=1)).ravel()
+        item_counts = np.asarray(self.binary.sum(axis=0)).ravel()
+        rating_sum = np.asarray(history.sum(axis=1)).ravel()
+        self.user_mean_rating = np.divide(rating_sum, counts, out=np.full(len(counts), 4.0), where=counts > 0)
+        centred = history.copy()
+        centred.data -= np.repeat(self.user_mean_rating, np.diff(centred.indptr)).astype(np.float32)
+        self.centred = centred
+        item_rating_sum = np.asarray(history.sum(axis=0)).ravel()
+        self.item_mean_rating = ((item_rating_sum + 10 * 3.8) / (item_counts + 10)).astype(np.float32)
+        self.item_popularity = np.log1p(item_counts).astype(np.float32)
+        self.user_activity = np.log1p(counts).astype(np.float32)
+        liked = (history >= liked_threshold).astype(np.float32).tocsr()
+        empty = np.asarray(liked.sum(axis=1)).ravel() == 0
+        liked = (liked + sp.diags(empty.astype(np.float32)) @ self.binary).tocsr()  # no liked item: use all
+        liked_counts = np.asarray(liked.sum(axis=1)).ravel()
+        self.liked = (sp.diags(1.0 / np.maximum(liked_counts, 1)) @ liked).astype(np.float32).tocsr()
+        self._time_statistics(sp.csr_matrix(timestamps, dtype=np.float64))
+
+    def _time_statistics(self, timestamps: sp.csr_matrix) -> None:
+        """When each user was active and when each item was rated (days), from training interactions."""
+        timestamps.sort_indices()
+        coo = timestamps.tocoo()
+        days = coo.data / DAY
+        n_users, n_items = timestamps.shape
+        has = np.diff(timestamps.indptr) > 0
+        first, last = np.zeros(n_users), np.zeros(n_users)
+        if coo.nnz:
+            base = days.min()
+            first = np.full(n_users, np.inf)
+            last = np.full(n_users, -np.inf)
+            np.minimum.at(first, coo.row, days)
+            np.maximum.at(last, coo.row, days)
+            fallback = float(np.median(days))
+            first[~has], last[~has] = fallback, fallback
+            first, last = first - base, last - base
+            days = days - base
+        self.user_first, self.user_last = first, last
+        item_first = np.full(n_items, np.inf)
+        np.minimum.at(item_first, coo.col, days)
+        self.item_first = np.where(np.isfinite(item_first), item_first, days.max() if coo.nnz else 0.0)
+        # (item, day) keys sorted, to count an item's ratings inside any user's active window.
+        self.item_day_keys = np.sort(coo.col * 1e5 + days)
+        self.all_days = np.sort(days)
+
+    def window_counts(self, users_of_rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training ratings of each item while its user was active (one day either side), raw and as a share."""
+        low, high = self.user_first[users_of_rows] - 1.0, self.user_last[users_of_rows] + 1.0
+        base = items * 1e5
+        count = (np.searchsorted(self.item_day_keys, base + high, side="right")
+                 - np.searchsorted(self.item_day_keys, base + low, side="left"))
+        total = (np.searchsorted(self.all_days, high, side="right")
+                 - np.searchsorted(self.all_days, low, side="left"))
+        return np.log1p(count).astype(np.float32), (count / np.maximum(total, 1) * 1000).astype(np.float32)
+
+    def feature_names(self) -> list[str]:
+        names = []
+        for r in self.candidate_rankers:
+            names += [f"{r}_score", f"{r}_rank", f"{r}_score_gap", f"{r}_score_z"]
+        for r in self.item_item:
+            names += [f"{r}_max_link", f"{r}_centred_score"]
+        names += ["candidate_votes", "llm_cosine", "llm_cosine_z", "llm_max_sim_liked", "llm_mean_sim_liked"]
+        for r in self.feature_rankers:
+            names += [f"{r}_score", f"{r}_score_z"]
+        return names + ["item_popularity", "item_mean_rating", "user_activity", "user_mean_rating",
+                        "user_active_days", "item_first_minus_user_last", "window_popularity", "window_share"]
+
+    def candidates_and_features(self, users: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, items, features): one row per (user in batch, candidate item), rows ascending."""
+        seen = self.binary[users].tocoo()
+        scores, ranks = [], []
+        candidate = np.zeros((len(users), self.binary.shape[1]), dtype=bool)
+        depth = 2 * n
+        for ranker in self.candidate_rankers.values():
+            s = ranker.score(users)
+            s[seen.row, seen.col] = -np.inf
+            top = top_k(s, depth)
+            rank = np.full(s.shape, depth + 1, dtype=np.float32)
+            np.put_along_axis(rank, top, np.arange(1, top.shape[1] + 1, dtype=np.float32)[None, :], axis=1)
+            np.put_along_axis(candidate, top[:, :n], True, axis=1)
+            scores.append(s)
+            ranks.append(rank)
+        candidate[seen.row, seen.col] = False
+        rows, items = np.nonzero(candidate)
+        sizes = np.bincount(rows, minlength=len(users)).astype(np.float64)
+
+        def within_user(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(value - the user's best candidate value, z-score among the user's candidates)."""
+            mean = np.bincount(rows, weights=values, minlength=len(users)) / np.maximum(sizes, 1)
+            var = np.bincount(rows, weights=(values - mean[rows]) ** 2, minlength=len(users)) / np.maximum(sizes, 1)
+            best = np.full(len(users), -np.inf)
+            np.maximum.at(best, rows, values)
+            return values - best[rows], (values - mean[rows]) / np.sqrt(var[rows] + 1e-12)
+
+        columns = []
+        votes = np.zeros(len(rows), dtype=np.float32)
+        for s, rank in zip(scores, ranks, strict=True):
+            values, r = s[rows, items].astype(np.float64), rank[rows, items]
+            gap, z = within_user(values)
+            columns += [values, r, gap, z]
+            votes += r <= n
+        max_links, centred_scores = self._item_item_features(users, rows, items)
+        columns += [c for pair in zip(max_links, centred_scores, strict=True) for c in pair]
+        cosine = self.content.score(users)[rows, items].astype(np.float64)
+        columns += [votes, cosine, within_user(cosine)[1]]
+        columns += list(self._liked_similarity(users, rows, items))
+        for r in self.feature_rankers.values():
+            values = r.score(users)[rows, items].astype(np.float64)
+            columns += [values, within_user(values)[1]]
+        user_rows = users[rows]
+        columns += [self.item_popularity[items], self.item_mean_rating[items], self.user_activity[user_rows],
+                    self.user_mean_rating[user_rows], np.log1p(self.user_last[user_rows] - self.user_first[user_rows]),
+                    self.item_first[items] - self.user_last[user_rows], *self.window_counts(user_rows, items)]
+        return rows, items, np.column_stack(columns).astype(np.float32)
+
+    def _item_item_features(self, users, rows, items) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        max_links, centred_scores = [], []
+        boundaries = np.searchsorted(rows, np.arange(len(users) + 1))
+        history = self.binary[users]
+        centred = self.centred[users]
+        for matrix in self.item_item.values():
+            max_link = np.zeros(len(rows), dtype=np.float32)
+            for b in range(len(users)):
+                lo, hi = boundaries[b], boundaries[b + 1]
+                seen = history.indices[history.indptr[b]:history.indptr[b + 1]]
+                if hi > lo and len(seen):
+                    block = matrix[seen][:, items[lo:hi]] if sp.issparse(matrix) else matrix[np.ix_(seen, items[lo:hi])]
+                    max_link[lo:hi] = block.max(axis=0).toarray().ravel() if sp.issparse(block) else block.max(axis=0)
+            max_links.append(max_link)
+            product = centred @ matrix
+            product = product.toarray() if sp.issparse(product) else np.asarray(product)
+            centred_scores.append(product[rows, items])
+        return max_links, centred_scores
+
+    def _liked_similarity(self, users, rows, items) -> tuple[np.ndarray, np.ndarray]:
+        vectors = self.item_vectors
+        liked = self.liked[users]
+        mean_sim = np.asarray((liked @ vectors) @ vectors.T)[rows, items]  # liked rows are mean-normalised
+        max_sim = np.zeros(len(rows), dtype=np.float32)
+        boundaries = np.searchsorted(rows, np.arange(len(users) + 1))
+        for b in range(len(users)):
+            lo, hi = boundaries[b], boundaries[b + 1]
+            history = liked[b].indices
+            if hi > lo and len(history):
+                max_sim[lo:hi] = (vectors[items[lo:hi]] @ vectors[history].T).max(axis=1)
+        return max_sim, mean_sim
+
+
+def item_item_matrix(ranker: Ranker) -> np.ndarray | sp.csr_matrix | None:
+    """The item x item matrix W of a ranker that scores X_u W (EASE's B, ItemKNN's similarities), else None."""
+    for attribute in ("weights_", "similarity_"):
+        matrix = getattr(ranker, attribute, None)
+        if matrix is not None and matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1] == len(ranker.item_ids_):
+            return matrix.tocsr() if sp.issparse(matrix) else matrix
+    return None
+
+
 class HybridRanker(Ranker):
     name = "hybrid"
 
@@ -65,134 +286,155 @@ class HybridRanker(Ranker):
         self.feature_rankers = feature_rankers or {}
         self.config = config
 
-    # -- features -------------------------------------------------------------------------------------
     @property
     def feature_names(self) -> list[str]:
-        names = []
-        for r in self.candidate_rankers:
-            names += [f"{r}_score", f"{r}_rank", f"{r}_score_gap"]
-        names += ["llm_cosine", "llm_max_sim_liked", "llm_mean_sim_liked"]
-        names += [f"{r}_score" for r in self.feature_rankers]
-        return names + ["item_popularity", "user_activity"]
-
-    def _candidates_and_features(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(rows, items, features): one row per (user in batch, candidate item)."""
-        n = self.config.n_candidates
-        seen = self.train_[users].tocoo()
-        scores, ranks = [], []
-        candidate = np.zeros((len(users), len(self.item_ids_)), dtype=bool)
-        for ranker in self.candidate_rankers.values():
-            s = ranker.score(users)
-            s[seen.row, seen.col] = -np.inf
-            top = top_k(s, n)
-            rank = np.full(s.shape, n + 1, dtype=np.float32)
-            np.put_along_axis(rank, top, np.arange(1, top.shape[1] + 1, dtype=np.float32)[None, :], axis=1)
-            np.put_along_axis(candidate, top, True, axis=1)
-            scores.append(s)
-            ranks.append(rank)
-        candidate[seen.row, seen.col] = False
-        rows, items = np.nonzero(candidate)
-        columns = []
-        for s, rank in zip(scores, ranks, strict=True):
-            # The gap to the user's best candidate makes scores comparable across users (splits are global).
-            best = np.max(np.where(candidate, s, -np.inf), axis=1)
-            columns += [s[rows, items], rank[rows, items], s[rows, items] - best[rows]]
-        columns.append(self.content.score(users)[rows, items])
-        max_sim, mean_sim = self._liked_similarity(users, rows, items)
-        columns += [max_sim, mean_sim]
-        columns += [r.score(users)[rows, items] for r in self.feature_rankers.values()]
-        columns += [self.item_popularity_[items], self.user_activity_[users][rows]]
-        return rows, items, np.column_stack(columns).astype(np.float32)
-
-    def _liked_similarity(self, users: np.ndarray, rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        vectors = self.content.item_vectors_
-        liked = self.liked_[users]
-        mean_sim = np.asarray((liked @ vectors) @ vectors.T)[rows, items]  # liked rows are mean-normalised
-        max_sim = np.zeros(len(rows), dtype=np.float32)
-        boundaries = np.searchsorted(rows, np.arange(len(users) + 1))
-        for b in range(len(users)):
-            lo, hi = boundaries[b], boundaries[b + 1]
-            history = liked[b].indices
-            if hi > lo and len(history):
-                max_sim[lo:hi] = (vectors[items[lo:hi]] @ vectors[history].T).max(axis=1)
-        return max_sim, mean_sim
+        return self.context_.feature_names()
 
     # -- fitting --------------------------------------------------------------------------------------
     def _fit(self, data: InteractionData) -> None:
         for name, ranker in {**self.candidate_rankers, **self.feature_rankers, "content": self.content}.items():
             if ranker.item_ids_ is None or not np.array_equal(ranker.item_ids_, data.item_ids):
                 raise ValueError(f"hybrid: sub-ranker {name!r} must be fitted on the same data first")
-        self._prepare_user_and_item_features(data)
+        self.prepare(data)
         self.train_model(self.training_matrices(data))
 
-    def _prepare_user_and_item_features(self, data: InteractionData) -> None:
-        binary = (data.train > 0).astype(np.float32)
-        self.item_popularity_ = np.log1p(np.asarray(binary.sum(axis=0)).ravel()).astype(np.float32)
-        self.user_activity_ = np.log1p(np.asarray(binary.sum(axis=1)).ravel()).astype(np.float32)
-        liked = (data.train >= self.config.liked_threshold).astype(np.float32).tocsr()
-        empty = np.asarray(liked.sum(axis=1)).ravel() == 0
-        liked = (liked + sp.diags(empty.astype(np.float32)) @ binary).tocsr()  # no liked item: use all
-        counts = np.asarray(liked.sum(axis=1)).ravel()
-        self.liked_ = (sp.diags(1.0 / np.maximum(counts, 1)) @ liked).astype(np.float32).tocsr()
+    def prepare(self, data: InteractionData) -> None:
+        """The feature context of the rankers fitted on the full training fold (what `score` uses)."""
+        self.context_ = _FeatureContext(self.candidate_rankers, self.content, self.content.item_vectors_,
+                                        self.feature_rankers, data.train, data.train_timestamps,
+                                        self.config.liked_threshold)
 
-    def training_matrices(self, data: InteractionData) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """LambdaRank inputs (X, y, group sizes) for the training and the held-out validation users."""
+    def _ranking_set(self, context: _FeatureContext, users: np.ndarray, labels: sp.csr_matrix) -> tuple[RankingSet, int]:
+        """Features and labels of `users`; also how many of their labelled items the candidates retrieved."""
+        cfg = self.config
+        X, y, groups, n_relevant, retrieved = [], [], [], [], 0
+        for start in range(0, len(users), cfg.batch_size):
+            batch = users[start:start + cfg.batch_size]
+            rows, items, features = context.candidates_and_features(batch, cfg.n_candidates)
+            positive = np.asarray(labels[batch[rows], items]).ravel() > 0
+            retrieved += int(positive.sum())
+            sizes = np.bincount(rows, minlength=len(batch))
+            has_positive = np.bincount(rows, weights=positive, minlength=len(batch)) > 0
+            keep = has_positive[rows]  # groups without a positive teach LambdaRank nothing
+            X.append(features[keep])
+            y.append(positive[keep].astype(np.int32))
+            groups.append(sizes[has_positive])
+            n_relevant.append(np.asarray(labels[batch].getnnz(axis=1))[has_positive])
+        return RankingSet(np.vstack(X), np.concatenate(y), np.concatenate(groups), np.concatenate(n_relevant),
+                          len(users)), retrieved
+
+    def training_matrices(self, data: InteractionData) -> dict[str, RankingSet]:
+        """LambdaRank inputs: 'train' (validation users not held out, plus pseudo-labelled groups when
+        configured) and 'holdout' (the held-out validation users, for early stopping and validation)."""
         cfg = self.config
         valid_users = np.flatnonzero(np.asarray(data.valid.getnnz(axis=1)) > 0)
         rng = np.random.default_rng(cfg.seed)
         holdout = np.zeros(len(valid_users), dtype=bool)
         holdout[rng.permutation(len(valid_users))[: int(round(cfg.holdout_users * len(valid_users)))]] = True
         self.validation_users_ = np.sort(valid_users[holdout])
-        matrices, retrieved = {}, 0
-        for part, users in {"train": valid_users[~holdout], "holdout": self.validation_users_}.items():
-            X, y, groups = [], [], []
-            for start in range(0, len(users), cfg.batch_size):
-                batch = users[start:start + cfg.batch_size]
-                rows, items, features = self._candidates_and_features(batch)
-                labels = np.asarray(data.valid[batch[rows], items]).ravel() > 0
-                retrieved += int(labels.sum())
-                sizes = np.bincount(rows, minlength=len(batch))
-                has_positive = np.bincount(rows, weights=labels, minlength=len(batch)) > 0
-                keep = has_positive[rows]  # groups without a positive teach LambdaRank nothing
-                X.append(features[keep])
-                y.append(labels[keep].astype(np.int32))
-                groups.append(sizes[has_positive & (sizes > 0)])
-            matrices[part] = (np.vstack(X), np.concatenate(y), np.concatenate(groups))
-        self.candidate_recall_ = retrieved / max(int(data.valid.nnz), 1)
+        train, retrieved_train = self._ranking_set(self.context_, valid_users[~holdout], data.valid)
+        hold, retrieved_hold = self._ranking_set(self.context_, self.validation_users_, data.valid)
+        self.candidate_recall_ = (retrieved_train + retrieved_hold) / max(int(data.valid.nnz), 1)
+        matrices = {"valid_train": train, "holdout": hold}
+        if cfg.pseudo_label_share > 0:
+            matrices["pseudo"] = self.pseudo_label_set(data)
         return matrices
 
-    def train_model(self, matrices: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    def pseudo_label_set(self, data: InteractionData) -> RankingSet:
+        """Groups from the training fold: a seeded share of each user's training items are labels for rankers
+        refitted on the rest (copies; the hybrid's own rankers are untouched)."""
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, 1])
+        train = data.train.tocsr().copy()
+        train.sort_indices()
+        stamps = sp.csr_matrix(data.train_timestamps, dtype=np.float64).tocsr().copy()
+        stamps.sort_indices()
+        row_of = np.repeat(np.arange(train.shape[0]), np.diff(train.indptr))
+        order = np.lexsort((rng.random(train.nnz), row_of))
+        position = np.empty(train.nnz, dtype=np.int64)
+        position[order] = np.arange(train.nnz) - train.indptr[row_of[order]]
+        take = np.floor(np.diff(train.indptr) * cfg.pseudo_label_share).astype(np.int64)
+        held = position < take[row_of]
+
+        def part(matrix: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
+            coo = matrix.tocoo()
+            return sp.csr_matrix((coo.data[mask], (coo.row[mask], coo.col[mask])), shape=matrix.shape)
+
+        inner = InteractionData(data.user_ids, data.item_ids, part(train, ~held), part(stamps, ~held),
+                                valid=part(binarize(train), held), test=sp.csr_matrix(train.shape, dtype=np.float32))
+        users = np.flatnonzero(take > 0)
+        if cfg.pseudo_users < 1:
+            users = np.sort(rng.choice(users, size=int(round(cfg.pseudo_users * len(users))), replace=False))
+        rankers = {name: refit_copy(r, inner) for name, r in self.candidate_rankers.items()}
+        features = {name: refit_copy(r, inner) for name, r in self.feature_rankers.items()}
+        content = refit_copy(self.content, inner)
+        context = _FeatureContext(rankers, content, self.content.item_vectors_, features, inner.train,
+                                  inner.train_timestamps, cfg.liked_threshold)
+        result, retrieved = self._ranking_set(context, users, inner.valid)
+        self.pseudo_recall_ = retrieved / max(int(inner.valid[users].nnz), 1)
+        return result
+
+    def train_model(self, matrices: dict[str, RankingSet]) -> None:
         import lightgbm as lgb
 
         cfg = self.config
-        X_train, y_train, g_train = matrices["train"]
-        X_hold, y_hold, g_hold = matrices["holdout"]
+        train = concat_sets([s for name, s in matrices.items() if name != "holdout"])
+        hold = matrices["holdout"]
         self.model_ = lgb.LGBMRanker(
             objective="lambdarank", n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
             num_leaves=cfg.num_leaves, min_child_samples=cfg.min_child_samples, colsample_bytree=cfg.feature_fraction,
+            subsample=cfg.bagging_fraction, subsample_freq=1 if cfg.bagging_fraction < 1 else 0,
+            lambdarank_truncation_level=cfg.truncation_level,
             random_state=cfg.seed, n_jobs=cfg.num_threads or None, deterministic=True, force_row_wise=True, verbose=-1,
         )
+        names = self.feature_names
         self.model_.fit(
-            X_train, y_train, group=g_train, eval_X=(X_hold,), eval_y=(y_hold,), eval_group=[g_hold], eval_at=[10],
-            feature_name=self.feature_names,
+            train.X, train.y, group=train.groups, eval_X=(hold.X,), eval_y=(hold.y,), eval_group=[hold.groups],
+            eval_at=[10], feature_name=names,
             callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
         )
         curve = self.model_.evals_result_["valid_0"]["ndcg@10"]
-        gains = self.model_.booster_.feature_importance("gain")
+        best_iteration = int(self.model_.best_iteration_ or len(curve))
+        gains = self.model_.booster_.feature_importance("gain", iteration=best_iteration)
+        holdout_ndcg = hold.full_ranking_ndcg(self.model_.booster_.predict(hold.X, num_iteration=best_iteration))
         self.training_log_ = HybridTrainingLog(
-            feature_names=self.feature_names,
-            importances={n: float(g) for n, g in zip(self.feature_names, gains / max(gains.sum(), 1e-12), strict=True)},
+            feature_names=names,
+            importances={n: float(g) for n, g in zip(names, gains / max(gains.sum(), 1e-12), strict=True)},
             validation_curve=[float(v) for v in curve],
-            best_iteration=int(self.model_.best_iteration_ or len(curve)),
-            train_rows=len(y_train), train_users=len(g_train), holdout_users=len(g_hold),
+            best_iteration=best_iteration,
+            train_rows=len(train.y), train_users=len(train.groups), holdout_users=len(hold.groups),
             candidate_recall=self.candidate_recall_,
+            extra={"holdout_full_ranking_ndcg@10": holdout_ndcg,
+                   "pseudo_groups": len(matrices["pseudo"].groups) if "pseudo" in matrices else 0,
+                   "pseudo_recall": getattr(self, "pseudo_recall_", None)},
         )
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         scores = np.full((len(users), len(self.item_ids_)), -np.inf, dtype=np.float32)
         for start in range(0, len(users), self.config.batch_size):
             batch = users[start:start + self.config.batch_size]
-            rows, items, features = self._candidates_and_features(batch)
+            rows, items, features = self.context_.candidates_and_features(batch, self.config.n_candidates)
             if len(rows):
-                scores[start + rows, items] = self.model_.booster_.predict(features, num_iteration=self.model_.best_iteration_)
+                scores[start + rows, items] = self.model_.booster_.predict(
+                    features, num_iteration=self.training_log_.best_iteration)
         return scores
+
+
+def refit_copy(ranker: Ranker, data: InteractionData) -> Ranker:
+    """A copy of a fitted ranker refitted on `data` (same item space); the original is not modified.
+
+    Content rankers keep their item side and only rebuild the user side from `data.train`: the LLM ranker's
+    interest vectors with `user_interest_vectors` (its defaults), genre match's genre profiles.
+    """
+    clone = copy.copy(ranker)
+    if isinstance(ranker, LLMContentRanker):
+        clone.user_vectors_ = user_interest_vectors(data, ranker.item_vectors_)
+        clone.train_ = data.train
+        return clone
+    if isinstance(ranker, GenreMatchRanker):
+        counts = binarize(data.train) @ (ranker.item_genre_weights_ > 0).astype(np.float32)
+        totals = counts.sum(axis=1, keepdims=True)
+        clone.user_profiles_ = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0).astype(np.float32)
+        clone.train_ = data.train
+        return clone
+    return clone.fit(data)

@@ -1,0 +1,123 @@
+"""The fine-tuned encoder branch: contrastive fine-tuning of MiniLM, its embeddings, its content ranker,
+and a frozen-vs-fine-tuned comparison. Its own group and job: a CPU fine-tune takes minutes, so the
+default `llmrec demo` leaves it out (`llmrec demo --finetune` includes it)."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from llmrec_platform.assets.embeddings import (
+    GPU_OP_TAGS,
+    GPU_POOL,
+    UserEmbeddingsConfig,
+    item_embedding_frame,
+    user_embedding_frame,
+)
+from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_KWARGS, train_ranker
+from llmrec_platform.config import Paths
+from llmrec_platform.evaluation.report import format_table, metrics_table
+from llmrec_platform.evaluation.suite import evaluate_suite
+from llmrec_platform.finetune import FineTuneConfig, build_training_pairs, fine_tune
+from llmrec_platform.interactions import InteractionData
+from llmrec_platform.rankers.base import TrainedRanker
+from llmrec_platform.rankers.content import LLMContentRanker
+from llmrec_platform.resources import (
+    DatasetResource,
+    DeviceResource,
+    EncoderResource,
+    ExperimentResource,
+    TrackingResource,
+    WarehouseResource,
+)
+from llmrec_platform.tracking import data_fingerprint
+
+FINETUNE_GROUP = "finetune"
+
+
+class FineTuneAssetConfig(dg.Config):
+    epochs: int = FineTuneConfig.epochs
+    batch_size: int = FineTuneConfig.batch_size
+    learning_rate: float = FineTuneConfig.learning_rate
+    max_pairs: int = FineTuneConfig.max_pairs
+    max_pairs_cpu: int = FineTuneConfig.max_pairs_cpu
+    history_len: int = FineTuneConfig.history_len
+    popularity_correction: bool = FineTuneConfig.popularity_correction
+
+
+@dg.asset(group_name=FINETUNE_GROUP, io_manager_key=ARTIFACTS_IO, op_tags=GPU_OP_TAGS, pool=GPU_POOL,
+          kinds={"pytorch", "mlflow"})
+def finetuned_encoder(
+    context: dg.AssetExecutionContext, config: FineTuneAssetConfig, split: pd.DataFrame, item_texts: pd.DataFrame,
+    device: DeviceResource, encoder: EncoderResource, experiment: ExperimentResource, tracking: TrackingResource,
+) -> str:
+    """MiniLM fine-tuned on (user history, next liked item) pairs of the training fold, in-batch negatives.
+    Returns the saved model folder, which the encoder loads like a packaged model."""
+    settings = FineTuneConfig(base_model=encoder.model, seed=experiment.seed, precision=device.precision,
+                              **config.model_dump())
+    pairs = build_training_pairs(split, item_texts, history_len=settings.history_len, seed=experiment.seed)
+    fingerprint = data_fingerprint(split)
+    output = Paths.from_env().ensure().artifacts / "models" / f"finetuned-{fingerprint}-seed{experiment.seed}"
+    result = fine_tune(pairs, settings, device.resolve(context.log), output)
+    tracker = tracking.tracker()
+    run_id = tracker.start_run("finetuned_encoder", {**config.model_dump(), "base_model": encoder.model,
+                                                     "data_fingerprint": fingerprint, "seed": experiment.seed})
+    tracker.log_metric_history(run_id, "train_loss", result.loss_history)
+    tracker.log_metrics(run_id, {"pairs_per_second": result.pairs_per_second, "seconds": result.seconds})
+    tracker.end_run(run_id)
+    context.add_output_metadata({**{k: v for k, v in result.metadata().items() if isinstance(v, int | float | str)},
+                                 "mlflow_run_id": run_id, "model_dir": dg.MetadataValue.path(str(result.model_dir))})
+    return str(result.model_dir)
+
+
+@dg.asset(metadata={"table": "item_embeddings_finetuned"}, group_name=FINETUNE_GROUP, kinds={"pytorch", "duckdb"},
+          op_tags=GPU_OP_TAGS, pool=GPU_POOL)
+def item_embeddings_finetuned(
+    context: dg.AssetExecutionContext, item_texts: pd.DataFrame, finetuned_encoder: str, device: DeviceResource,
+    warehouse: WarehouseResource,
+) -> pd.DataFrame:
+    """Item embeddings from the fine-tuned encoder (cached like the frozen ones, by model digest)."""
+    return item_embedding_frame(context, item_texts, device, EncoderResource(model=finetuned_encoder), warehouse)
+
+
+@dg.asset(metadata={"table": "user_embeddings_finetuned"}, group_name=FINETUNE_GROUP, kinds={"pytorch", "duckdb"},
+          op_tags=GPU_OP_TAGS, pool=GPU_POOL)
+def user_embeddings_finetuned(
+    context: dg.AssetExecutionContext, config: UserEmbeddingsConfig, split: pd.DataFrame,
+    item_embeddings_finetuned: pd.DataFrame, user_texts: pd.DataFrame, finetuned_encoder: str,
+    device: DeviceResource, warehouse: WarehouseResource,
+) -> pd.DataFrame:
+    """User interest vectors in the fine-tuned encoder's space."""
+    return user_embedding_frame(context, config, split, item_embeddings_finetuned, user_texts, device,
+                                EncoderResource(model=finetuned_encoder), warehouse)
+
+
+@dg.asset(**{**RANKER_KWARGS, "group_name": FINETUNE_GROUP})
+def llm_content_finetuned_ranker(
+    context: dg.AssetExecutionContext, split: pd.DataFrame, item_embeddings_finetuned: pd.DataFrame,
+    user_embeddings_finetuned: pd.DataFrame, tracking: TrackingResource, dataset: DatasetResource,
+    experiment: ExperimentResource,
+) -> TrainedRanker:
+    """The LLM content ranker on the fine-tuned encoder."""
+    ranker = LLMContentRanker(item_embeddings_finetuned, user_embeddings_finetuned, name="llm_content_finetuned")
+    params = {"encoder": str(item_embeddings_finetuned["model"].iloc[0])}
+    return train_ranker(context, ranker, split, params, tracking, dataset, experiment)
+
+
+@dg.asset(group_name=FINETUNE_GROUP, io_manager_key=ARTIFACTS_IO, kinds={"duckdb"})
+def encoder_comparison(
+    context: dg.AssetExecutionContext, split: pd.DataFrame, llm_content_ranker: TrainedRanker,
+    llm_content_finetuned_ranker: TrainedRanker, warehouse: WarehouseResource, experiment: ExperimentResource,
+) -> dict:
+    """Frozen vs fine-tuned encoder on every slice (warm and cold when cold items are held out), reported
+    whichever wins, and written to `evaluation_metrics`."""
+    data = InteractionData.from_split(split)
+    trained = {t.ranker.name: t for t in (llm_content_ranker, llm_content_finetuned_ranker)}
+    suite = evaluate_suite(trained, data, seed=experiment.seed)
+    rows = suite.metrics.assign(run_id=context.run_id, created_at=datetime.now(UTC).replace(tzinfo=None))
+    warehouse.warehouse().append(
+        "evaluation_metrics", rows[["run_id", "ranker", "slice", "fold", "metric", "k", "value", "created_at"]])
+    sections = [f"### test fold, {s} items\n\n{format_table(metrics_table(suite.metrics, 'test', s))}"
+                for s in sorted(suite.metrics["slice"].unique())]
+    context.add_output_metadata({"comparison": dg.MetadataValue.md("\n\n".join(sections))})
+    return {"metrics": suite.metrics, "valid_scores": suite.valid_scores}

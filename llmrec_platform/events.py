@@ -1,0 +1,160 @@
+"""The durable interaction-event log (no Dagster).
+
+The serving API appends every user event here; the `events_sensor` reads what is new. The log is an
+append-only JSON Lines file, `LLMREC_HOME/events/events.jsonl`, one event per line:
+
+    {"event_id": "…", "user_id": "42", "item_id": "50", "event_type": "rating", "value": 4.0, "timestamp": 1700000000}
+
+`append` writes whole lines under an exclusive file lock and fsyncs before returning, so an
+acknowledged event survives a crash and concurrent writers never interleave. Readers address the log by
+byte offset: `read(offset)` returns the complete lines after `offset` and the offset to continue from
+(a partially written last line is left for the next read). The offset is the sensor's cursor.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+LOG_NAME = "events.jsonl"
+EVENT_COLUMNS = ["event_id", "user_id", "item_id", "event_type", "value", "timestamp"]
+
+
+class EventError(ValueError):
+    """An event is malformed, or the log and a cursor disagree."""
+
+
+@dataclass(frozen=True)
+class Event:
+    user_id: str
+    item_id: str
+    event_type: str = "rating"
+    value: float = 1.0
+    timestamp: int = field(default_factory=lambda: int(time.time()))
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self):
+        for name in ("user_id", "item_id", "event_type", "event_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise EventError(f"event {name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.value, int | float) or not math.isfinite(self.value):
+            raise EventError(f"event value must be a finite number, got {self.value!r}")
+        if not isinstance(self.timestamp, int) or self.timestamp < 0:
+            raise EventError(f"event timestamp must be epoch seconds (a non-negative int), got {self.timestamp!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Event:
+        missing = [k for k in EVENT_COLUMNS if k not in data]
+        if missing:
+            raise EventError(f"event misses {missing}: {data}")
+        try:
+            return cls(user_id=str(data["user_id"]), item_id=str(data["item_id"]), event_type=str(data["event_type"]),
+                       value=float(data["value"]), timestamp=int(data["timestamp"]), event_id=str(data["event_id"]))
+        except (TypeError, ValueError) as exc:
+            raise EventError(f"malformed event {data}: {exc}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+
+@dataclass
+class EventBatch:
+    events: list[Event]
+    start: int  # byte offset of the first line read
+    end: int  # byte offset after the last complete line read: the next cursor
+    malformed: list[str] = field(default_factory=list)  # complete lines that are not events (e.g. a torn write)
+
+    def frame(self) -> pd.DataFrame:
+        if not self.events:
+            return pd.DataFrame(columns=EVENT_COLUMNS)
+        return pd.DataFrame([asdict(e) for e in self.events])[EVENT_COLUMNS]
+
+    @property
+    def user_ids(self) -> list[str]:
+        return sorted({e.user_id for e in self.events})
+
+
+class EventLog:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOG_NAME
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def append(self, events: Iterable[Event]) -> tuple[int, int]:
+        """Append events durably; returns the (start, end) byte offsets they occupy."""
+        payload = "".join(e.to_json() + "\n" for e in events).encode()
+        if not payload:
+            size = self.size()
+            return size, size
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                handle.seek(0, os.SEEK_END)
+                start = handle.tell()
+                if start and not self._ends_with_newline(start):
+                    # A writer crashed mid-line: terminate that line so ours stays parseable.
+                    handle.write(b"\n")
+                    start += 1
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+                end = handle.tell()
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        if start == 0:
+            _fsync_dir(self.folder)  # the file itself is new: make its directory entry durable too
+        return start, end
+
+    def _ends_with_newline(self, size: int) -> bool:
+        with open(self.path, "rb") as reader:
+            reader.seek(size - 1)
+            return reader.read(1) == b"\n"
+
+    def read(self, offset: int = 0, max_events: int | None = None, until: int | None = None) -> EventBatch:
+        """Complete events after byte `offset` (at most `max_events`, and none at or past byte `until`)."""
+        size = self.size()
+        if offset < 0 or offset > size:
+            raise EventError(f"cursor offset {offset} is outside the event log {self.path} ({size} bytes): "
+                             "was the log truncated or replaced? Reset the events sensor's cursor.")
+        events, malformed, position = [], [], offset
+        if size == offset:
+            return EventBatch(events, offset, offset)
+        with open(self.path, "rb") as handle:
+            handle.seek(offset)
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # being written right now: leave it for the next read
+                if max_events is not None and len(events) >= max_events:
+                    break
+                if until is not None and position + len(line) > until:
+                    break
+                position += len(line)
+                text = line.decode("utf-8", errors="replace").strip()
+                if not text:
+                    continue
+                try:
+                    events.append(Event.from_dict(json.loads(text)))
+                except (json.JSONDecodeError, EventError):
+                    malformed.append(text[:200])
+        return EventBatch(events, offset, position, malformed)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
