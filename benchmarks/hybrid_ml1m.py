@@ -50,6 +50,8 @@ def load() -> tuple[InteractionData, pd.DataFrame, pd.DataFrame, str]:
     digest = hashlib.sha1()
     digest.update(pd.util.hash_pandas_object(split, index=False).to_numpy().tobytes())
     digest.update("".join(texts["text_hash"]).encode())
+    for module in ("content", "ease", "genre", "implicit_models", "itemknn"):  # base rankers' code changes refit
+        digest.update((Path(__file__).resolve().parents[1] / "llmrec_platform" / "rankers" / f"{module}.py").read_bytes())
     return InteractionData.from_split(split), dataset.items, texts, digest.hexdigest()[:12]
 
 

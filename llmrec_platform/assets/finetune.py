@@ -14,7 +14,7 @@ from llmrec_platform.assets.embeddings import (
     item_embedding_frame,
     user_embedding_frame,
 )
-from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_KWARGS, train_ranker
+from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_KWARGS, config_class, train_ranker
 from llmrec_platform.config import Paths
 from llmrec_platform.evaluation.report import format_table, metrics_table
 from llmrec_platform.evaluation.suite import evaluate_suite
@@ -35,14 +35,9 @@ from llmrec_platform.tracking import data_fingerprint
 FINETUNE_GROUP = "finetune"
 
 
-class FineTuneAssetConfig(dg.Config):
-    epochs: int = FineTuneConfig.epochs
-    batch_size: int = FineTuneConfig.batch_size
-    learning_rate: float = FineTuneConfig.learning_rate
-    max_pairs: int = FineTuneConfig.max_pairs
-    max_pairs_cpu: int = FineTuneConfig.max_pairs_cpu
-    history_len: int = FineTuneConfig.history_len
-    popularity_correction: bool = FineTuneConfig.popularity_correction
+FineTuneAssetConfig = config_class(FineTuneConfig, [
+    "epochs", "batch_size", "learning_rate", "max_pairs", "max_pairs_cpu", "history_len", "popularity_correction",
+])
 
 
 @dg.asset(group_name=FINETUNE_GROUP, io_manager_key=ARTIFACTS_IO, op_tags=GPU_OP_TAGS, pool=GPU_POOL,

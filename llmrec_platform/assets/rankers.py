@@ -5,6 +5,7 @@ import inspect
 import json
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import dagster as dg
@@ -32,9 +33,7 @@ RANKER_ASSETS = [
 ]
 
 
-def default_of(cls: type, parameter: str):
-    """A constructor default, so asset config and domain class never disagree."""
-    return inspect.signature(cls).parameters[parameter].default
+
 
 
 def train_ranker(
@@ -95,84 +94,46 @@ def llm_content_ranker(
     return train_ranker(context, ranker, split, params, tracking, dataset, experiment)
 
 
-class ItemKNNConfig(dg.Config):
-    k: int = default_of(ItemKNNRanker, "k")
-    shrink: float = default_of(ItemKNNRanker, "shrink")
+def config_class(cls: type, parameters: list[str]) -> type[dg.Config]:
+    """A run-config class whose fields are `cls`'s constructor parameters, with their types and defaults,
+    so asset config and domain class never disagree."""
+    hints = typing.get_type_hints(cls.__init__)
+    signature = inspect.signature(cls)
+    namespace = {name: signature.parameters[name].default for name in parameters}
+    namespace["__annotations__"] = {name: hints[name] for name in parameters}
+    return type(f"{cls.__name__}Config", (dg.Config,), namespace)
 
 
-@dg.asset(**RANKER_KWARGS)
-def itemknn_ranker(
-    context: dg.AssetExecutionContext, config: ItemKNNConfig, split: pd.DataFrame, tracking: TrackingResource,
-    dataset: DatasetResource, experiment: ExperimentResource,
-) -> TrainedRanker:
-    """Item-based k-nearest neighbours on cosine similarity with shrinkage."""
-    params = config.model_dump()
-    return train_ranker(context, ItemKNNRanker(**params), split, params, tracking, dataset, experiment)
+def cf_ranker_asset(name: str, ranker_cls: type[Ranker], parameters: list[str], description: str,
+                    seeded: bool = False) -> dg.AssetsDefinition:
+    """A ranker asset fitted on the training fold only, hyper-parameters from run config."""
+    config_cls = config_class(ranker_cls, parameters)
+
+    @dg.asset(name=name, description=description, **RANKER_KWARGS)
+    def ranker_asset(
+        context: dg.AssetExecutionContext, config: config_cls, split: pd.DataFrame, tracking: TrackingResource,
+        dataset: DatasetResource, experiment: ExperimentResource,
+    ) -> TrainedRanker:
+        params = {**config.model_dump(), **({"seed": experiment.seed} if seeded else {})}
+        return train_ranker(context, ranker_cls(**params), split, params, tracking, dataset, experiment)
+
+    return ranker_asset
 
 
-class EASEConfig(dg.Config):
-    reg_weight: float = default_of(EASERanker, "reg_weight")
-
-
-@dg.asset(**RANKER_KWARGS)
-def ease_ranker(
-    context: dg.AssetExecutionContext, config: EASEConfig, split: pd.DataFrame, tracking: TrackingResource,
-    dataset: DatasetResource, experiment: ExperimentResource,
-) -> TrainedRanker:
-    """EASE: the closed-form shallow autoencoder (Steck 2019), the strongest classical baseline here."""
-    params = config.model_dump()
-    return train_ranker(context, EASERanker(**params), split, params, tracking, dataset, experiment)
-
-
-class ALSConfig(dg.Config):
-    factors: int = default_of(ALSRanker, "factors")
-    regularization: float = default_of(ALSRanker, "regularization")
-    alpha: float = default_of(ALSRanker, "alpha")
-    iterations: int = default_of(ALSRanker, "iterations")
-
-
-@dg.asset(**RANKER_KWARGS)
-def als_ranker(
-    context: dg.AssetExecutionContext, config: ALSConfig, split: pd.DataFrame, tracking: TrackingResource,
-    dataset: DatasetResource, experiment: ExperimentResource,
-) -> TrainedRanker:
-    """Implicit-feedback ALS (the `implicit` library)."""
-    params = {**config.model_dump(), "seed": experiment.seed}
-    return train_ranker(context, ALSRanker(**params), split, params, tracking, dataset, experiment)
-
-
-class BPRConfig(dg.Config):
-    factors: int = default_of(BPRRanker, "factors")
-    learning_rate: float = default_of(BPRRanker, "learning_rate")
-    regularization: float = default_of(BPRRanker, "regularization")
-    iterations: int = default_of(BPRRanker, "iterations")
-
-
-@dg.asset(**RANKER_KWARGS)
-def bpr_ranker(
-    context: dg.AssetExecutionContext, config: BPRConfig, split: pd.DataFrame, tracking: TrackingResource,
-    dataset: DatasetResource, experiment: ExperimentResource,
-) -> TrainedRanker:
-    """Bayesian Personalized Ranking (the `implicit` library), seeded and single-threaded for determinism."""
-    params = {**config.model_dump(), "seed": experiment.seed}
-    return train_ranker(context, BPRRanker(**params), split, params, tracking, dataset, experiment)
-
-
-class AdamBPRConfig(dg.Config):
-    factors: int = default_of(AdamBPRRanker, "factors")
-    learning_rate: float = default_of(AdamBPRRanker, "learning_rate")
-    epochs: int = default_of(AdamBPRRanker, "epochs")
-    batch_size: int = default_of(AdamBPRRanker, "batch_size")
-
-
-@dg.asset(**RANKER_KWARGS)
-def bpr_adam_ranker(
-    context: dg.AssetExecutionContext, config: AdamBPRConfig, split: pd.DataFrame, tracking: TrackingResource,
-    dataset: DatasetResource, experiment: ExperimentResource,
-) -> TrainedRanker:
-    """BPR trained as RecBole trains it (mini-batch Adam in torch): the reproduction of its published BPR."""
-    params = {**config.model_dump(), "seed": experiment.seed}
-    return train_ranker(context, AdamBPRRanker(**params), split, params, tracking, dataset, experiment)
+itemknn_ranker = cf_ranker_asset(
+    "itemknn_ranker", ItemKNNRanker, ["k", "shrink"], "Item-based k-nearest neighbours on cosine similarity with shrinkage.")
+ease_ranker = cf_ranker_asset(
+    "ease_ranker", EASERanker, ["reg_weight"],
+    "EASE: the closed-form shallow autoencoder (Steck 2019), the strongest classical baseline here.")
+als_ranker = cf_ranker_asset(
+    "als_ranker", ALSRanker, ["factors", "regularization", "alpha", "iterations"],
+    "Implicit-feedback ALS (the `implicit` library).", seeded=True)
+bpr_ranker = cf_ranker_asset(
+    "bpr_ranker", BPRRanker, ["factors", "learning_rate", "regularization", "iterations"],
+    "Bayesian Personalized Ranking (the `implicit` library), seeded and single-threaded for determinism.", seeded=True)
+bpr_adam_ranker = cf_ranker_asset(
+    "bpr_adam_ranker", AdamBPRRanker, ["factors", "learning_rate", "epochs", "batch_size"],
+    "BPR trained as RecBole trains it (mini-batch Adam in torch): the reproduction of its published BPR.", seeded=True)
 
 
 @dg.asset(**RANKER_KWARGS)
@@ -184,15 +145,10 @@ def genre_match_ranker(
     return train_ranker(context, GenreMatchRanker(raw_items), split, {}, tracking, dataset, experiment)
 
 
-class HybridAssetConfig(dg.Config):
-    n_candidates: int = HybridConfig.n_candidates
-    n_estimators: int = HybridConfig.n_estimators
-    learning_rate: float = HybridConfig.learning_rate
-    num_leaves: int = HybridConfig.num_leaves
-    min_child_samples: int = HybridConfig.min_child_samples
-    feature_fraction: float = HybridConfig.feature_fraction
-    early_stopping_rounds: int = HybridConfig.early_stopping_rounds
-    holdout_users: float = HybridConfig.holdout_users
+HybridAssetConfig = config_class(HybridConfig, [
+    "n_candidates", "n_estimators", "learning_rate", "num_leaves", "min_child_samples", "feature_fraction",
+    "early_stopping_rounds", "holdout_users",
+])
 
 
 @dg.asset(**RANKER_KWARGS)

@@ -31,6 +31,7 @@ from llmrec_platform.rankers.base import Ranker, top_k
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
 from llmrec_platform.rankers.itemknn import binarize
+from llmrec_platform.rankers.sequence import SequenceNeighbourRanker
 
 DAY = 86400.0
 
@@ -56,6 +57,7 @@ class HybridConfig:
     truncation_level: int = 30  # lambdarank_truncation_level
     pseudo_label_share: float = 0.0  # share of each user's training items held out as pseudo-labels (0: off)
     pseudo_users: float = 1.0  # share of users that get a pseudo-labelled group
+    sequence_window: int = 3  # the hybrid's own SequenceNeighbourRanker feature (0: off)
 
 
 @dataclass
@@ -106,14 +108,14 @@ def concat_sets(sets: list[RankingSet]) -> RankingSet:
 class _FeatureContext:
     """Everything features are computed from: fitted rankers and the history they were fitted on."""
 
-    def __init__(self, candidate_rankers: dict[str, Ranker], content: Ranker, item_vectors: np.ndarray,
+    def __init__(self, candidate_rankers: dict[str, Ranker], user_vectors: np.ndarray, item_vectors: np.ndarray,
                  feature_rankers: dict[str, Ranker], history: sp.csr_matrix, timestamps: sp.csr_matrix,
                  liked_threshold: float):
         self.candidate_rankers = candidate_rankers
-        self.content = content
+        self.user_vectors = user_vectors
         self.item_vectors = item_vectors
         self.feature_rankers = feature_rankers
-        self.item_item = {name: matrix for name, r in candidate_rankers.items()
+        self.item_item = {name: matrix for name, r in {**candidate_rankers, **feature_rankers}.items()
                           if (matrix := item_item_matrix(r)) is not None}
         history = sp.csr_matrix(history, dtype=np.float32)
         history.sort_indices()
@@ -220,7 +222,7 @@ class _FeatureContext:
             votes += r <= n
         max_links, centred_scores = self._item_item_features(users, rows, items)
         columns += [c for pair in zip(max_links, centred_scores, strict=True) for c in pair]
-        cosine = self.content.score(users)[rows, items].astype(np.float64)
+        cosine = np.einsum("ij,ij->i", self.user_vectors[users][rows], self.item_vectors[items]).astype(np.float64)
         columns += [votes, cosine, within_user(cosine)[1]]
         columns += list(self._liked_similarity(users, rows, items))
         for r in self.feature_rankers.values():
@@ -298,10 +300,17 @@ class HybridRanker(Ranker):
         self.prepare(data)
         self.train_model(self.training_matrices(data))
 
+    def _all_feature_rankers(self) -> dict[str, Ranker]:
+        return {**self.feature_rankers, **self.own_rankers_}
+
     def prepare(self, data: InteractionData) -> None:
-        """The feature context of the rankers fitted on the full training fold (what `score` uses)."""
-        self.context_ = _FeatureContext(self.candidate_rankers, self.content, self.content.item_vectors_,
-                                        self.feature_rankers, data.train, data.train_timestamps,
+        """Fit the hybrid's own feature rankers and build the feature context of the rankers fitted on the full
+        training fold (what `score` uses)."""
+        self.own_rankers_ = {}
+        if self.config.sequence_window > 0:
+            self.own_rankers_["sequence"] = SequenceNeighbourRanker(self.config.sequence_window).fit(data)
+        self.context_ = _FeatureContext(self.candidate_rankers, self.content.user_vectors_, self.content.item_vectors_,
+                                        self._all_feature_rankers(), data.train, data.train_timestamps,
                                         self.config.liked_threshold)
 
     def _ranking_set(self, context: _FeatureContext, users: np.ndarray, labels: sp.csr_matrix) -> tuple[RankingSet, int]:
@@ -366,9 +375,10 @@ class HybridRanker(Ranker):
         if cfg.pseudo_users < 1:
             users = np.sort(rng.choice(users, size=int(round(cfg.pseudo_users * len(users))), replace=False))
         rankers = {name: refit_copy(r, inner) for name, r in self.candidate_rankers.items()}
-        features = {name: refit_copy(r, inner) for name, r in self.feature_rankers.items()}
-        content = refit_copy(self.content, inner)
-        context = _FeatureContext(rankers, content, self.content.item_vectors_, features, inner.train,
+        features = {name: refit_copy(r, inner) for name, r in self._all_feature_rankers().items()}
+        # The interest vectors are rebuilt from the reduced history (user_interest_vectors' defaults).
+        user_vectors = user_interest_vectors(inner, self.content.item_vectors_)
+        context = _FeatureContext(rankers, user_vectors, self.content.item_vectors_, features, inner.train,
                                   inner.train_timestamps, cfg.liked_threshold)
         result, retrieved = self._ranking_set(context, users, inner.valid)
         self.pseudo_recall_ = retrieved / max(int(inner.valid[users].nnz), 1)
@@ -423,14 +433,9 @@ class HybridRanker(Ranker):
 def refit_copy(ranker: Ranker, data: InteractionData) -> Ranker:
     """A copy of a fitted ranker refitted on `data` (same item space); the original is not modified.
 
-    Content rankers keep their item side and only rebuild the user side from `data.train`: the LLM ranker's
-    interest vectors with `user_interest_vectors` (its defaults), genre match's genre profiles.
+    Genre match keeps its item side and only rebuilds the users' genre profiles from `data.train`.
     """
     clone = copy.copy(ranker)
-    if isinstance(ranker, LLMContentRanker):
-        clone.user_vectors_ = user_interest_vectors(data, ranker.item_vectors_)
-        clone.train_ = data.train
-        return clone
     if isinstance(ranker, GenreMatchRanker):
         counts = binarize(data.train) @ (ranker.item_genre_weights_ > 0).astype(np.float32)
         totals = counts.sum(axis=1, keepdims=True)
