@@ -234,37 +234,45 @@ class _FeatureContext:
                     self.item_first[items] - self.user_last[user_rows], *self.window_counts(user_rows, items)]
         return rows, items, np.column_stack(columns).astype(np.float32)
 
+    def _dense(self, key: str) -> np.ndarray:
+        """Dense item x item matrices (item-item rankers' W, LLM cosine), built once per process, not pickled."""
+        cache = self.__dict__.setdefault("_dense_cache", {})
+        if key not in cache:
+            if key == "llm":
+                cache[key] = (self.item_vectors @ self.item_vectors.T).astype(np.float32)
+            else:
+                matrix = self.item_item[key]
+                cache[key] = np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float32)
+        return cache[key]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_dense_cache"}
+
+    def _max_over_history(self, matrix: np.ndarray, history: sp.csr_matrix, rows, items) -> np.ndarray:
+        """max over the user's history items j of matrix[j, item], per (row, item) pair."""
+        result = np.zeros(len(rows), dtype=np.float32)
+        boundaries = np.searchsorted(rows, np.arange(history.shape[0] + 1))
+        for b in range(history.shape[0]):
+            lo, hi = boundaries[b], boundaries[b + 1]
+            seen = history.indices[history.indptr[b]:history.indptr[b + 1]]
+            if hi > lo and len(seen):
+                result[lo:hi] = matrix[np.ix_(seen, items[lo:hi])].max(axis=0)
+        return result
+
     def _item_item_features(self, users, rows, items) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        history, centred = self.binary[users], self.centred[users]
         max_links, centred_scores = [], []
-        boundaries = np.searchsorted(rows, np.arange(len(users) + 1))
-        history = self.binary[users]
-        centred = self.centred[users]
-        for matrix in self.item_item.values():
-            max_link = np.zeros(len(rows), dtype=np.float32)
-            for b in range(len(users)):
-                lo, hi = boundaries[b], boundaries[b + 1]
-                seen = history.indices[history.indptr[b]:history.indptr[b + 1]]
-                if hi > lo and len(seen):
-                    block = matrix[seen][:, items[lo:hi]] if sp.issparse(matrix) else matrix[np.ix_(seen, items[lo:hi])]
-                    max_link[lo:hi] = block.max(axis=0).toarray().ravel() if sp.issparse(block) else block.max(axis=0)
-            max_links.append(max_link)
-            product = centred @ matrix
-            product = product.toarray() if sp.issparse(product) else np.asarray(product)
-            centred_scores.append(product[rows, items])
+        for name in self.item_item:
+            dense = self._dense(name)
+            max_links.append(self._max_over_history(dense, history, rows, items))
+            centred_scores.append(np.asarray(centred @ dense)[rows, items])
         return max_links, centred_scores
 
     def _liked_similarity(self, users, rows, items) -> tuple[np.ndarray, np.ndarray]:
-        vectors = self.item_vectors
+        similarity = self._dense("llm")
         liked = self.liked[users]
-        mean_sim = np.asarray((liked @ vectors) @ vectors.T)[rows, items]  # liked rows are mean-normalised
-        max_sim = np.zeros(len(rows), dtype=np.float32)
-        boundaries = np.searchsorted(rows, np.arange(len(users) + 1))
-        for b in range(len(users)):
-            lo, hi = boundaries[b], boundaries[b + 1]
-            history = liked[b].indices
-            if hi > lo and len(history):
-                max_sim[lo:hi] = (vectors[items[lo:hi]] @ vectors[history].T).max(axis=1)
-        return max_sim, mean_sim
+        mean_sim = np.asarray(liked @ similarity)[rows, items]  # liked rows are mean-normalised
+        return self._max_over_history(similarity, liked, rows, items), mean_sim
 
 
 def item_item_matrix(ranker: Ranker) -> np.ndarray | sp.csr_matrix | None:
