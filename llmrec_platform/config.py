@@ -58,8 +58,9 @@ class Paths:
             path.mkdir(parents=True, exist_ok=True)
         dagster_yaml = self.dagster_home / "dagster.yaml"
         if not dagster_yaml.exists():
-            # One GPU step at a time across runs: the `gpu` pool the encoding assets join.
-            dagster_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+            # One GPU step at a time across runs (the `gpu` pool the encoding assets join); the platform
+            # runs offline, so no telemetry.
+            dagster_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
         return self
 
 
