@@ -105,7 +105,8 @@ def cached_matrices(hybrid: HybridRanker, data: InteractionData, fingerprint: st
     cfg = hybrid.config
     source = Path(__file__).resolve().parents[1] / "llmrec_platform" / "rankers" / "hybrid.py"
     key = hashlib.sha1(repr((fingerprint, source.read_bytes(), cfg.n_candidates, cfg.holdout_users, cfg.seed,
-                             cfg.liked_threshold, cfg.batch_size, cfg.pseudo_label_share, cfg.pseudo_users)
+                             cfg.liked_threshold, cfg.batch_size, cfg.pseudo_label_share, cfg.pseudo_users,
+                             cfg.pseudo_with_valid, cfg.sequence_window)
                             ).encode()).hexdigest()[:12]
     path = CACHE / f"hybrid_ml1m_matrices_{key}.pkl"
     if path.exists():
@@ -153,11 +154,9 @@ def sweep(data, bases, content, features, fingerprint, stages: list[str]) -> Non
             hybrid.training_log_.importances.items(), key=lambda x: -x[1])[:15]))
     if "lgbm" in stages:
         hybrid = matrices = None
-        for changes in [{}, dict(learning_rate=0.05), dict(num_leaves=31, min_child_samples=100),
-                        dict(num_leaves=63, min_child_samples=50, learning_rate=0.05),
-                        dict(truncation_level=10), dict(truncation_level=20),
-                        dict(feature_fraction=0.7, bagging_fraction=0.7),
-                        dict(learning_rate=0.05, num_leaves=31, min_child_samples=100, feature_fraction=0.7)]:
+        for changes in [{}, dict(feature_fraction=0.7, bagging_fraction=0.8), dict(num_leaves=7, min_child_samples=500),
+                        dict(num_leaves=31, min_child_samples=100), dict(learning_rate=0.05),
+                        dict(truncation_level=20), dict(truncation_level=60), dict(min_child_samples=1000)]:
             _, hybrid, matrices = run(f"lgbm {changes}", dataclasses.replace(base, **changes), matrices, hybrid)
     if "candidates" in stages:
         for n in (30, 50, 100):

@@ -57,6 +57,7 @@ class HybridConfig:
     truncation_level: int = 30  # lambdarank_truncation_level
     pseudo_label_share: float = 0.0  # share of each user's training items held out as pseudo-labels (0: off)
     pseudo_users: float = 1.0  # share of users that get a pseudo-labelled group
+    pseudo_with_valid: bool = False  # also label the validation items of the training users' pseudo groups
     sequence_window: int = 3  # the hybrid's own SequenceNeighbourRanker feature (0: off)
 
 
@@ -388,8 +389,13 @@ class HybridRanker(Ranker):
         user_vectors = user_interest_vectors(inner, self.content.item_vectors_)
         context = _FeatureContext(rankers, user_vectors, self.content.item_vectors_, features, inner.train,
                                   inner.train_timestamps, cfg.liked_threshold)
-        result, retrieved = self._ranking_set(context, users, inner.valid)
-        self.pseudo_recall_ = retrieved / max(int(inner.valid[users].nnz), 1)
+        labels = inner.valid
+        if cfg.pseudo_with_valid:  # never the held-out validation users' items: they score the hybrid
+            training_users = np.ones(data.n_users, dtype=np.float32)
+            training_users[self.validation_users_] = 0.0
+            labels = (labels + sp.diags(training_users) @ binarize(data.valid)).tocsr()
+        result, retrieved = self._ranking_set(context, users, labels)
+        self.pseudo_recall_ = retrieved / max(int(labels[users].nnz), 1)
         return result
 
     def train_model(self, matrices: dict[str, RankingSet]) -> None:
