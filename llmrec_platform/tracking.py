@@ -29,11 +29,12 @@ class Tracker:
         import mlflow
 
         self.mlflow = mlflow
-        self.client = mlflow.tracking.MlflowClient(tracking_uri)
         artifact_root.mkdir(parents=True, exist_ok=True)
-        # Parallel steps (multiprocess executor) must not both create the store and run its migrations.
+        # Parallel steps (multiprocess executor) must not both create the store and run its migrations:
+        # the client sets up its store's schema on first use, so it is built under the lock too.
         with open(artifact_root.parent / ".tracking.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            self.client = mlflow.tracking.MlflowClient(tracking_uri)
             existing = self.client.get_experiment_by_name(experiment)
             if existing is None:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
