@@ -33,7 +33,7 @@ from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
-from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
+from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker, concat_sets
 from llmrec_platform.rankers.implicit_models import AdamBPRRanker, ALSRanker
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.split import SplitConfig, prepare_interactions, split_interactions
@@ -133,8 +133,47 @@ def report(label: str, hybrid: HybridRanker, ease_holdout: float, seconds: float
     return score
 
 
+ITERATIONS = (25, 50, 100, 150, 200, 300, 400, 500, 600)
+
+
+def cross_validate(label: str, hybrid: HybridRanker, matrices: dict, data: InteractionData, ease_valid: float,
+                   folds: int = 5) -> tuple[float, int]:
+    """Mean full-ranking valid NDCG@10 over all validation users, each scored by a LambdaRank model trained on the
+    other folds' validation users (plus the pseudo groups of those users), by number of trees."""
+    valid_users = np.flatnonzero(np.asarray(data.valid.getnnz(axis=1)) > 0)
+    fold_of = np.full(data.n_users, -1)
+    fold_of[np.random.default_rng(hybrid.config.seed).permutation(valid_users)] = np.arange(len(valid_users)) % folds
+    labelled = concat_sets([matrices["valid_train"], matrices["holdout"]])
+    iterations = [t for t in ITERATIONS if t <= hybrid.config.n_estimators]
+    totals = np.zeros(len(iterations))
+    start = time.perf_counter()
+    for fold in range(folds):
+        scored = fold_of[labelled.users] == fold
+        train = [labelled.subset(~scored, 0)]
+        if "pseudo" in matrices:
+            pseudo = matrices["pseudo"]
+            train.append(pseudo.subset(fold_of[pseudo.users] != fold, 0))
+        train = concat_sets(train)
+        evaluated = labelled.subset(scored, int((fold_of == fold).sum()))
+        model = hybrid.make_model()
+        model.fit(train.X, train.y, group=train.groups)
+        for j, t in enumerate(iterations):
+            totals[j] += evaluated.full_ranking_ndcg(model.booster_.predict(evaluated.X, num_iteration=t)) * evaluated.n_users
+    curve = totals / len(valid_users)
+    best = int(np.argmax(curve))
+    print(f"  {label:<64} CV NDCG@10 {curve[best]:.4f} at {iterations[best]:>3} trees (EASE {ease_valid:.4f}, "
+          f"{curve[best] - ease_valid:+.4f}); " + " ".join(f"{t}:{v:.4f}" for t, v in zip(iterations, curve, strict=True))
+          + f"  [{time.perf_counter() - start:.0f}s]", flush=True)
+    return float(curve[best]), iterations[best]
+
+
+# Where the sweeps started (HybridConfig's defaults before this tuning), so the recorded tables can be re-run.
+SWEEP_START = HybridConfig(n_candidates=50, n_estimators=600, early_stopping_rounds=50, feature_fraction=1.0,
+                           bagging_fraction=1.0, pseudo_label_share=0.0)
+
+
 def sweep(data, bases, content, features, fingerprint, stages: list[str]) -> None:
-    base = HybridConfig()
+    base = SWEEP_START
     ease = bases["ease"]
 
     def run(label: str, config: HybridConfig, matrices: dict | None = None, hybrid: HybridRanker | None = None):
@@ -155,9 +194,35 @@ def sweep(data, bases, content, features, fingerprint, stages: list[str]) -> Non
     if "lgbm" in stages:
         hybrid = matrices = None
         for changes in [{}, dict(feature_fraction=0.7, bagging_fraction=0.8), dict(num_leaves=7, min_child_samples=500),
-                        dict(num_leaves=31, min_child_samples=100), dict(learning_rate=0.05),
-                        dict(truncation_level=20), dict(truncation_level=60), dict(min_child_samples=1000)]:
+                        dict(num_leaves=31, min_child_samples=100), dict(num_leaves=63, min_child_samples=50),
+                        dict(learning_rate=0.05), dict(truncation_level=10), dict(truncation_level=60),
+                        dict(min_child_samples=1000)]:
             _, hybrid, matrices = run(f"lgbm {changes}", dataclasses.replace(base, **changes), matrices, hybrid)
+    if "cv" in stages:  # LightGBM settings by 5-fold cross-validation over all validation users
+        ease_valid = evaluate(ease, data, "valid").summary["ndcg@10"]
+        hybrid = attach(HybridRanker(bases, content, features, base), data)
+        matrices = cached_matrices(hybrid, data, fingerprint)
+        for changes in [{}, dict(truncation_level=10), dict(truncation_level=20), dict(truncation_level=60),
+                        dict(num_leaves=31, min_child_samples=100), dict(num_leaves=7, min_child_samples=500),
+                        dict(feature_fraction=0.7, bagging_fraction=0.8), dict(learning_rate=0.05)]:
+            hybrid.config = dataclasses.replace(base, **changes)
+            cross_validate(f"lgbm {changes}", hybrid, matrices, data, ease_valid)
+    if "cv-pseudo" in stages:  # more LambdaRank groups from the training fold
+        ease_valid = evaluate(ease, data, "valid").summary["ndcg@10"]
+        for changes in [dict(pseudo_label_share=0.125), dict(pseudo_label_share=0.125, pseudo_with_valid=True),
+                        dict(pseudo_label_share=0.25, pseudo_with_valid=True)]:
+            config = dataclasses.replace(base, **changes)
+            hybrid = attach(HybridRanker(bases, content, features, config), data)
+            cross_validate(f"{changes}", hybrid, cached_matrices(hybrid, data, fingerprint), data, ease_valid)
+    if "cv-combined" in stages:
+        ease_valid = evaluate(ease, data, "valid").summary["ndcg@10"]
+        for changes in [dict(pseudo_label_share=0.125, feature_fraction=0.7, bagging_fraction=0.8),
+                        dict(pseudo_label_share=0.125, feature_fraction=0.7, bagging_fraction=0.8, truncation_level=60),
+                        dict(pseudo_label_share=0.125, feature_fraction=0.7, bagging_fraction=0.8, n_candidates=30),
+                        dict(pseudo_label_share=0.125, feature_fraction=0.7, bagging_fraction=0.8, n_candidates=100)]:
+            config = dataclasses.replace(base, **changes)
+            hybrid = attach(HybridRanker(bases, content, features, config), data)
+            cross_validate(f"{changes}", hybrid, cached_matrices(hybrid, data, fingerprint), data, ease_valid)
     if "candidates" in stages:
         for n in (30, 50, 100):
             run(f"n_candidates={n}", dataclasses.replace(base, n_candidates=n))

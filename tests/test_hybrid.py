@@ -9,7 +9,9 @@ from llmrec_platform.evaluation.significance import paired_bootstrap
 from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
-from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
+from llmrec_platform.rankers.genre import GenreMatchRanker
+from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker, RankingSet, item_item_matrix, refit_copy
+from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.simple import PopularityRanker
 
 
@@ -25,6 +27,11 @@ def data():
             fold = "train" if pos < 10 else ("valid" if pos < 12 else "test")
             rows.append((f"u{u}", f"i{i:02d}", float(rng.integers(3, 6)), 1000 + pos, fold))
     return InteractionData.from_split(pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp", "fold"]))
+
+
+def item_genres(data):
+    return pd.DataFrame({"item_id": data.item_ids,
+                         "genres": [["Drama"] if int(i[1:]) < 20 else ["Comedy", "Action"] for i in data.item_ids]})
 
 
 def content_ranker(data):
@@ -54,7 +61,9 @@ def test_hybrid_ranks_only_candidates_and_learns(data):
     assert (finite.sum(axis=1) <= 16).all() and (finite.sum(axis=1) >= 8).all()
     assert not (finite & (data.train.toarray() > 0)).any()
     log = hybrid.training_log_
-    assert log.train_users + log.holdout_users <= data.n_users
+    # Validation groups: one per user at most; pseudo-labelled groups come on top (on by default).
+    assert 0 < log.extra["pseudo_groups"] <= data.n_users
+    assert log.train_users - log.extra["pseudo_groups"] + log.holdout_users <= data.n_users
     assert set(log.feature_names) >= {"ease_score", "ease_rank", "llm_cosine", "llm_max_sim_liked", "item_popularity"}
     assert sum(log.importances.values()) == pytest.approx(1.0)
     assert 0 < log.candidate_recall <= 1
@@ -86,3 +95,71 @@ def test_paired_bootstrap_by_construction():
     noisy = better.assign(**{"ndcg@10": base["ndcg@10"] + np.random.default_rng(0).normal(0, 0.5, 200)})
     wide = paired_bootstrap(noisy, base, "ndcg@10", "a", "b")
     assert wide.ci_low < wide.mean_difference < wide.ci_high
+
+
+def test_holdout_score_is_evaluate_on_the_validation_users(data):
+    hybrid = fit_hybrid(data)
+    log = hybrid.training_log_
+    assert len(log.validation_curve) >= log.best_iteration >= 1
+    expected = evaluate(hybrid, data, "valid", users=hybrid.validation_users_).summary["ndcg@10"]
+    assert log.extra["holdout_full_ranking_ndcg@10"] == pytest.approx(expected, abs=1e-9)
+    assert len(log.feature_names) == hybrid.model_.n_features_ == len(log.importances)
+
+
+def test_full_ranking_ndcg_by_hand():
+    # Two users in the set, three stand for it (the third had no retrieved positive). User 1: candidates scored
+    # (0.9, 0.5, 0.7), labels (0, 1, 1), 3 relevant items in all; user 2: one candidate, relevant, 1 relevant.
+    ranking = RankingSet(X=np.zeros((4, 1)), y=np.array([0, 1, 1, 1]), groups=np.array([3, 1]),
+                         n_relevant=np.array([3, 1]), n_users=3, users=np.array([0, 1]))
+    dcg_1 = 1 / np.log2(3) + 1 / np.log2(4)  # ranks 2 and 3
+    idcg_1 = 1 + 1 / np.log2(3) + 1 / np.log2(4)
+    expected = (dcg_1 / idcg_1 + 1.0 + 0.0) / 3
+    assert ranking.full_ranking_ndcg(np.array([0.9, 0.5, 0.7, 0.1])) == pytest.approx(expected)
+    # Ties go to the lower row (item) position, as in evaluate's top_k.
+    tied = RankingSet(X=np.zeros((2, 1)), y=np.array([0, 1]), groups=np.array([2]), n_relevant=np.array([1]),
+                      n_users=1, users=np.array([0]))
+    assert tied.full_ranking_ndcg(np.array([0.5, 0.5])) == pytest.approx(1 / np.log2(3))
+    assert tied.subset(np.array([True]), 1).full_ranking_ndcg(np.array([0.1, 0.9])) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_pseudo_labels_add_groups_and_leave_the_rankers_alone(data, with_valid):
+    candidates = {"ease": EASERanker(reg_weight=10).fit(data), "itemknn": ItemKNNRanker(k=10).fit(data)}
+    weights = candidates["ease"].weights_.copy()
+    genre = GenreMatchRanker(item_genres(data)).fit(data)
+    config = HybridConfig(n_candidates=8, n_estimators=20, min_child_samples=5, num_leaves=7, seed=3, num_threads=1,
+                          pseudo_label_share=0.2, pseudo_with_valid=with_valid)
+    hybrid = HybridRanker(candidates, content_ranker(data), {"genre_match": genre}, config).fit(data)
+    assert hybrid.training_log_.extra["pseudo_groups"] > 0
+    assert 0 < hybrid.pseudo_recall_ <= 1
+    np.testing.assert_array_equal(candidates["ease"].weights_, weights)  # refitted copies, not the originals
+    assert hybrid.context_.candidate_rankers["ease"] is candidates["ease"]
+    assert np.isfinite(hybrid.score(np.arange(data.n_users))).any(axis=1).all()
+
+
+def test_refit_copy_matches_a_fresh_fit(data):
+    half = InteractionData(data.user_ids, data.item_ids, data.train.multiply(data.train > 4).tocsr(),
+                           data.train_timestamps.multiply(data.train > 4).tocsr(), data.valid, data.test)
+    genre = GenreMatchRanker(item_genres(data)).fit(data)
+    np.testing.assert_allclose(refit_copy(genre, half).score(np.arange(data.n_users)),
+                               GenreMatchRanker(item_genres(data)).fit(half).score(np.arange(data.n_users)), rtol=1e-6)
+    ease = EASERanker(reg_weight=10).fit(data)
+    np.testing.assert_allclose(refit_copy(ease, half).weights_, EASERanker(reg_weight=10).fit(half).weights_)
+    assert not np.allclose(refit_copy(ease, half).weights_, ease.weights_)
+
+
+def test_item_item_matrices_are_found(data):
+    assert item_item_matrix(EASERanker(reg_weight=10).fit(data)).shape == (data.n_items, data.n_items)
+    assert item_item_matrix(ItemKNNRanker(k=5).fit(data)).shape == (data.n_items, data.n_items)
+    assert item_item_matrix(PopularityRanker().fit(data)) is None
+
+
+def test_no_holdout_and_no_pseudo_group_still_fits(data):
+    candidates = {"ease": EASERanker(reg_weight=10).fit(data)}
+    config = HybridConfig(n_candidates=8, n_estimators=10, min_child_samples=5, num_leaves=7, num_threads=1,
+                          holdout_users=0.0, pseudo_label_share=0.01)  # 10 training items each: nothing held out
+    hybrid = HybridRanker(candidates, content_ranker(data), config=config).fit(data)
+    log = hybrid.training_log_
+    assert log.validation_curve == [] and log.holdout_users == 0 and log.best_iteration == 10
+    assert log.extra["pseudo_groups"] == 0 and np.isnan(log.extra["holdout_full_ranking_ndcg@10"])
+    assert np.isfinite(hybrid.score(np.arange(data.n_users))).any(axis=1).all()

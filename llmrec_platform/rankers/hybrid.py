@@ -38,26 +38,32 @@ DAY = 86400.0
 
 @dataclass(frozen=True)
 class HybridConfig:
-    # LightGBM settings chosen on held-out validation users of ML-1M (recbole protocol, seed 2020), NDCG@10
-    # on their candidates: lr 0.05/31 leaves/50 min -> 0.2747; lr 0.02/15/200 -> 0.2769 (kept);
-    # lr 0.02/63/100/ff 0.7 -> 0.2752; lr 0.1/7/500 -> 0.2751; lr 0.03/31/300/ff 0.5 -> 0.2727.
-    n_candidates: int = 50
+    # Chosen on the valid fold of ML-1M (recbole protocol, seed 2020) by 5-fold cross-validation over all 6,033
+    # validation users (benchmarks/hybrid_ml1m.py --sweep cv cv-pseudo cv-combined): full-ranking NDCG@10 at the
+    # best number of trees; EASE scores 0.2285. From n_candidates 50, lr 0.02, 15 leaves, min 200, truncation 30,
+    # no pseudo-labels: as is 0.2362 (600 trees) | truncation 10 0.2356, 20 0.2363, 60 0.2365 | 31 leaves/min 100
+    # 0.2350 | 7 leaves/min 500 0.2358 | lr 0.05 0.2356 (150) | feature/bagging fraction 0.7/0.8 0.2370 (400).
+    # Pseudo-labels: share 0.125 0.2372 (500) | 0.125 with valid labels 0.2374 (400) | 0.25 with valid labels 0.2365;
+    # share 0.125 + fractions 0.7/0.8 0.2371 (600) | + truncation 60 0.2368 | + n_candidates 30 0.2374 (500, kept)
+    # | + n_candidates 100 0.2360. Differences under ~0.001 are noise; ties went to the cheaper setting. The number
+    # of trees is fixed (early_stopping_rounds 0): early stopping on 20% of the users stopped after ~10 trees.
+    n_candidates: int = 30
     n_estimators: int = 500
     learning_rate: float = 0.02
     num_leaves: int = 15
     min_child_samples: int = 200
-    early_stopping_rounds: int = 50
-    feature_fraction: float = 1.0
+    early_stopping_rounds: int = 0  # > 0: stop when the holdout users' NDCG@10 has not improved for this many trees
+    feature_fraction: float = 0.7
     holdout_users: float = 0.2
     liked_threshold: float = 4.0
     batch_size: int = 512
     seed: int = 2020
     num_threads: int = 0
-    bagging_fraction: float = 1.0
+    bagging_fraction: float = 0.8
     truncation_level: int = 30  # lambdarank_truncation_level
-    pseudo_label_share: float = 0.0  # share of each user's training items held out as pseudo-labels (0: off)
+    pseudo_label_share: float = 0.125  # share of each user's training items held out as pseudo-labels (0: off)
     pseudo_users: float = 1.0  # share of users that get a pseudo-labelled group
-    pseudo_with_valid: bool = False  # also label the validation items of the training users' pseudo groups
+    pseudo_with_valid: bool = False  # also label the validation items in the training users' pseudo groups
     sequence_window: int = 3  # the hybrid's own SequenceNeighbourRanker feature (0: off)
 
 
@@ -83,27 +89,34 @@ class RankingSet:
     groups: np.ndarray  # rows per user that has at least one positive candidate
     n_relevant: np.ndarray  # relevant items per such user (retrieved or not), for full-ranking NDCG
     n_users: int  # users the set stands for, including those whose positives were all missed
+    users: np.ndarray  # the user (position) of each group
+
+    def subset(self, keep_groups: np.ndarray, n_users: int) -> RankingSet:
+        """The groups where `keep_groups` is true, standing for `n_users` users."""
+        rows = np.repeat(keep_groups, self.groups)
+        return RankingSet(self.X[rows], self.y[rows], self.groups[keep_groups], self.n_relevant[keep_groups], n_users,
+                          self.users[keep_groups])
 
     def full_ranking_ndcg(self, predictions: np.ndarray, k: int = 10) -> float:
-        """Mean NDCG@k over all `n_users`, as `evaluate` computes it: non-candidates never rank, so only
-        the candidates' order matters, and the ideal DCG counts every relevant item (up to k)."""
+        """Mean NDCG@k over all `n_users`, as `evaluate` computes it: non-candidates never rank, so only the
+        candidates' order matters (ties: lower item position first, the order rows are stored in), and the
+        ideal DCG counts every relevant item, retrieved or not (up to k)."""
         if not self.n_users:
             return float("nan")
-        discount = 1.0 / np.log2(np.arange(2, k + 2))
-        ideal = np.cumsum(discount)
-        total = 0.0
-        for start, size, relevant in zip(np.cumsum(self.groups) - self.groups, self.groups, self.n_relevant,
-                                         strict=True):
-            scores, labels = predictions[start:start + size], self.y[start:start + size]
-            order = np.lexsort((np.arange(size), -scores))[:k]
-            total += float((labels[order] * discount[:len(order)]).sum()) / ideal[min(relevant, k) - 1]
-        return total / self.n_users
+        group = np.repeat(np.arange(len(self.groups)), self.groups)
+        starts = np.cumsum(self.groups) - self.groups
+        order = np.lexsort((np.arange(len(predictions)), -np.asarray(predictions, dtype=np.float64), group))
+        rank = np.arange(len(order)) - starts[group]  # rows of a group stay contiguous after the sort
+        top = rank < k
+        dcg = np.bincount(group[top], weights=self.y[order][top] / np.log2(rank[top] + 2.0), minlength=len(self.groups))
+        ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[np.minimum(self.n_relevant, k) - 1]
+        return float((dcg / ideal).sum() / self.n_users)
 
 
 def concat_sets(sets: list[RankingSet]) -> RankingSet:
     return RankingSet(np.vstack([s.X for s in sets]), np.concatenate([s.y for s in sets]),
                       np.concatenate([s.groups for s in sets]), np.concatenate([s.n_relevant for s in sets]),
-                      sum(s.n_users for s in sets))
+                      sum(s.n_users for s in sets), np.concatenate([s.users for s in sets]))
 
 
 class _FeatureContext:
@@ -325,7 +338,7 @@ class HybridRanker(Ranker):
     def _ranking_set(self, context: _FeatureContext, users: np.ndarray, labels: sp.csr_matrix) -> tuple[RankingSet, int]:
         """Features and labels of `users`; also how many of their labelled items the candidates retrieved."""
         cfg = self.config
-        X, y, groups, n_relevant, retrieved = [], [], [], [], 0
+        X, y, groups, n_relevant, group_users, retrieved = [np.zeros((0, len(context.feature_names())))], [], [], [], [], 0
         for start in range(0, len(users), cfg.batch_size):
             batch = users[start:start + cfg.batch_size]
             rows, items, features = context.candidates_and_features(batch, cfg.n_candidates)
@@ -338,8 +351,10 @@ class HybridRanker(Ranker):
             y.append(positive[keep].astype(np.int32))
             groups.append(sizes[has_positive])
             n_relevant.append(np.asarray(labels[batch].getnnz(axis=1))[has_positive])
-        return RankingSet(np.vstack(X), np.concatenate(y), np.concatenate(groups), np.concatenate(n_relevant),
-                          len(users)), retrieved
+            group_users.append(batch[has_positive])
+        ints = np.zeros(0, dtype=np.int64)
+        return RankingSet(np.vstack(X).astype(np.float32), np.concatenate([ints, *y]), np.concatenate([ints, *groups]),
+                          np.concatenate([ints, *n_relevant]), len(users), np.concatenate([ints, *group_users])), retrieved
 
     def training_matrices(self, data: InteractionData) -> dict[str, RankingSet]:
         """LambdaRank inputs: 'train' (validation users not held out, plus pseudo-labelled groups when
@@ -398,29 +413,47 @@ class HybridRanker(Ranker):
         self.pseudo_recall_ = retrieved / max(int(labels[users].nnz), 1)
         return result
 
+    def make_model(self):
+        """An unfitted LGBMRanker with the config's settings."""
+        import lightgbm as lgb
+
+        cfg = self.config
+        return lgb.LGBMRanker(
+            objective="lambdarank", n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
+            num_leaves=cfg.num_leaves, min_child_samples=cfg.min_child_samples, colsample_bytree=cfg.feature_fraction,
+            subsample=cfg.bagging_fraction, subsample_freq=1 if cfg.bagging_fraction < 1 else 0,
+            lambdarank_truncation_level=cfg.truncation_level, metric="None",
+            random_state=cfg.seed, n_jobs=cfg.num_threads or None, deterministic=True, force_row_wise=True, verbose=-1,
+        )
+
     def train_model(self, matrices: dict[str, RankingSet]) -> None:
+        """Fit the LambdaRank model on every set but 'holdout'; the holdout users' full-ranking NDCG@10 is the
+        validation curve, and with early_stopping_rounds > 0 it picks the number of trees."""
         import lightgbm as lgb
 
         cfg = self.config
         train = concat_sets([s for name, s in matrices.items() if name != "holdout"])
         hold = matrices["holdout"]
-        self.model_ = lgb.LGBMRanker(
-            objective="lambdarank", n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
-            num_leaves=cfg.num_leaves, min_child_samples=cfg.min_child_samples, colsample_bytree=cfg.feature_fraction,
-            subsample=cfg.bagging_fraction, subsample_freq=1 if cfg.bagging_fraction < 1 else 0,
-            lambdarank_truncation_level=cfg.truncation_level,
-            random_state=cfg.seed, n_jobs=cfg.num_threads or None, deterministic=True, force_row_wise=True, verbose=-1,
-        )
+        if not len(train.groups):
+            raise ValueError("hybrid: no training user has a labelled item among their candidates; raise n_candidates "
+                             "or check that the validation fold is not empty")
+        self.model_ = self.make_model()
         names = self.feature_names
-        self.model_.fit(
-            train.X, train.y, group=train.groups, eval_X=(hold.X,), eval_y=(hold.y,), eval_group=[hold.groups],
-            eval_at=[10], feature_name=names,
-            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
-        )
-        curve = self.model_.evals_result_["valid_0"]["ndcg@10"]
-        best_iteration = int(self.model_.best_iteration_ or len(curve))
+
+        def full_ranking_ndcg(_y_true, y_pred):  # what evaluate() reports for the held-out users
+            return "full_ranking_ndcg@10", hold.full_ranking_ndcg(y_pred), True
+
+        evaluation = {}
+        if len(hold.groups):  # tiny data: possibly no held-out user with a retrieved validation item
+            evaluation = {"eval_X": (hold.X,), "eval_y": (hold.y,), "eval_group": [hold.groups],
+                          "eval_metric": full_ranking_ndcg}
+        early_stopping = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
+        self.model_.fit(train.X, train.y, group=train.groups, feature_name=names, **evaluation,
+                        callbacks=early_stopping if cfg.early_stopping_rounds and evaluation else [])
+        curve = self.model_.evals_result_["valid_0"]["full_ranking_ndcg@10"] if evaluation else []
+        best_iteration = int(self.model_.best_iteration_ or self.model_.booster_.current_iteration())
         gains = self.model_.booster_.feature_importance("gain", iteration=best_iteration)
-        holdout_ndcg = hold.full_ranking_ndcg(self.model_.booster_.predict(hold.X, num_iteration=best_iteration))
+        holdout_ndcg = float(curve[best_iteration - 1]) if evaluation else (0.0 if hold.n_users else float("nan"))
         self.training_log_ = HybridTrainingLog(
             feature_names=names,
             importances={n: float(g) for n, g in zip(names, gains / max(gains.sum(), 1e-12), strict=True)},
