@@ -91,12 +91,13 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--sweep-batches", type=int, nargs="*", default=[64, 256, 1024])
     parser.add_argument("--repeat", type=int, default=1, help="repeat the texts this many times in the sweep")
+    parser.add_argument("--no-asset", action="store_true", help="only the bare-encoder sweep (no Dagster, no DuckDB)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     texts = item_texts(args)
     print(f"{len(texts)} item texts; python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmp:
-        for attempt in ("cold", "cached"):
+        for attempt in () if args.no_asset else ("cold", "cached"):
             start = time.perf_counter()
             meta = materialize(texts, Path(tmp), args)
             print(f"item_embeddings asset ({attempt}): {time.perf_counter() - start:.1f} s wall; "

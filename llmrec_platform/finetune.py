@@ -7,7 +7,7 @@ with sentence-transformers' `MultipleNegativesRankingLoss` (in-batch negatives),
 hold the same text twice, so no pair's positive is another pair's (false) negative. By default the in-batch logits
 get a logQ (popularity) correction: without it, in-batch negatives teach the encoder to rank popular
 items down, and fine-tuning made the content ranker worse on ML-100K (NDCG@10 0.0355 -> 0.0315) where
-with it, it made it better (-> 0.0631); see benchmarks/finetune_ml100k.py.
+with it, it made it better (-> 0.0631); see benchmarks/finetune_encoder.py.
 
 The loop is a plain PyTorch loop around the library's loss (sentence-transformers 6.2's
 `SentenceTransformerTrainer` and `fit` both need the `datasets` and `accelerate` packages, which this
@@ -313,7 +313,8 @@ def fine_tune(
     rng = np.random.default_rng(config.seed)
     pairs = cap_pairs(pairs, config, on_cuda, rng)
 
-    model = SentenceTransformer(str(model_path(config.base_model)), device=resolved)
+    # fp32 master weights whatever the saved dtype: a half-precision copy would train in fp16 and diverge.
+    model = SentenceTransformer(str(model_path(config.base_model)), device=resolved).float()
     saved_max_seq_length = model.max_seq_length
     model.max_seq_length = min(config.max_seq_length, saved_max_seq_length or config.max_seq_length)
     loss_fn = _loss(model, config.popularity_correction)
