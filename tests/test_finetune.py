@@ -220,3 +220,20 @@ def _cuda_available() -> bool:
 def test_tiny_fine_tune_on_cuda_with_fp16(tmp_path):
     result = _fine_tune_and_compare(tmp_path, "cuda", precision="fp16")
     assert result.device == "cuda" and result.precision == "fp16"
+
+
+def test_fine_tuning_a_half_precision_copy_trains_fp32_weights(tmp_path):
+    """A model saved in fp16 (e.g. copied to a GPU machine at half the size) must not train in fp16 on the CPU,
+    where its loss turns NaN within two steps."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from llmrec_platform.encoders import model_path
+
+    half = tmp_path / "minilm-fp16"
+    SentenceTransformer(str(model_path("all-MiniLM-L6-v2")), device="cpu").half().save(str(half))
+    config = FineTuneConfig(base_model=str(half), batch_size=8, learning_rate=1e-4, seed=3)
+    result = fine_tune(_tiny_pairs(), config, device="cpu", output_dir=tmp_path / "tuned", progress=False)
+    assert np.isfinite(result.loss_history).all() and result.steps == 4
+    tuned = SentenceTransformer(str(tmp_path / "tuned"), device="cpu")
+    assert {p.dtype for p in tuned.parameters()} == {torch.float32}
