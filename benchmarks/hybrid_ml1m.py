@@ -36,6 +36,9 @@ from llmrec_platform.rankers.genre import GenreMatchRanker
 from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker, concat_sets
 from llmrec_platform.rankers.implicit_models import AdamBPRRanker, ALSRanker
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
+from llmrec_platform.rankers.multvae import MultVAERanker
+from llmrec_platform.rankers.rp3beta import RP3betaRanker
+from llmrec_platform.rankers.sequence import SequenceNeighbourRanker
 from llmrec_platform.split import SplitConfig, prepare_interactions, split_interactions
 
 CACHE = Path(os.environ.get("HYBRID_BENCH_CACHE", "/tmp"))
@@ -106,7 +109,7 @@ def cached_matrices(hybrid: HybridRanker, data: InteractionData, fingerprint: st
     source = Path(__file__).resolve().parents[1] / "llmrec_platform" / "rankers" / "hybrid.py"
     key = hashlib.sha1(repr((fingerprint, source.read_bytes(), cfg.n_candidates, cfg.holdout_users, cfg.seed,
                              cfg.liked_threshold, cfg.batch_size, cfg.pseudo_label_share, cfg.pseudo_users,
-                             cfg.pseudo_with_valid, cfg.sequence_window)
+                             cfg.pseudo_with_valid, cfg.sequence_window, cfg.pseudo_draws)
                             ).encode()).hexdigest()[:12]
     path = CACHE / f"hybrid_ml1m_matrices_{key}.pkl"
     if path.exists():
@@ -133,19 +136,21 @@ def report(label: str, hybrid: HybridRanker, ease_holdout: float, seconds: float
     return score
 
 
-ITERATIONS = (25, 50, 100, 150, 200, 300, 400, 500, 600)
+ITERATIONS = (25, 50, 100, 150, 200, 300, 400, 500, 600, 700, 800)
 
 
 def cross_validate(label: str, hybrid: HybridRanker, matrices: dict, data: InteractionData, ease_valid: float,
                    folds: int = 5) -> tuple[float, int]:
     """Mean full-ranking valid NDCG@10 over all validation users, each scored by a LambdaRank model trained on the
-    other folds' validation users (plus the pseudo groups of those users), by number of trees."""
+    other folds' validation users (plus the pseudo groups of those users), by number of trees. With n_models > 1
+    each fold averages the predictions of models with seeds seed, seed + 1, ... (as the hybrid scores)."""
+    cfg = hybrid.config
     valid_users = np.flatnonzero(np.asarray(data.valid.getnnz(axis=1)) > 0)
     fold_of = np.full(data.n_users, -1)
-    fold_of[np.random.default_rng(hybrid.config.seed).permutation(valid_users)] = np.arange(len(valid_users)) % folds
+    fold_of[np.random.default_rng(cfg.seed).permutation(valid_users)] = np.arange(len(valid_users)) % folds
     labelled = concat_sets([matrices["valid_train"], matrices["holdout"]])
-    iterations = [t for t in ITERATIONS if t <= hybrid.config.n_estimators]
-    totals = np.zeros(len(iterations))
+    iterations = [t for t in ITERATIONS if t <= cfg.n_estimators]
+    totals, single = np.zeros(len(iterations)), np.zeros(len(iterations))
     start = time.perf_counter()
     for fold in range(folds):
         scored = fold_of[labelled.users] == fold
@@ -155,14 +160,20 @@ def cross_validate(label: str, hybrid: HybridRanker, matrices: dict, data: Inter
             train.append(pseudo.subset(fold_of[pseudo.users] != fold, 0))
         train = concat_sets(train)
         evaluated = labelled.subset(scored, int((fold_of == fold).sum()))
-        model = hybrid.make_model()
-        model.fit(train.X, train.y, group=train.groups)
-        for j, t in enumerate(iterations):
-            totals[j] += evaluated.full_ranking_ndcg(model.booster_.predict(evaluated.X, num_iteration=t)) * evaluated.n_users
-    curve = totals / len(valid_users)
+        predictions = np.zeros((len(iterations), len(evaluated.y)))
+        for offset in range(cfg.n_models):
+            model = hybrid.make_model(offset)
+            model.fit(train.X, train.y, group=train.groups)
+            member = np.array([model.booster_.predict(evaluated.X, num_iteration=t) for t in iterations])
+            if offset == 0:
+                single += [evaluated.full_ranking_ndcg(p) * evaluated.n_users for p in member]
+            predictions += member
+        totals += [evaluated.full_ranking_ndcg(p) * evaluated.n_users for p in predictions]
+    curve, single = totals / len(valid_users), single / len(valid_users)
     best = int(np.argmax(curve))
     print(f"  {label:<64} CV NDCG@10 {curve[best]:.4f} at {iterations[best]:>3} trees (EASE {ease_valid:.4f}, "
           f"{curve[best] - ease_valid:+.4f}); " + " ".join(f"{t}:{v:.4f}" for t, v in zip(iterations, curve, strict=True))
+          + (f" | first model alone {single.max():.4f}" if cfg.n_models > 1 else "")
           + f"  [{time.perf_counter() - start:.0f}s]", flush=True)
     return float(curve[best]), iterations[best]
 
@@ -223,6 +234,18 @@ def sweep(data, bases, content, features, fingerprint, stages: list[str]) -> Non
             config = dataclasses.replace(base, **changes)
             hybrid = attach(HybridRanker(bases, content, features, config), data)
             cross_validate(f"{changes}", hybrid, cached_matrices(hybrid, data, fingerprint), data, ease_valid)
+    if "cv-extra" in stages:  # more candidate rankers, more pseudo draws, objectives, seed averages (from defaults)
+        ease_valid = evaluate(ease, data, "valid").summary["ndcg@10"]
+        extra = {"rp3beta": RP3betaRanker(), "seq5": SequenceNeighbourRanker(5), "multvae": MultVAERanker(num_threads=2)}
+        for names, changes in [(["rp3beta"], {}), (["seq5"], {}), (["multvae"], {}), ([], dict(pseudo_draws=2)),
+                               ([], dict(objective="rank_xendcg")), ([], dict(n_models=3)), ([], dict(n_models=5)),
+                               (["rp3beta"], dict(n_models=3, pseudo_draws=2, n_estimators=800))]:
+            candidates = {**bases, **{name: extra[name].fit(data) if extra[name].item_ids_ is None else extra[name]
+                                      for name in names}}
+            hybrid = attach(HybridRanker(candidates, content, features, dataclasses.replace(HybridConfig(), **changes)),
+                            data)
+            matrices = cached_matrices(hybrid, data, fingerprint + "|" + ",".join(names))
+            cross_validate(f"candidates +{names} {changes}", hybrid, matrices, data, ease_valid)
     if "candidates" in stages:
         for n in (30, 50, 100):
             run(f"n_candidates={n}", dataclasses.replace(base, n_candidates=n))
@@ -259,7 +282,8 @@ def test(data, bases, content, features) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prepare", action="store_true", help="only encode items and fit the base rankers")
-    parser.add_argument("--sweep", nargs="*", help="validation stages: check lgbm candidates pseudo")
+    parser.add_argument("--sweep", nargs="*",
+                        help="validation stages: check lgbm candidates pseudo cv cv-pseudo cv-combined cv-extra")
     parser.add_argument("--test", action="store_true", help="fit the default config and compare on test")
     args = parser.parse_args()
     start = time.perf_counter()

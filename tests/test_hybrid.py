@@ -163,3 +163,24 @@ def test_no_holdout_and_no_pseudo_group_still_fits(data):
     assert log.validation_curve == [] and log.holdout_users == 0 and log.best_iteration == 10
     assert log.extra["pseudo_groups"] == 0 and np.isnan(log.extra["holdout_full_ranking_ndcg@10"])
     assert np.isfinite(hybrid.score(np.arange(data.n_users))).any(axis=1).all()
+
+
+def test_pseudo_draws_and_model_average(data):
+    # Two candidate rankers: at least 10 candidates per user, so evaluate's top 10 holds no -inf item.
+    candidates = {"ease": EASERanker(reg_weight=10).fit(data), "popularity": PopularityRanker().fit(data)}
+    base = HybridConfig(n_candidates=8, n_estimators=15, min_child_samples=5, num_leaves=7, seed=3, num_threads=1,
+                        pseudo_label_share=0.2)
+    one = HybridRanker(candidates, content_ranker(data), config=base).fit(data)
+    two = HybridRanker(candidates, content_ranker(data), config=HybridConfig(**{
+        **base.__dict__, "pseudo_draws": 2, "n_models": 3})).fit(data)
+    # A second draw holds out other items: about twice the pseudo groups.
+    assert one.training_log_.extra["pseudo_groups"] < two.training_log_.extra["pseudo_groups"]
+    assert len(two.extra_models_) == 2 and not one.extra_models_
+    # The ensemble scores the mean of its models' predictions, and the holdout score is the ensemble's.
+    users = np.arange(data.n_users)
+    rows, items, features = two.context_.candidates_and_features(users, 8)
+    members = [two.model_, *two.extra_models_]
+    mean = np.mean([m.booster_.predict(features, num_iteration=15) for m in members], axis=0)
+    np.testing.assert_allclose(two.score(users)[rows, items], mean, rtol=1e-5)
+    expected = evaluate(two, data, "valid", users=two.validation_users_).summary["ndcg@10"]
+    assert two.training_log_.extra["holdout_full_ranking_ndcg@10"] == pytest.approx(expected, abs=1e-9)

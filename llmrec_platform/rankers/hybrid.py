@@ -64,7 +64,10 @@ class HybridConfig:
     pseudo_label_share: float = 0.125  # share of each user's training items held out as pseudo-labels (0: off)
     pseudo_users: float = 1.0  # share of users that get a pseudo-labelled group
     pseudo_with_valid: bool = False  # also label the validation items in the training users' pseudo groups
+    pseudo_draws: int = 1  # independent pseudo-label draws (each refits the base rankers once)
     sequence_window: int = 3  # the hybrid's own SequenceNeighbourRanker feature (0: off)
+    n_models: int = 1  # LambdaRank models with seeds seed, seed + 1, ...; the hybrid scores their mean
+    objective: str = "lambdarank"  # or "rank_xendcg"
 
 
 @dataclass
@@ -370,14 +373,17 @@ class HybridRanker(Ranker):
         self.candidate_recall_ = (retrieved_train + retrieved_hold) / max(int(data.valid.nnz), 1)
         matrices = {"valid_train": train, "holdout": hold}
         if cfg.pseudo_label_share > 0:
-            matrices["pseudo"] = self.pseudo_label_set(data)
+            draws = [self.pseudo_label_set(data, draw) for draw in range(max(cfg.pseudo_draws, 1))]
+            self.pseudo_recall_ = float(np.mean([recall for _, recall in draws]))
+            matrices["pseudo"] = concat_sets([ranking_set for ranking_set, _ in draws])
         return matrices
 
-    def pseudo_label_set(self, data: InteractionData) -> RankingSet:
+    def pseudo_label_set(self, data: InteractionData, draw: int = 0) -> tuple[RankingSet, float]:
         """Groups from the training fold: a seeded share of each user's training items are labels for rankers
-        refitted on the rest (copies; the hybrid's own rankers are untouched)."""
+        refitted on the rest (copies; the hybrid's own rankers are untouched). Also the share of those labels
+        that the candidates retrieved. Each `draw` holds out a different random share."""
         cfg = self.config
-        rng = np.random.default_rng([cfg.seed, 1])
+        rng = np.random.default_rng([cfg.seed, 1 + draw])
         train = data.train.tocsr().copy()
         train.sort_indices()
         stamps = sp.csr_matrix(data.train_timestamps, dtype=np.float64).tocsr().copy()
@@ -410,25 +416,26 @@ class HybridRanker(Ranker):
             training_users[self.validation_users_] = 0.0
             labels = (labels + sp.diags(training_users) @ binarize(data.valid)).tocsr()
         result, retrieved = self._ranking_set(context, users, labels)
-        self.pseudo_recall_ = retrieved / max(int(labels[users].nnz), 1)
-        return result
+        return result, retrieved / max(int(labels[users].nnz), 1)
 
-    def make_model(self):
-        """An unfitted LGBMRanker with the config's settings."""
+    def make_model(self, seed_offset: int = 0):
+        """An unfitted LGBMRanker with the config's settings (random_state seed + seed_offset)."""
         import lightgbm as lgb
 
         cfg = self.config
         return lgb.LGBMRanker(
-            objective="lambdarank", n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
+            objective=cfg.objective, n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
             num_leaves=cfg.num_leaves, min_child_samples=cfg.min_child_samples, colsample_bytree=cfg.feature_fraction,
             subsample=cfg.bagging_fraction, subsample_freq=1 if cfg.bagging_fraction < 1 else 0,
             lambdarank_truncation_level=cfg.truncation_level, metric="None",
-            random_state=cfg.seed, n_jobs=cfg.num_threads or None, deterministic=True, force_row_wise=True, verbose=-1,
+            random_state=cfg.seed + seed_offset, n_jobs=cfg.num_threads or None, deterministic=True, force_row_wise=True,
+            verbose=-1,
         )
 
     def train_model(self, matrices: dict[str, RankingSet]) -> None:
         """Fit the LambdaRank model on every set but 'holdout'; the holdout users' full-ranking NDCG@10 is the
-        validation curve, and with early_stopping_rounds > 0 it picks the number of trees."""
+        validation curve, and with early_stopping_rounds > 0 it picks the number of trees. With n_models > 1,
+        models with the next seeds are fitted with that many trees, and the holdout score is their mean's."""
         import lightgbm as lgb
 
         cfg = self.config
@@ -454,6 +461,12 @@ class HybridRanker(Ranker):
         best_iteration = int(self.model_.best_iteration_ or self.model_.booster_.current_iteration())
         gains = self.model_.booster_.feature_importance("gain", iteration=best_iteration)
         holdout_ndcg = float(curve[best_iteration - 1]) if evaluation else (0.0 if hold.n_users else float("nan"))
+        self.extra_models_ = []
+        for offset in range(1, cfg.n_models):
+            model = self.make_model(offset).set_params(n_estimators=best_iteration)
+            self.extra_models_.append(model.fit(train.X, train.y, group=train.groups, feature_name=names))
+        if self.extra_models_ and evaluation:
+            holdout_ndcg = hold.full_ranking_ndcg(self.predict(hold.X, best_iteration))
         self.training_log_ = HybridTrainingLog(
             feature_names=names,
             importances={n: float(g) for n, g in zip(names, gains / max(gains.sum(), 1e-12), strict=True)},
@@ -472,9 +485,15 @@ class HybridRanker(Ranker):
             batch = users[start:start + self.config.batch_size]
             rows, items, features = self.context_.candidates_and_features(batch, self.config.n_candidates)
             if len(rows):
-                scores[start + rows, items] = self.model_.booster_.predict(
-                    features, num_iteration=self.training_log_.best_iteration)
+                scores[start + rows, items] = self.predict(features, self.training_log_.best_iteration)
         return scores
+
+    def predict(self, features: np.ndarray, num_iteration: int) -> np.ndarray:
+        """The mean prediction of the LambdaRank models (the first with `num_iteration` trees)."""
+        prediction = self.model_.booster_.predict(features, num_iteration=num_iteration)
+        for model in getattr(self, "extra_models_", []):
+            prediction = prediction + model.booster_.predict(features)
+        return prediction / (1 + len(getattr(self, "extra_models_", [])))
 
 
 def refit_copy(ranker: Ranker, data: InteractionData) -> Ranker:

@@ -1,0 +1,133 @@
+"""Mult-VAE (Liang, Krishnan, Hoffman & Jebara 2018): a variational autoencoder over users' item sets with a
+multinomial likelihood, trained in torch on the CPU; scored in numpy from the stored weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from llmrec_platform.interactions import InteractionData
+from llmrec_platform.rankers.base import Ranker
+from llmrec_platform.rankers.itemknn import binarize
+
+
+def l2_normalise_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.sqrt((x * x).sum(axis=1, keepdims=True))
+    return x / np.maximum(norms, 1e-12)
+
+
+def multvae_forward(x: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Logits of the deterministic pass (no dropout, z = mean): tanh between layers, the encoder's last layer
+    split into (mean, log-variance) and only the mean kept."""
+    h = l2_normalise_rows(x)
+    encoder, decoder = weights[: len(weights) // 2], weights[len(weights) // 2:]
+    for i, (w, b) in enumerate(encoder):
+        h = h @ w + b
+        if i < len(encoder) - 1:
+            h = np.tanh(h)
+    h = h[:, : h.shape[1] // 2]
+    for i, (w, b) in enumerate(decoder):
+        h = h @ w + b
+        if i < len(decoder) - 1:
+            h = np.tanh(h)
+    return h
+
+
+def train_multvae(x: sp.csr_matrix, hidden: int, latent: int, dropout: float, epochs: int, batch_size: int,
+                  learning_rate: float, anneal_cap: float, anneal_steps: int, seed: int, callback=None
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Liang et al.'s recipe: input dropout, then tanh MLP encoder -> (mu, logvar); reparametrised z; tanh MLP
+    decoder -> logits; loss = -sum x log softmax(logits) + beta KL, beta rising linearly to `anneal_cap` over
+    `anneal_steps` mini-batches; Adam. Returns [(W, b)] per layer (encoder then decoder), W as (in, out)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    n_users, n_items = x.shape
+    sizes = [n_items, hidden, 2 * latent]
+    layers = [torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    layers += [torch.nn.Linear(a, b) for a, b in zip([latent, hidden], [hidden, n_items], strict=True)]
+    for layer in layers:  # Xavier-normal weights, small normal biases (the paper's initialisation)
+        torch.nn.init.xavier_normal_(layer.weight, generator=generator)
+        torch.nn.init.normal_(layer.bias, std=0.001, generator=generator)
+    encoder, decoder = layers[:2], layers[2:]
+    parameters = [p for layer in layers for p in layer.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    dense = torch.from_numpy(binarize(x).toarray())
+    step = 0
+    for epoch in range(1, epochs + 1):
+        permutation = torch.from_numpy(rng.permutation(n_users))
+        for start in range(0, n_users, batch_size):
+            batch = dense[permutation[start:start + batch_size]]
+            h = torch.nn.functional.normalize(batch, dim=1)
+            keep = (torch.rand(h.shape, generator=generator) >= dropout).float()
+            h = h * keep / (1.0 - dropout)
+            h = encoder[1](torch.tanh(encoder[0](h)))
+            mu, logvar = h[:, :latent], h[:, latent:]
+            z = mu + torch.randn(mu.shape, generator=generator) * torch.exp(0.5 * logvar)
+            logits = decoder[1](torch.tanh(decoder[0](z)))
+            nll = -(torch.log_softmax(logits, dim=1) * batch).sum(dim=1).mean()
+            kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1).mean()
+            beta = min(anneal_cap, step / max(anneal_steps, 1))
+            loss = nll + beta * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+        if callback is not None:
+            callback(epoch, _weights(layers))
+    return _weights(layers)
+
+
+def _weights(layers) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(layer.weight.detach().numpy().T.astype(np.float32).copy(),
+             layer.bias.detach().numpy().astype(np.float32).copy()) for layer in layers]
+
+
+class MultVAERanker(Ranker):
+    """score(u) = the decoder's logits for u's binarized training row (deterministic pass, z = the mean).
+
+    A non-linear latent-factor model, different in kind from the item-item rankers, hence a diverse candidate
+    generator and feature for the hybrid. With `num_threads` torch threads results are bit-identical for a seed.
+    Defaults: Liang et al.'s architecture [n_items -> 600 -> 200], dropout 0.5, anneal cap 0.2, batch 500, Adam
+    1e-3; the number of epochs from the ML-1M valid fold (RecBole protocol, seed 2020), NDCG@10 by epoch:
+      10 0.1655 | 20 0.1836 | 40 0.1917 | 60 0.1953 | 80 0.2005 | 90 0.1974 | 100 0.1966 | 120 0.1943 | 150 0.1943
+    (RecBole publishes test 0.2523 for its MultiVAE; EASE scores 0.2285 on this valid fold). About 2.5 s an epoch
+    on 2 CPU cores.
+    """
+
+    name = "multvae"
+
+    def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5, epochs: int = 80,
+                 batch_size: int = 500, learning_rate: float = 1e-3, anneal_cap: float = 0.2,
+                 anneal_steps: int = 2000, seed: int = 2020, num_threads: int = 1):
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        self.hidden = hidden
+        self.latent = latent
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.anneal_cap = anneal_cap
+        self.anneal_steps = anneal_steps
+        self.seed = seed
+        self.num_threads = num_threads
+
+    def _fit(self, data: InteractionData, callback=None) -> None:
+        import torch
+
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            self.layers_ = train_multvae(
+                data.train, self.hidden, self.latent, self.dropout, self.epochs, self.batch_size,
+                self.learning_rate, self.anneal_cap, self.anneal_steps, self.seed, callback)
+        finally:
+            torch.set_num_threads(previous_threads)
+        self.train_binary_ = binarize(data.train)
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return multvae_forward(self.train_binary_[users].toarray(), self.layers_)
