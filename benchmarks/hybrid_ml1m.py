@@ -234,16 +234,17 @@ def sweep(data, bases, content, features, fingerprint, stages: list[str]) -> Non
             config = dataclasses.replace(base, **changes)
             hybrid = attach(HybridRanker(bases, content, features, config), data)
             cross_validate(f"{changes}", hybrid, cached_matrices(hybrid, data, fingerprint), data, ease_valid)
-    if "cv-extra" in stages:  # more candidate rankers, more pseudo draws, objectives, seed averages (from defaults)
+    if "cv-extra" in stages:  # more candidate rankers, pseudo draws, objectives, seed averages (from one model)
         ease_valid = evaluate(ease, data, "valid").summary["ndcg@10"]
-        extra = {"rp3beta": RP3betaRanker(), "seq5": SequenceNeighbourRanker(5), "multvae": MultVAERanker(num_threads=2)}
+        extra = {"rp3beta": RP3betaRanker(), "seq5": SequenceNeighbourRanker(5), "multvae": MultVAERanker()}
         for names, changes in [(["rp3beta"], {}), (["seq5"], {}), (["multvae"], {}), ([], dict(pseudo_draws=2)),
                                ([], dict(objective="rank_xendcg")), ([], dict(n_models=3)), ([], dict(n_models=5)),
-                               (["rp3beta"], dict(n_models=3, pseudo_draws=2, n_estimators=800))]:
+                               (["rp3beta"], dict(n_models=3, pseudo_draws=2, n_estimators=800)),
+                               (["multvae"], dict(n_models=5))]:
             candidates = {**bases, **{name: extra[name].fit(data) if extra[name].item_ids_ is None else extra[name]
                                       for name in names}}
-            hybrid = attach(HybridRanker(candidates, content, features, dataclasses.replace(HybridConfig(), **changes)),
-                            data)
+            config = dataclasses.replace(HybridConfig(), **{"n_models": 1, **changes})
+            hybrid = attach(HybridRanker(candidates, content, features, config), data)
             matrices = cached_matrices(hybrid, data, fingerprint + "|" + ",".join(names))
             cross_validate(f"candidates +{names} {changes}", hybrid, matrices, data, ease_valid)
     if "candidates" in stages:
@@ -259,7 +260,10 @@ def test(data, bases, content, features) -> None:
     config = HybridConfig()
     print(f"final config: {config}")
     start = time.perf_counter()
-    hybrid = HybridRanker(bases, content, features, config).fit(data)
+    candidates = {**bases, "multvae": MultVAERanker().fit(data)}  # the pipeline's candidate rankers
+    print(f"fitted multvae in {time.perf_counter() - start:.0f}s")
+    start = time.perf_counter()
+    hybrid = HybridRanker(candidates, content, features, config).fit(data)
     fit_seconds = time.perf_counter() - start
     log = hybrid.training_log_
     ease_holdout = evaluate(bases["ease"], data, "valid", users=hybrid.validation_users_).summary["ndcg@10"]

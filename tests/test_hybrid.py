@@ -169,7 +169,7 @@ def test_pseudo_draws_and_model_average(data):
     # Two candidate rankers: at least 10 candidates per user, so evaluate's top 10 holds no -inf item.
     candidates = {"ease": EASERanker(reg_weight=10).fit(data), "popularity": PopularityRanker().fit(data)}
     base = HybridConfig(n_candidates=8, n_estimators=15, min_child_samples=5, num_leaves=7, seed=3, num_threads=1,
-                        pseudo_label_share=0.2)
+                        pseudo_label_share=0.2, n_models=1)
     one = HybridRanker(candidates, content_ranker(data), config=base).fit(data)
     two = HybridRanker(candidates, content_ranker(data), config=HybridConfig(**{
         **base.__dict__, "pseudo_draws": 2, "n_models": 3})).fit(data)

@@ -20,6 +20,7 @@ from llmrec_platform.rankers.genre import GenreMatchRanker
 from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
 from llmrec_platform.rankers.implicit_models import AdamBPRRanker, ALSRanker, BPRRanker
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
+from llmrec_platform.rankers.multvae import MultVAERanker
 from llmrec_platform.rankers.simple import PopularityRanker
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource
 from llmrec_platform.tracking import data_fingerprint
@@ -28,7 +29,7 @@ ARTIFACTS_IO = "artifacts_io"
 # Every ranker asset, in report order; the evaluation report and recommendations take them all.
 RANKER_ASSETS = [
     "popularity_ranker", "itemknn_ranker", "ease_ranker", "als_ranker", "bpr_ranker", "bpr_adam_ranker",
-    "genre_match_ranker",
+    "multvae_ranker", "genre_match_ranker",
     "llm_content_ranker", "hybrid_ranker",
 ]
 
@@ -135,6 +136,11 @@ bpr_adam_ranker = cf_ranker_asset(
     "bpr_adam_ranker", AdamBPRRanker, ["factors", "learning_rate", "epochs", "batch_size"],
     "BPR trained as RecBole trains it (mini-batch Adam in torch): the reproduction of its published BPR.", seeded=True)
 
+multvae_ranker = cf_ranker_asset(
+    "multvae_ranker", MultVAERanker, ["hidden", "latent", "dropout", "epochs", "batch_size", "learning_rate"],
+    "Mult-VAE (Liang et al. 2018): a variational autoencoder with a multinomial likelihood, torch on the CPU.",
+    seeded=True)
+
 
 @dg.asset(**RANKER_KWARGS)
 def genre_match_ranker(
@@ -147,7 +153,7 @@ def genre_match_ranker(
 
 HybridAssetConfig = config_class(HybridConfig, [
     "n_candidates", "n_estimators", "learning_rate", "num_leaves", "min_child_samples", "feature_fraction",
-    "early_stopping_rounds", "holdout_users",
+    "early_stopping_rounds", "holdout_users", "n_models",
 ])
 
 
@@ -155,12 +161,14 @@ HybridAssetConfig = config_class(HybridConfig, [
 def hybrid_ranker(
     context: dg.AssetExecutionContext, config: HybridAssetConfig, split: pd.DataFrame,
     ease_ranker: TrainedRanker, itemknn_ranker: TrainedRanker, als_ranker: TrainedRanker,
-    bpr_adam_ranker: TrainedRanker, llm_content_ranker: TrainedRanker, genre_match_ranker: TrainedRanker,
+    bpr_adam_ranker: TrainedRanker, multvae_ranker: TrainedRanker, llm_content_ranker: TrainedRanker,
+    genre_match_ranker: TrainedRanker,
     tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource,
 ) -> TrainedRanker:
-    """CF candidates (EASE, ItemKNN, ALS, Adam-BPR) re-ranked by LightGBM LambdaRank with LLM features,
+    """CF candidates (EASE, ItemKNN, ALS, Adam-BPR, Mult-VAE) re-ranked by LightGBM LambdaRank with LLM features,
     trained on the validation fold."""
-    candidates = {t.ranker.name: t.ranker for t in (ease_ranker, itemknn_ranker, als_ranker, bpr_adam_ranker)}
+    candidates = {t.ranker.name: t.ranker
+                  for t in (ease_ranker, itemknn_ranker, als_ranker, bpr_adam_ranker, multvae_ranker)}
     hybrid_config = HybridConfig(**config.model_dump(), seed=experiment.seed)
     ranker = HybridRanker(candidates, llm_content_ranker.ranker, {"genre_match": genre_match_ranker.ranker}, hybrid_config)
     params = {**config.model_dump(), "candidates": ",".join(candidates), "encoder": llm_content_ranker.ranker.name}

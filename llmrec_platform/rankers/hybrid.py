@@ -47,6 +47,12 @@ class HybridConfig:
     # share 0.125 + fractions 0.7/0.8 0.2371 (600) | + truncation 60 0.2368 | + n_candidates 30 0.2374 (500, kept)
     # | + n_candidates 100 0.2360. Differences under ~0.001 are noise; ties went to the cheaper setting. The number
     # of trees is fixed (early_stopping_rounds 0): early stopping on 20% of the users stopped after ~10 trees.
+    # Then (--sweep cv-extra), from the config above (0.2374 at 500 trees): more candidate rankers: + RP3beta 0.2376
+    # | + sequence neighbours window 5 0.2370 | + Mult-VAE 0.2386 (kept); pseudo_draws 2 0.2376 | rank_xendcg 0.2369 |
+    # seed averages n_models 3 0.2379, 5 0.2381 (kept: averaging only removes seed variance; each fold's first
+    # model alone scores 0.2374) | + RP3beta, pseudo_draws 2, n_models 3, 800 trees 0.2377 (first model 0.2382).
+    # The two kept changes (Mult-VAE candidates in the pipeline's hybrid_ranker, n_models 5) were each validated
+    # alone, not yet together.
     n_candidates: int = 30
     n_estimators: int = 500
     learning_rate: float = 0.02
@@ -66,7 +72,7 @@ class HybridConfig:
     pseudo_with_valid: bool = False  # also label the validation items in the training users' pseudo groups
     pseudo_draws: int = 1  # independent pseudo-label draws (each refits the base rankers once)
     sequence_window: int = 3  # the hybrid's own SequenceNeighbourRanker feature (0: off)
-    n_models: int = 1  # LambdaRank models with seeds seed, seed + 1, ...; the hybrid scores their mean
+    n_models: int = 5  # LambdaRank models with seeds seed, seed + 1, ...; the hybrid scores their mean
     objective: str = "lambdarank"  # or "rank_xendcg"
 
 
