@@ -43,7 +43,7 @@ def materialize(texts: pd.DataFrame, home: Path, args) -> dict:
         WarehouseIOManager,
         WarehouseResource,
     )
-    from llmrec_platform.warehouse import Warehouse
+    from llmrec_platform.storage.warehouse import Warehouse
 
     warehouse = str(home / "warehouse.duckdb")
     Warehouse(warehouse).replace("item_texts", texts)
@@ -64,7 +64,7 @@ def materialize(texts: pd.DataFrame, home: Path, args) -> dict:
 def sweep(texts: list[str], args) -> list[dict]:
     import torch
 
-    from llmrec_platform.encoders import TextEncoder, resolve_device
+    from llmrec_platform.encoders.models import TextEncoder, resolve_device
 
     device, _ = resolve_device(args.device)
     precisions = ["fp32", "fp16", "bf16"] if device.startswith("cuda") else ["fp32"]

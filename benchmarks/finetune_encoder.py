@@ -33,16 +33,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmrec_platform.embeddings import user_interest_vectors
-from llmrec_platform.encoders import DEFAULT_MODEL, TextEncoder, resolve_device
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.data.split import SplitConfig, prepare_interactions, split_interactions
+from llmrec_platform.encoders.finetune import FineTuneConfig, build_training_pairs, fine_tune, user_history_texts
+from llmrec_platform.encoders.models import DEFAULT_MODEL, TextEncoder, resolve_device
+from llmrec_platform.encoders.vectors import user_interest_vectors
 from llmrec_platform.evaluation.evaluate import evaluate
 from llmrec_platform.evaluation.suite import slices
-from llmrec_platform.finetune import FineTuneConfig, build_training_pairs, fine_tune, user_history_texts
-from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
 from llmrec_platform.rankers.simple import RandomRanker
-from llmrec_platform.split import SplitConfig, prepare_interactions, split_interactions
 
 PROFILE_WEIGHT = 0.05  # UserEmbeddingsConfig's default
 
@@ -77,7 +77,7 @@ def encoder_rows(label: str, encoder: TextEncoder, data: InteractionData, inputs
                             **{name: m.astype(np.float16) for name, m in
                                {"items": item_vectors, "profiles": profile_vectors, "history": history_vectors}.items()})
     item_frame = pd.DataFrame({"item_id": data.item_ids, "embedding": list(item_vectors)})
-    users = {"interest": user_interest_vectors(data, item_vectors, profile_vectors, profile_weight=PROFILE_WEIGHT),
+    users = {"interest": user_interest_vectors(data.train, data.train_timestamps, item_vectors, profile_vectors, profile_weight=PROFILE_WEIGHT),
              "history": history_vectors}
     rows = []
     for kind, user_vectors in users.items():

@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 
 from llmrec_platform.data.datasets import load_dataset
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.data.split import SplitConfig, prepare_interactions, split_interactions
 from llmrec_platform.data.text import build_item_texts
-from llmrec_platform.embeddings import align, user_interest_vectors
+from llmrec_platform.encoders.vectors import align, user_interest_vectors
 from llmrec_platform.evaluation.evaluate import evaluate
 from llmrec_platform.evaluation.significance import paired_bootstrap
-from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
@@ -39,7 +40,6 @@ from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.multvae import MultVAERanker
 from llmrec_platform.rankers.rp3beta import RP3betaRanker
 from llmrec_platform.rankers.sequence import SequenceNeighbourRanker
-from llmrec_platform.split import SplitConfig, prepare_interactions, split_interactions
 
 CACHE = Path(os.environ.get("HYBRID_BENCH_CACHE", "/tmp"))
 
@@ -64,7 +64,7 @@ def item_embeddings(texts: pd.DataFrame) -> pd.DataFrame:
     if path.exists():
         matrix = np.load(path)
     else:
-        from llmrec_platform.encoders import TextEncoder
+        from llmrec_platform.encoders.models import TextEncoder
 
         start = time.perf_counter()
         matrix, _ = TextEncoder().encode(texts["text"].tolist())
@@ -81,7 +81,7 @@ def base_rankers(data: InteractionData, items: pd.DataFrame, texts: pd.DataFrame
             return pickle.load(handle)
     embeddings = item_embeddings(texts)
     item_vectors = align(data.item_ids, embeddings, "item_id", "items")
-    users = pd.DataFrame({"user_id": data.user_ids, "embedding": list(user_interest_vectors(data, item_vectors))})
+    users = pd.DataFrame({"user_id": data.user_ids, "embedding": list(user_interest_vectors(data.train, data.train_timestamps, item_vectors))})
     bases = {}
     for name, ranker in {"ease": EASERanker(), "itemknn": ItemKNNRanker(), "als": ALSRanker(),
                          "bpr_adam": AdamBPRRanker()}.items():

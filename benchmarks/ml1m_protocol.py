@@ -25,15 +25,15 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 
 from llmrec_platform.data.datasets import load_dataset
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.data.split import SplitConfig, prepare_interactions, split_interactions
 from llmrec_platform.evaluation.evaluate import evaluate
-from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.base import Ranker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
 from llmrec_platform.rankers.implicit_models import AdamBPRRanker, ALSRanker, BPRRanker
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.simple import PopularityRanker, RandomRanker
-from llmrec_platform.split import SplitConfig, prepare_interactions, split_interactions
 
 METRICS = ("ndcg", "recall", "mrr", "hit", "precision")
 PUBLISHED_TEST_NDCG10 = {"ease": 0.2865, "itemknn": 0.2389, "bpr / bpr_adam": 0.2407}

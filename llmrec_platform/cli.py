@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmrec_platform.config import ensure_dagster_home
+from llmrec_platform.paths import Paths
+from llmrec_platform.settings import Settings, SettingsError
 
 
 class CliError(Exception):
@@ -32,13 +33,20 @@ def dataset_months(dataset: str) -> tuple[str, str]:
     return first, last
 
 
+def dagster_env(paths: Paths) -> dict[str, str]:
+    """The environment of a child process that opens the platform's Dagster instance (<home>/dagster)."""
+    return {**os.environ, "DAGSTER_HOME": str(paths.dagster_home)}
+
+
 def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: str = "auto", seed: int = 2020,
-                 finetune: bool = False, log_level: str = "WARNING"):
-    """Materialize the graph (all ratings partitions in one run) on the persistent Dagster instance."""
+                 finetune: bool = False, log_level: str = "WARNING", settings: Settings | None = None):
+    """Materialize the graph (all ratings partitions in one run) on the persistent Dagster instance
+    of the settings' home (default: read from the environment)."""
     from llmrec_platform.data.datasets import load_dataset_cached
 
     load_dataset_cached(dataset)  # fail fast with one clear line, before Dagster starts
-    paths = ensure_dagster_home()
+    settings = settings or Settings.from_env()
+    paths = settings.paths.ensure()
     import dagster as dg
 
     from llmrec_platform.definitions import ALL_ASSETS, DEFAULT_SELECTION, build_resources
@@ -47,9 +55,9 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
     result = dg.materialize(
         ALL_ASSETS,
         selection=dg.AssetSelection.all() if finetune else DEFAULT_SELECTION,
-        instance=dg.DagsterInstance.get(),
+        instance=dg.DagsterInstance.from_config(str(paths.dagster_home)),
         resources=build_resources(paths, dataset=dataset, protocol=protocol, cold_items=cold_items,
-                                  device=device, seed=seed),
+                                  device=device, seed=seed, settings=settings),
         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
               "llmrec/dataset": dataset, "llmrec/protocol": protocol},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
@@ -61,12 +69,13 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
     return paths, result
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from llmrec_platform.evaluation.report import format_table, metrics_table
 
     start = time.perf_counter()
     paths, result = run_pipeline(args.dataset, args.protocol, args.cold_items, args.device, args.seed,
-                                 finetune=args.finetune, log_level="DEBUG" if args.verbose else "WARNING")
+                                 finetune=args.finetune, log_level="DEBUG" if args.verbose else "WARNING",
+                                 settings=settings)
     report = result.output_for_node("evaluation_report")
     metrics = report["metrics"]
     for slice_name in sorted(metrics["slice"].unique()):
@@ -86,15 +95,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    paths = ensure_dagster_home()
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    paths = settings.paths.ensure()
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
-    return subprocess.call(command, env={**os.environ, "DAGSTER_HOME": str(paths.dagster_home)})
+    return subprocess.call(command, env=dagster_env(paths))
 
 
-def cmd_mlflow_ui(args: argparse.Namespace) -> int:
-    paths = ensure_dagster_home()
+def cmd_mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
+    paths = settings.paths.ensure()
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", paths.mlflow_uri,
                "--host", args.host, "--port", str(args.port)]
     return subprocess.call(command)
@@ -127,11 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         print("llmrec: error: --cold-items must be between 0 and 0.5", file=sys.stderr)
         return 2
     from llmrec_platform.data.datasets import DatasetError
-    from llmrec_platform.encoders import EncoderError
+    from llmrec_platform.encoders.models import EncoderError
 
     try:
-        return args.func(args)
-    except (DatasetError, EncoderError, CliError) as exc:
+        return args.func(args, Settings.from_env())
+    except (DatasetError, EncoderError, CliError, SettingsError) as exc:
         print(f"llmrec: error: {exc}", file=sys.stderr)
         return 2
 

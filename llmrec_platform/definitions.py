@@ -1,13 +1,11 @@
 """The Dagster code location: assets, jobs and resources (`dagster dev -w workspace.yaml`)."""
 
-import os
-
 import dagster as dg
 
 from llmrec_platform.assets import embeddings, evaluation, finetune, ingest, rankers, split, text
-from llmrec_platform.config import Paths
 from llmrec_platform.orchestration import (
     ASSET_CHECKS,
+    build_nightly_retrain_schedule,
     events_refresh_job,
     events_sensor,
     ingest_landed_file_job,
@@ -15,17 +13,20 @@ from llmrec_platform.orchestration import (
     landing_sensor,
     monthly_ingest_schedule,
     nightly_retrain_job,
-    nightly_retrain_schedule,
 )
+from llmrec_platform.paths import Paths
 from llmrec_platform.resources import (
     DatasetResource,
     DeviceResource,
     EncoderResource,
+    EventLogResource,
     ExperimentResource,
+    HomeResource,
     TrackingResource,
     WarehouseIOManager,
     WarehouseResource,
 )
+from llmrec_platform.settings import Settings
 
 # Catalogue-derived assets follow their inputs at once (the default automation sensor, when turned on,
 # launches them); everything computed from ratings is refreshed by the nightly retrain instead, so the
@@ -56,20 +57,26 @@ def build_resources(
     cold_items: float = 0.0,
     device: str = "auto",
     seed: int = 2020,
+    settings: Settings | None = None,
 ) -> dict:
-    """Resources for a home folder; defaults come from LLMREC_DATASET / LLMREC_PROTOCOL / LLMREC_DEVICE."""
-    home = home or Paths.from_env()
+    """Resources for a home folder: every path the graph touches is under `home`. What is not passed
+    comes from `settings` (default: read from the environment now): the home, LLMREC_DATASET,
+    LLMREC_PROTOCOL, LLMREC_DEVICE (when `device` is auto), the champion tolerance and the events batch."""
+    settings = settings or Settings.from_env()
+    home = home or settings.paths
     warehouse_path = str(home.warehouse)
     return {
         "io_manager": WarehouseIOManager(path=warehouse_path),
         "artifacts_io": dg.FilesystemIOManager(base_dir=str(home.artifacts)),
         "warehouse": WarehouseResource(path=warehouse_path),
-        "dataset": DatasetResource(source=dataset or os.environ.get("LLMREC_DATASET", "ml-100k")),
-        "experiment": ExperimentResource(
-            protocol=protocol or os.environ.get("LLMREC_PROTOCOL", "recbole"), cold_items=cold_items, seed=seed),
-        "device": DeviceResource(device=device),
+        "dataset": DatasetResource(source=dataset or settings.dataset),
+        "experiment": ExperimentResource(protocol=protocol or settings.protocol, cold_items=cold_items, seed=seed,
+                                         champion_tolerance=settings.champion_tolerance),
+        "device": DeviceResource(device=settings.device if device == "auto" else device),
         "encoder": EncoderResource(),
-        "tracking": TrackingResource(tracking_uri=home.mlflow_uri),
+        "tracking": TrackingResource(home=str(home.home)),
+        "home": HomeResource(path=str(home.home)),
+        "events": EventLogResource(folder=str(home.events), max_batch=settings.events_batch),
     }
 
 
@@ -91,14 +98,16 @@ JOBS = [full_pipeline_job, finetune_encoder_job, ingest_ratings_job, nightly_ret
         events_refresh_job]
 
 
-def build_definitions(resources: dict | None = None) -> dg.Definitions:
-    """The code location; `resources` defaults to `build_resources()` (tests pass their own home)."""
+def build_definitions(resources: dict | None = None, settings: Settings | None = None) -> dg.Definitions:
+    """The code location; `settings` default to the environment (read once, here), `resources` to
+    `build_resources(settings=settings)` (tests pass their own home)."""
+    settings = settings or Settings.from_env()
     return dg.Definitions(
         assets=ALL_ASSETS,
         jobs=JOBS,
-        schedules=[nightly_retrain_schedule, monthly_ingest_schedule],
+        schedules=[build_nightly_retrain_schedule(settings), monthly_ingest_schedule],
         sensors=[landing_sensor, events_sensor],
-        resources=resources if resources is not None else build_resources(),
+        resources=resources if resources is not None else build_resources(settings=settings),
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmrec_platform.config import Paths
+from llmrec_platform.paths import Paths
 
 GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
           "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
@@ -60,7 +60,7 @@ def llmrec_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
     """An isolated LLMREC_HOME (and DAGSTER_HOME inside it) for one test."""
     home = tmp_path / "home"
     monkeypatch.setenv("LLMREC_HOME", str(home))
-    paths = Paths.from_env().ensure()
+    paths = Paths(home).ensure()
     monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
     monkeypatch.setenv("LLMREC_DEVICE", os.environ.get("LLMREC_TEST_DEVICE", "cpu"))
     return paths

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from llmrec_platform.definitions import defs
+from llmrec_platform.definitions import build_resources, defs
+from llmrec_platform.paths import Paths
+from llmrec_platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,3 +34,19 @@ def test_dagster_definitions_validate(tmp_path):
         env={"DAGSTER_HOME": str(tmp_path), "LLMREC_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_build_resources_puts_every_path_under_the_home_it_is_given(tmp_path):
+    settings = Settings(home=tmp_path / "not-this-one", dataset="ml-1m", protocol="temporal", device="cuda",
+                        champion_tolerance=0.1, events_batch=7)
+    resources = build_resources(Paths(tmp_path / "home"), settings=settings)
+    fields = {(key, name): value for key, resource in resources.items()
+              for name, value in resource.model_dump().items() if isinstance(value, str) and "/" in value}
+    assert {key for key, _ in fields} == {"io_manager", "artifacts_io", "warehouse", "tracking", "home", "events"}
+    assert all(Path(value).is_relative_to(tmp_path / "home") for value in fields.values()), fields
+    # What is not passed comes from the settings.
+    assert resources["dataset"].source == "ml-1m" and resources["experiment"].protocol == "temporal"
+    assert resources["device"].device == "cuda" and resources["experiment"].champion_tolerance == 0.1
+    assert resources["events"].max_batch == 7
+    # An explicit device wins over LLMREC_DEVICE.
+    assert build_resources(Paths(tmp_path), device="cpu", settings=settings)["device"].device == "cpu"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_platform.interactions import InteractionData
+from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.rankers.ease import EASERanker, ease_weights
 
 

@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_platform.embeddings import CACHE_COLUMNS, align, embed_texts, user_interest_vectors
-from llmrec_platform.encoders import EncoderError, TextEncoder, model_path, resolve_device
-from llmrec_platform.interactions import InteractionData
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.encoders.cache import CACHE_COLUMNS, embed_texts
+from llmrec_platform.encoders.models import EncoderError, TextEncoder, model_path, resolve_device
+from llmrec_platform.encoders.vectors import align, user_interest_vectors
 
 
 class CountingEncoder:
@@ -47,13 +48,14 @@ def test_interest_vectors_weight_ratings_and_recency():
     })
     data = InteractionData.from_split(split)
     items = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)  # x, y
-    vectors = user_interest_vectors(data, items, half_life_days=365.0, rating_offset=2.0)
+    vectors = user_interest_vectors(data.train, data.train_timestamps, items, half_life_days=365.0, rating_offset=2.0)
     # u: x weight (5-2) * 0.5 (one half-life old) = 1.5, y weight (3-2) * 1 = 1 -> direction (1.5, 1).
     expected = np.array([1.5, 1.0]) / np.hypot(1.5, 1.0)
     np.testing.assert_allclose(vectors[0], expected, rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
     # Profile blending moves the vector towards the profile.
-    blended = user_interest_vectors(data, items, np.array([[0, 1], [0, 1]], np.float32), profile_weight=0.5)
+    blended = user_interest_vectors(data.train, data.train_timestamps, items, np.array([[0, 1], [0, 1]], np.float32),
+                                    profile_weight=0.5)
     assert blended[1, 1] > vectors[1, 1]
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.evaluate import evaluate
-from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.base import Ranker
 
 

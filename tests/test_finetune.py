@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_platform.finetune import (
+from llmrec_platform.encoders.finetune import (
     METADATA_FILE,
     FineTuneConfig,
     FineTuneError,
@@ -22,8 +21,6 @@ from llmrec_platform.finetune import (
     short_title,
     user_history_texts,
 )
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _item_texts(n_items: int = 12) -> pd.DataFrame:
@@ -135,7 +132,7 @@ def test_positive_log_frequency_is_the_share_of_positives():
 def test_logq_correction_with_uniform_popularity_is_plain_mnrl():
     import torch
 
-    from llmrec_platform.finetune import _loss
+    from llmrec_platform.encoders.finetune import _loss
 
     model = torch.nn.Linear(1, 1)  # the loss only embeds through the model in forward(); not used here
     generator = torch.Generator().manual_seed(0)
@@ -162,7 +159,7 @@ def _tiny_pairs(n: int = 32) -> pd.DataFrame:
 
 
 def _fine_tune_and_compare(tmp_path, device: str, precision: str):
-    from llmrec_platform.encoders import TextEncoder
+    from llmrec_platform.encoders.models import TextEncoder
 
     config = FineTuneConfig(batch_size=8, epochs=1, learning_rate=1e-4, seed=3, precision=precision)
     out = tmp_path / f"minilm-ft-{device}"
@@ -228,7 +225,7 @@ def test_fine_tuning_a_half_precision_copy_trains_fp32_weights(tmp_path):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from llmrec_platform.encoders import model_path
+    from llmrec_platform.encoders.models import model_path
 
     half = tmp_path / "minilm-fp16"
     SentenceTransformer(str(model_path("all-MiniLM-L6-v2")), device="cpu").half().save(str(half))

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.evaluate import evaluate
 from llmrec_platform.evaluation.significance import paired_bootstrap
-from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
@@ -55,11 +55,17 @@ def fit_hybrid(data, seed=3):
 
 def test_hybrid_ranks_only_candidates_and_learns(data):
     hybrid = fit_hybrid(data)
-    scores = hybrid.score(np.arange(data.n_users))
-    finite = np.isfinite(scores)
-    # Candidates: at most 8 per candidate ranker, never a training item.
-    assert (finite.sum(axis=1) <= 16).all() and (finite.sum(axis=1) >= 8).all()
-    assert not (finite & (data.train.toarray() > 0)).any()
+    users = np.arange(data.n_users)
+    scores = hybrid.score(users)
+    assert np.isfinite(scores).all()
+    candidates, _ = hybrid.context_.candidates_and_features(hybrid.context_.batch(users), 8)
+    candidate = np.zeros(scores.shape, dtype=bool)
+    candidate[candidates.rows, candidates.items] = True
+    # Candidates: at most 8 per candidate ranker, never a training item, and every one above every other item.
+    assert (candidate.sum(axis=1) <= 16).all() and (candidate.sum(axis=1) >= 8).all()
+    assert not (candidate & (data.train.toarray() > 0)).any()
+    lowest_candidate = np.where(candidate, scores, np.inf).min(axis=1)
+    assert (np.where(candidate, -np.inf, scores).max(axis=1) < lowest_candidate).all()
     log = hybrid.training_log_
     # Validation groups: one per user at most; pseudo-labelled groups come on top (on by default).
     assert 0 < log.extra["pseudo_groups"] <= data.n_users
@@ -166,7 +172,6 @@ def test_no_holdout_and_no_pseudo_group_still_fits(data):
 
 
 def test_pseudo_draws_and_model_average(data):
-    # Two candidate rankers: at least 10 candidates per user, so evaluate's top 10 holds no -inf item.
     candidates = {"ease": EASERanker(reg_weight=10).fit(data), "popularity": PopularityRanker().fit(data)}
     base = HybridConfig(n_candidates=8, n_estimators=15, min_child_samples=5, num_leaves=7, seed=3, num_threads=1,
                         pseudo_label_share=0.2, n_models=1)
@@ -178,7 +183,8 @@ def test_pseudo_draws_and_model_average(data):
     assert len(two.extra_models_) == 2 and not one.extra_models_
     # The ensemble scores the mean of its models' predictions, and the holdout score is the ensemble's.
     users = np.arange(data.n_users)
-    rows, items, features = two.context_.candidates_and_features(users, 8)
+    candidates, features = two.context_.candidates_and_features(two.context_.batch(users), 8)
+    rows, items = candidates.rows, candidates.items
     members = [two.model_, *two.extra_models_]
     mean = np.mean([m.booster_.predict(features, num_iteration=15) for m in members], axis=0)
     np.testing.assert_allclose(two.score(users)[rows, items], mean, rtol=1e-5)

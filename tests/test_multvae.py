@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from llmrec_platform.interactions import InteractionData
+from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.rankers.multvae import MultVAERanker, multvae_forward
-from tests.test_rankers_contract import RankerContract, two_group_split
+from llmrec_platform.testing import RankerContract, two_group_split
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import mlflow
 import pytest
 
 from llmrec_platform.cli import run_pipeline
-from llmrec_platform.warehouse import CONTRACT_TABLES
+from llmrec_platform.storage.warehouse import CONTRACT_TABLES
 
 
 def materialization_metadata(result, asset: str) -> dict:

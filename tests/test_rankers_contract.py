@@ -1,145 +1,25 @@
-"""One contract every ranker passes (fit, score, recommend, unknown user, pickling, determinism), plus a
-known-answer data set: two disjoint user groups (group A likes items i0-i4, group B items i5-i9) with one
-item per user held out into test. Every personalised ranker must rank the held-out item above every item
-of the other group."""
+"""Every ranker passes the contract that ships in `llmrec_platform.testing` (fit, scores, fold-in equals by-id,
+exclusion, cold start, similar items, pickling, determinism, a known answer), plus hand-computed cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from llmrec_platform.evaluation.evaluate import evaluate
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import NotFittedError, Ranker, UnknownUserError
+from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
+from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
 from llmrec_platform.rankers.implicit_models import AdamBPRRanker, ALSRanker, BPRRanker
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.simple import PopularityRanker, RandomRanker
-
-GROUPS = {"a": [f"i{i}" for i in range(5)], "b": [f"i{i}" for i in range(5, 10)]}
-USERS_PER_GROUP = 10
+from llmrec_platform.testing import RankerContract, item_genres, unit_embeddings
 
 
-def two_group_split() -> pd.DataFrame:
-    rows = []
-    for group, items in GROUPS.items():
-        for j in range(USERS_PER_GROUP):
-            held_out = items[j % len(items)]
-            for t, item in enumerate(items):
-                fold = "test" if item == held_out else "train"
-                rows.append((f"{group}{j:02d}", item, 4.0 + (t % 2), 1_000 * j + t, fold))
-    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp", "fold"])
-
-
-def group_of(item_or_user_id: str) -> str:
-    if item_or_user_id.startswith("i"):
-        return "a" if item_or_user_id in GROUPS["a"] else "b"
-    return item_or_user_id[0]
-
-
-def item_genres() -> pd.DataFrame:
-    return pd.DataFrame({"item_id": GROUPS["a"] + GROUPS["b"],
-                         "genres": [["Comedy"]] * 5 + [["Horror", "Thriller"]] * 5})
-
-
-def unit_embeddings(ids: list[str], seed: int) -> pd.DataFrame:
-    """Group A ids point along e0, group B along e1, with a little seeded noise; unit norm."""
-    rng = np.random.default_rng(seed)
-    vectors = []
-    for id_ in ids:
-        v = np.zeros(4, dtype=np.float32)
-        v[0 if group_of(id_) == "a" else 1] = 1.0
-        v[2:] = rng.normal(0, 0.1, 2)
-        vectors.append(v / np.linalg.norm(v))
-    return pd.DataFrame({"id": ids, "embedding": vectors})
-
-
-@pytest.fixture(scope="module")
-def data() -> InteractionData:
-    return InteractionData.from_split(two_group_split())
-
-
-class RankerContract:
-    """Mix into a test class and define `make(data)` returning an unfitted ranker."""
-
-    known_answer = True  # personalised: must solve the two-group data set
-
-    def make(self, data: InteractionData) -> Ranker:
-        raise NotImplementedError
-
-    def fitted(self, data: InteractionData) -> Ranker:
-        return self.make(data).fit(data)
-
-    def test_fit_returns_self(self, data):
-        ranker = self.make(data)
-        assert ranker.fit(data) is ranker
-
-    def test_scores_shape_dtype_finite(self, data):
-        scores = self.fitted(data).score(np.arange(data.n_users))
-        assert scores.shape == (data.n_users, data.n_items)
-        assert scores.dtype == np.float32
-        assert np.isfinite(scores).all()
-
-    def test_score_subset_matches_full(self, data):
-        ranker = self.fitted(data)
-        users = np.array([3, 0, 17])
-        np.testing.assert_allclose(ranker.score(users), ranker.score(np.arange(data.n_users))[users], rtol=1e-5)
-
-    def test_recommend(self, data):
-        ranker = self.fitted(data)
-        user_id = data.user_ids[4]
-        k = 4
-        recs = ranker.recommend(user_id, k)
-        assert list(recs.columns) == ["rank", "item_id", "score"]
-        assert len(recs) == k
-        assert recs["rank"].tolist() == list(range(1, k + 1))
-        assert (np.diff(recs["score"].to_numpy()) <= 0).all()
-        trained = set(data.item_ids[data.train[4].indices])
-        assert not trained & set(recs["item_id"])
-        assert recs["item_id"].is_unique
-
-    def test_unknown_user(self, data):
-        with pytest.raises(UnknownUserError):
-            self.fitted(data).recommend("no-such-user", 3)
-
-    def test_score_before_fit(self, data):
-        with pytest.raises(NotFittedError):
-            self.make(data).score(np.array([0]))
-
-    def test_save_load_round_trip(self, data, tmp_path):
-        ranker = self.fitted(data)
-        ranker.save(tmp_path / "ranker.pkl")
-        loaded = Ranker.load(tmp_path / "ranker.pkl")
-        assert type(loaded) is type(ranker)
-        users = np.arange(data.n_users)
-        np.testing.assert_array_equal(loaded.score(users), ranker.score(users))
-        assert loaded.recommend(data.user_ids[0], 3).equals(ranker.recommend(data.user_ids[0], 3))
-
-    def test_deterministic(self, data):
-        users = np.arange(data.n_users)
-        np.testing.assert_array_equal(self.fitted(data).score(users), self.fitted(data).score(users))
-
-    def test_known_answer(self, data):
-        if not self.known_answer:
-            pytest.skip(f"{type(self).__name__} is not personalised")
-        ranker = self.fitted(data)
-        scores = ranker.score(np.arange(data.n_users))
-        item_group = np.array([group_of(i) for i in data.item_ids])
-        for u, user_id in enumerate(data.user_ids):
-            held_out = data.test[u].indices
-            assert len(held_out) == 1
-            other = item_group != group_of(user_id)
-            assert scores[u, held_out[0]] > scores[u, other].max(), (
-                f"{ranker.name}: user {user_id} held-out {data.item_ids[held_out[0]]} "
-                f"scores {scores[u, held_out[0]]:.4f} <= best other-group item {scores[u, other].max():.4f}"
-            )
-        result = evaluate(ranker, data, fold="test", ks=(5,))
-        assert result.n_users == data.n_users
-        assert result.per_user["hit@5"].eq(1.0).all()
-        assert result.summary["mrr@5"] == 1.0
+def content_ranker(data: InteractionData) -> LLMContentRanker:
+    return LLMContentRanker(unit_embeddings(list(data.item_ids), "item_id", seed=1),
+                            unit_embeddings(list(data.user_ids), "user_id", seed=2))
 
 
 class TestPopularity(RankerContract):
@@ -151,6 +31,7 @@ class TestPopularity(RankerContract):
 
 class TestRandom(RankerContract):
     known_answer = False
+    uses_history = False
 
     def make(self, data):
         return RandomRanker(seed=7)
@@ -158,9 +39,7 @@ class TestRandom(RankerContract):
 
 class TestLLMContent(RankerContract):
     def make(self, data):
-        items = unit_embeddings(list(data.item_ids), seed=1).rename(columns={"id": "item_id"})
-        users = unit_embeddings(list(data.user_ids), seed=2).rename(columns={"id": "user_id"})
-        return LLMContentRanker(items, users)
+        return content_ranker(data)
 
 
 class TestItemKNN(RankerContract):
@@ -174,23 +53,42 @@ class TestEASE(RankerContract):
 
 
 class TestALS(RankerContract):
+    exact_fold_in = False
+
     def make(self, data):  # num_threads=0 (all cores): ALS is still deterministic
         return ALSRanker(factors=2, regularization=1.0, alpha=10.0, iterations=15, seed=3)
 
 
 class TestBPR(RankerContract):
+    exact_fold_in = False
+
     def make(self, data):
-        return BPRRanker(factors=8, learning_rate=0.05, regularization=0.01, iterations=300, seed=3)
+        return BPRRanker(factors=8, learning_rate=0.05, regularization=0.01, iterations=300, seed=3, fold_in_confidence=10.0,
+                         fold_in_regularization=1.0)
 
 
 class TestAdamBPR(RankerContract):
+    exact_fold_in = False
+
     def make(self, data):
-        return AdamBPRRanker(factors=8, learning_rate=0.05, epochs=60, batch_size=16, seed=3)
+        return AdamBPRRanker(factors=8, learning_rate=0.05, epochs=100, batch_size=16, weight_decay=1e-3, seed=3,
+                             fold_in_regularization=10.0)
 
 
 class TestGenreMatch(RankerContract):
     def make(self, data):
         return GenreMatchRanker(item_genres())
+
+
+class TestHybrid(RankerContract):
+    exact_fold_in = False
+
+    def make(self, data):
+        candidates = {"ease": EASERanker(reg_weight=5.0).fit(data), "als": ALSRanker(factors=2, alpha=10.0).fit(data)}
+        config = HybridConfig(n_candidates=4, n_estimators=20, min_child_samples=2, num_leaves=4, n_models=2,
+                              pseudo_label_share=0.25, seed=3, num_threads=1)
+        return HybridRanker(candidates, content_ranker(data).fit(data), {"genre_match": GenreMatchRanker(
+            item_genres()).fit(data)}, config)
 
 
 def test_itemknn_matches_dense_reference():

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_platform.interactions import InteractionData
+from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.rankers.rp3beta import RP3betaRanker, rp3beta_similarity
-from tests.test_rankers_contract import RankerContract, two_group_split
+from llmrec_platform.testing import RankerContract, two_group_split
 
 
 @pytest.fixture(scope="module")

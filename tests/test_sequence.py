@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from llmrec_platform.interactions import InteractionData
+from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.rankers.sequence import SequenceNeighbourRanker, sequence_cooccurrence
-from tests.test_rankers_contract import RankerContract, two_group_split
+from llmrec_platform.testing import RankerContract, two_group_split
 
 
 @pytest.fixture(scope="module")

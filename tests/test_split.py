@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_platform.split import SplitConfig, cold_items, k_core, prepare_interactions, split_interactions
+from llmrec_platform.data.split import SplitConfig, cold_items, k_core, prepare_interactions, split_interactions
 
 
 def synthetic(n_users=60, n_items=80, per_user=25, seed=0):

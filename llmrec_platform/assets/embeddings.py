@@ -4,9 +4,10 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from llmrec_platform.embeddings import align, embed_texts, user_interest_vectors
-from llmrec_platform.encoders import model_id
-from llmrec_platform.interactions import InteractionData
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.encoders.cache import embed_texts
+from llmrec_platform.encoders.models import model_id
+from llmrec_platform.encoders.vectors import align, user_interest_vectors
 from llmrec_platform.resources import DeviceResource, EncoderResource, WarehouseResource
 
 # What a Kubernetes executor (dagster-k8s) turns into a GPU request; the `gpu` pool runs one GPU step at a time.
@@ -110,8 +111,9 @@ def user_embedding_frame(context, config: UserEmbeddingsConfig, split: pd.DataFr
         positions = pd.Index(data.user_ids).get_indexer(profiles["user_id"])
         profile_vectors[positions] = profile_matrix
     vectors = user_interest_vectors(
-        data, align(data.item_ids, item_embeddings, "item_id", "items"), profile_vectors,
+        data.train, data.train_timestamps, align(data.item_ids, item_embeddings, "item_id", "items"), profile_vectors,
         profile_weight=config.profile_weight, half_life_days=config.half_life_days,
     )
     context.add_output_metadata({**metadata, "users": data.n_users, "with_profile": len(profiles)})
-    return pd.DataFrame({"user_id": data.user_ids, "model": model, "embedding": list(vectors)})
+    return pd.DataFrame({"user_id": data.user_ids, "model": model, "embedding": list(vectors),
+                         "profile_embedding": list(profile_vectors)})

@@ -6,14 +6,13 @@ import dagster as dg
 import pandas as pd
 
 from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_ASSETS
-from llmrec_platform.champion import Publication, record_publication
-from llmrec_platform.config import Paths
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.evaluation.champion import Publication, record_publication
 from llmrec_platform.evaluation.report import metrics_table, plot_metrics, render_report
 from llmrec_platform.evaluation.significance import comparisons_markdown
 from llmrec_platform.evaluation.suite import CHAMPION_METRIC, evaluate_suite
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import TrainedRanker
-from llmrec_platform.recommend import recommend_all
+from llmrec_platform.live.recommendations import recommend_all
+from llmrec_platform.rankers.base import TrainedRanker, excluded_items
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource, WarehouseResource
 
 RANKER_INS = {name: dg.AssetIn(name) for name in RANKER_ASSETS}
@@ -52,7 +51,7 @@ def evaluation_report(
             f"{prefix}ndcg10_diff": c.mean_difference, f"{prefix}ndcg10_ci_low": c.ci_low,
             f"{prefix}ndcg10_ci_high": c.ci_high, f"{prefix}wilcoxon_p": c.wilcoxon_p})
 
-    reports = Paths.from_env().ensure().reports
+    reports = tracking.reports()
     stem = f"evaluation_{now:%Y%m%dT%H%M%S}_{context.run_id[:8]}"
     main_slice = "all" if "all" in set(rows["slice"]) else "warm"
     table = metrics_table(suite.metrics, "test", main_slice)
@@ -98,8 +97,7 @@ def recommendations(
     asset_name, champion = next((name, t) for name, t in rankers.items()
                                 if t.ranker.name == evaluation_report["champion"])
     data = InteractionData.from_split(split)
-    seen = (data.train + data.valid + data.test).tocsr()
-    frame = recommend_all(champion.ranker, seen, k=experiment.top_k)
+    frame = recommend_all(champion.ranker, excluded_items(data.train, data.valid, data.test), k=experiment.top_k)
     record_publication(warehouse.warehouse(), Publication(
         run_id=context.run_id, ranker=champion.ranker.name, ranker_asset=asset_name, metric=CHAMPION_METRIC,
         valid_score=float(evaluation_report["valid_scores"][champion.ranker.name]), dataset=dataset.source,

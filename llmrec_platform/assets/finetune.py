@@ -15,11 +15,10 @@ from llmrec_platform.assets.embeddings import (
     user_embedding_frame,
 )
 from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_KWARGS, config_class, train_ranker
-from llmrec_platform.config import Paths
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.encoders.finetune import FineTuneConfig, build_training_pairs, fine_tune
 from llmrec_platform.evaluation.report import format_table, metrics_table
 from llmrec_platform.evaluation.suite import evaluate_suite
-from llmrec_platform.finetune import FineTuneConfig, build_training_pairs, fine_tune
-from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.base import TrainedRanker
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.resources import (
@@ -27,10 +26,11 @@ from llmrec_platform.resources import (
     DeviceResource,
     EncoderResource,
     ExperimentResource,
+    HomeResource,
     TrackingResource,
     WarehouseResource,
 )
-from llmrec_platform.tracking import data_fingerprint
+from llmrec_platform.storage.tracking import data_fingerprint
 
 FINETUNE_GROUP = "finetune"
 
@@ -45,6 +45,7 @@ FineTuneAssetConfig = config_class(FineTuneConfig, [
 def finetuned_encoder(
     context: dg.AssetExecutionContext, config: FineTuneAssetConfig, split: pd.DataFrame, item_texts: pd.DataFrame,
     device: DeviceResource, encoder: EncoderResource, experiment: ExperimentResource, tracking: TrackingResource,
+    home: HomeResource,
 ) -> str:
     """MiniLM fine-tuned on (user history, next liked item) pairs of the training fold, in-batch negatives.
     Returns the saved model folder, which the encoder loads like a packaged model."""
@@ -52,7 +53,7 @@ def finetuned_encoder(
                               **config.model_dump())
     pairs = build_training_pairs(split, item_texts, history_len=settings.history_len, seed=experiment.seed)
     fingerprint = data_fingerprint(split)
-    output = Paths.from_env().ensure().artifacts / "models" / f"finetuned-{fingerprint}-seed{experiment.seed}"
+    output = home.paths().artifacts / "models" / f"finetuned-{fingerprint}-seed{experiment.seed}"
     result = fine_tune(pairs, settings, device.resolve(context.log), output)
     tracker = tracking.tracker()
     run_id = tracker.start_run("finetuned_encoder", {**config.model_dump(), "base_model": encoder.model,

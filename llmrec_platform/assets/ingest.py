@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from llmrec_platform.assets.partitions import monthly_partitions
-from llmrec_platform.landing import landed_in_window, with_landed
+from llmrec_platform.data.landing import landed_in_window, with_landed
 from llmrec_platform.resources import DatasetResource, WarehouseResource
 
 

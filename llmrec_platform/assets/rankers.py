@@ -9,10 +9,12 @@ import typing
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.encoders.vectors import align
 from llmrec_platform.evaluation.evaluate import evaluate
-from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.base import Ranker, TrainedRanker
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
@@ -23,7 +25,7 @@ from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.multvae import MultVAERanker
 from llmrec_platform.rankers.simple import PopularityRanker
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource
-from llmrec_platform.tracking import data_fingerprint
+from llmrec_platform.storage.tracking import data_fingerprint
 
 ARTIFACTS_IO = "artifacts_io"
 # Every ranker asset, in report order; the evaluation report and recommendations take them all.
@@ -32,9 +34,6 @@ RANKER_ASSETS = [
     "multvae_ranker", "genre_match_ranker",
     "llm_content_ranker", "hybrid_ranker",
 ]
-
-
-
 
 
 def train_ranker(
@@ -89,10 +88,18 @@ def llm_content_ranker(
     user_embeddings: pd.DataFrame, tracking: TrackingResource, dataset: DatasetResource,
     experiment: ExperimentResource,
 ) -> TrainedRanker:
-    """Cosine between the user's LLM interest vector and each item's text embedding."""
-    ranker = LLMContentRanker(item_embeddings, user_embeddings)
-    params = {"encoder": str(item_embeddings["model"].iloc[0])}
-    return train_ranker(context, ranker, split, params, tracking, dataset, experiment)
+    """Cosine between a history's LLM interest vector and each item's text embedding (plus the nearest history
+    item); the interest vectors are `user_embeddings`', rebuilt for any live history."""
+    encoder = str(item_embeddings["model"].iloc[0])
+    profiles = user_embeddings[["user_id", "profile_embedding"]].rename(columns={"profile_embedding": "embedding"})
+    ranker = LLMContentRanker(item_embeddings, profiles, encoder=encoder)
+    trained = train_ranker(context, ranker, split, {"encoder": encoder}, tracking, dataset, experiment)
+    stored = align(ranker.user_ids_, user_embeddings, "user_id", "users")
+    if not np.allclose(ranker.user_vectors_, stored, atol=1e-5):
+        raise dg.Failure("llm_content_ranker's interest vectors differ from user_embeddings': both must weight "
+                         f"histories alike (profile_weight {ranker.profile_weight}, half_life_days "
+                         f"{ranker.half_life_days}); set the same values in the user_embeddings config")
+    return trained
 
 
 def config_class(cls: type, parameters: list[str]) -> type[dg.Config]:

@@ -3,8 +3,8 @@
 import dagster as dg
 import pandas as pd
 
+from llmrec_platform.data.split import cold_items, prepare_interactions, split_interactions
 from llmrec_platform.resources import ExperimentResource
-from llmrec_platform.split import cold_items, prepare_interactions, split_interactions
 
 
 @dg.asset(metadata={"table": "interactions"}, group_name="split", kinds={"duckdb"})

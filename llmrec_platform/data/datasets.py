@@ -7,7 +7,8 @@ Canonical frames (ids are strings everywhere):
 
 Sources: the `ml-100k` and `ml-1m` carrier packages (RecBole atomic files) and GroupLens folders
 given by path (`u.data`/`u.item`/`u.user` or `ratings.dat`/`movies.dat`/`users.dat`).
-Bad rows never stop a load: they go to a quarantine frame naming file, row, field and reason.
+Bad rows go to a quarantine frame naming file, row, field and reason, and the load goes on; a missing
+file or column, or a ratings file without one good row, fails it with a DatasetError.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 RATINGS_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 ITEMS_COLUMNS = ["item_id", "title", "year", "genres"]
 USERS_COLUMNS = ["user_id", "age", "gender", "occupation", "zip_code"]
 QUARANTINE_COLUMNS = ["source_file", "row_number", "field", "reason", "raw"]
+RATING_KEY = ["user_id", "item_id", "timestamp"]  # identifies a rating
+RATING_RANGE = (0.5, 5.0)
 
 # Carrier packages (installed with --no-deps) and the folder inside them that holds the atomic files.
 PACKAGED = {
@@ -161,13 +165,14 @@ def validate_ratings(raw: pd.DataFrame, source_file: str, first_row_number: int 
         raise DatasetError(f"{source_file}: missing column(s) {missing}; expected {RATINGS_COLUMNS}")
     raw = raw.reset_index(drop=True)
     text = {c: raw[c].astype("string").str.strip() for c in RATINGS_COLUMNS}
+    low, high = RATING_RANGE
     rating = pd.to_numeric(text["rating"], errors="coerce")
     timestamp = pd.to_numeric(text["timestamp"], errors="coerce")
     checks = [
         ("user_id", text["user_id"].isna() | (text["user_id"] == ""), "empty user_id"),
         ("item_id", text["item_id"].isna() | (text["item_id"] == ""), "empty item_id"),
         ("rating", rating.isna(), "rating is not a number"),
-        ("rating", rating.notna() & ((rating < 0.5) | (rating > 5)), "rating outside [0.5, 5]"),
+        ("rating", rating.notna() & ~rating.between(*RATING_RANGE), f"rating outside [{low:g}, {high:g}]"),
         ("timestamp", timestamp.isna(), "timestamp is not a number"),
         ("timestamp", timestamp.notna() & (timestamp < 0), "timestamp is negative"),
     ]
@@ -177,13 +182,8 @@ def validate_ratings(raw: pd.DataFrame, source_file: str, first_row_number: int 
         mask = mask.fillna(True) & ~bad  # first failing field wins
         if mask.any():
             rows = raw[mask]
-            rejects.append(pd.DataFrame({
-                "source_file": source_file,
-                "row_number": rows.index.to_numpy() + first_row_number,
-                "field": field_name,
-                "reason": reason,
-                "raw": rows[RATINGS_COLUMNS].astype(str).agg("\t".join, axis=1).to_numpy(),
-            }))
+            rejects.append(quarantine_rows(rows, rows.index.to_numpy() + first_row_number, source_file, field_name,
+                                           reason))
             bad |= mask
     good = pd.DataFrame({
         "user_id": text["user_id"][~bad].astype(str),
@@ -193,6 +193,17 @@ def validate_ratings(raw: pd.DataFrame, source_file: str, first_row_number: int 
     }).reset_index(drop=True)
     quarantine = pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=QUARANTINE_COLUMNS)
     return good, quarantine
+
+
+def quarantine_rows(rows: pd.DataFrame, row_numbers, source_file: str, field_name: str, reason: str) -> pd.DataFrame:
+    """Quarantine records (QUARANTINE_COLUMNS) for `rows`, which failed `field_name` for `reason`."""
+    return pd.DataFrame({
+        "source_file": source_file,
+        "row_number": np.asarray(row_numbers, dtype="int64"),
+        "field": field_name,
+        "reason": reason,
+        "raw": rows[RATINGS_COLUMNS].astype(str).agg("\t".join, axis=1).to_numpy(),
+    })
 
 
 def split_title_year(title: str) -> tuple[str, int | None]:

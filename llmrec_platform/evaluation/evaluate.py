@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.metrics import accuracy_at_k, item_coverage, novelty, personalization
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import Ranker, top_k
+from llmrec_platform.rankers.base import Ranker, excluded_items, top_k_positions
 
 DEFAULT_KS = (10, 20)
 
@@ -53,7 +53,7 @@ def evaluate(
     evaluated, e.g. to the validation users a re-ranker did not train on.
     """
     relevant = data.relevant(fold)
-    excluded = data.seen_before(fold)
+    excluded = excluded_items(*data.seen_before(fold))
     if candidate_items is not None:
         relevant = relevant.multiply(candidate_items[None, :].astype(np.float32)).tocsr()
         relevant.eliminate_zeros()
@@ -64,21 +64,19 @@ def evaluate(
     users = np.flatnonzero(evaluable)
     n_candidates = int(candidate_items.sum()) if candidate_items is not None else data.n_items
     k_max = min(max(ks), n_candidates)  # lists never reach past the candidates
-    top_lists = np.empty((len(users), k_max), dtype=np.int64)
-    hits = np.empty((len(users), k_max), dtype=bool)
-    blocked = None if candidate_items is None else ~candidate_items
+    # Short lists (fewer unseen candidates than k) are padded with -1: never a hit, never an item.
+    top_lists = np.full((len(users), k_max), -1, dtype=np.int64)
+    hits = np.zeros((len(users), k_max), dtype=bool)
     batches = range(0, len(users), batch_size)
     for start in tqdm(batches, desc=f"evaluate {ranker.name} ({fold}/{slice_name})", disable=not progress):
         batch = users[start:start + batch_size]
-        scores = ranker.score(batch)
-        seen = excluded[batch].tocoo()
-        scores[seen.row, seen.col] = -np.inf
-        if blocked is not None:
-            scores[:, blocked] = -np.inf
-        top = top_k(scores, k_max)
-        top_lists[start:start + len(batch)] = top
+        lists = top_k_positions(ranker.score(batch), excluded[batch], k_max, candidate_items)
+        top = np.full((len(batch), k_max), -1, dtype=np.int64)
+        for row, positions in enumerate(lists):
+            top[row, :len(positions)] = positions
         rel = relevant[batch].toarray().astype(bool)
-        hits[start:start + len(batch)] = np.take_along_axis(rel, top, axis=1)
+        top_lists[start:start + len(batch)] = top
+        hits[start:start + len(batch)] = np.take_along_axis(rel, np.maximum(top, 0), axis=1) & (top >= 0)
     per_user = {"user_id": data.user_ids[users]}
     summary: dict[str, float] = {}
     item_users = np.asarray(data.train.getnnz(axis=0))

@@ -33,21 +33,22 @@ def accuracy_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str,
 
 
 def item_coverage(top_items: np.ndarray, n_items: int) -> float:
-    """Share of the catalogue that appears in at least one list."""
-    return len(np.unique(top_items)) / n_items
+    """Share of the catalogue that appears in at least one list (-1 pads a short list)."""
+    return len(np.unique(top_items[top_items >= 0])) / n_items
 
 
 def novelty(top_items: np.ndarray, item_user_counts: np.ndarray, n_users: int) -> float:
     """Mean self-information -log2(p(i)) of recommended items, p(i) = (users of i + 1) / (users + 1)."""
-    p = (item_user_counts[top_items] + 1.0) / (n_users + 1.0)
+    p = (item_user_counts[top_items[top_items >= 0]] + 1.0) / (n_users + 1.0)
     return float(np.mean(-np.log2(p)))
 
 
 def personalization(top_items: np.ndarray, n_items: int) -> float:
-    """1 - mean overlap |L_u & L_v| / k over all pairs of distinct users (computed in O(items))."""
+    """1 - mean overlap |L_u & L_v| / k over all pairs of distinct users (computed in O(items); -1 pads)."""
     n_users, k = top_items.shape
     if n_users < 2:
         return float("nan")
-    counts = np.bincount(top_items.ravel(), minlength=n_items).astype(np.float64)
-    pair_overlap = (np.sum(counts**2) - n_users * k) / (n_users * (n_users - 1))
+    listed = top_items[top_items >= 0]
+    counts = np.bincount(listed, minlength=n_items).astype(np.float64)
+    pair_overlap = (np.sum(counts**2) - len(listed)) / (n_users * (n_users - 1))
     return float(1.0 - pair_overlap / k)

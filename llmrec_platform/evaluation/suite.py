@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.evaluate import DEFAULT_KS, EvaluationResult, evaluate
 from llmrec_platform.evaluation.significance import PairedComparison, paired_bootstrap
-from llmrec_platform.interactions import InteractionData
 from llmrec_platform.rankers.base import TrainedRanker
 from llmrec_platform.rankers.simple import RandomRanker
 

@@ -1,7 +1,7 @@
 """Operating the graph: jobs, schedules, sensors and asset checks (the Dagster side of operations).
 
-The domain logic they call lives in Dagster-free modules: `llmrec_platform.landing`, `.events`,
-`.refresh`, `.champion`, `.quality` and `.settings`.
+The domain logic they call lives in Dagster-free modules: `llmrec_platform.data.landing`,
+`.data.quality`, `.live.events`, `.live.refresh`, `.evaluation.champion` and `.settings`.
 """
 
 from llmrec_platform.orchestration.checks import ASSET_CHECKS
@@ -11,11 +11,12 @@ from llmrec_platform.orchestration.jobs import (
     ingest_ratings_job,
     nightly_retrain_job,
 )
-from llmrec_platform.orchestration.schedules import monthly_ingest_schedule, nightly_retrain_schedule
+from llmrec_platform.orchestration.schedules import build_nightly_retrain_schedule, monthly_ingest_schedule
 from llmrec_platform.orchestration.sensors import events_sensor, landing_sensor
 
 __all__ = [
     "ASSET_CHECKS",
+    "build_nightly_retrain_schedule",
     "events_refresh_job",
     "events_sensor",
     "ingest_landed_file_job",
@@ -23,5 +24,4 @@ __all__ = [
     "landing_sensor",
     "monthly_ingest_schedule",
     "nightly_retrain_job",
-    "nightly_retrain_schedule",
 ]

@@ -1,13 +1,11 @@
-"""Asset checks. Each takes the asset's value and applies a rule from `llmrec_platform.quality` or
-`llmrec_platform.champion`; `champion_not_regressed` is blocking: it guards the publication of
+"""Asset checks. Each takes the asset's value and applies a rule from `llmrec_platform.data.quality` or
+`llmrec_platform.evaluation.champion`; `champion_not_regressed` is blocking: it guards the publication of
 `recommendations`."""
 
 import dagster as dg
 import pandas as pd
 
-from llmrec_platform.champion import champion_gate, last_publication
-from llmrec_platform.evaluation.suite import CHAMPION_METRIC
-from llmrec_platform.quality import (
+from llmrec_platform.data.quality import (
     CheckOutcome,
     embeddings_valid,
     expected_dim,
@@ -16,8 +14,9 @@ from llmrec_platform.quality import (
     ratings_unique_keys,
     split_without_leakage,
 )
+from llmrec_platform.evaluation.champion import champion_gate, last_publication
+from llmrec_platform.evaluation.suite import CHAMPION_METRIC
 from llmrec_platform.resources import DatasetResource, EncoderResource, ExperimentResource, WarehouseResource
-from llmrec_platform.settings import OperatingSettings
 
 
 def _result(outcome: CheckOutcome, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
@@ -51,7 +50,7 @@ def split_leakage_check(split: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 class ChampionGateConfig(dg.Config):
-    tolerance: float | None = None  # None: LLMREC_CHAMPION_TOLERANCE, default 0.02
+    tolerance: float | None = None  # None: the experiment resource's (LLMREC_CHAMPION_TOLERANCE, default 0.02)
 
 
 @dg.asset_check(
@@ -66,7 +65,7 @@ def champion_not_regressed(
     dataset: DatasetResource,
     experiment: ExperimentResource,
 ) -> dg.AssetCheckResult:
-    tolerance = config.tolerance if config.tolerance is not None else OperatingSettings.from_env().champion_tolerance
+    tolerance = config.tolerance if config.tolerance is not None else experiment.champion_tolerance
     champion = evaluation_report["champion"]
     last = last_publication(warehouse.warehouse(), dataset.source, experiment.protocol, experiment.cold_items)
     decision = champion_gate(champion, float(evaluation_report["valid_scores"][champion]), last, tolerance,

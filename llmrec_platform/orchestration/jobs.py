@@ -8,19 +8,17 @@ from pydantic import Field
 from llmrec_platform.assets.embeddings import UserEmbeddingsConfig
 from llmrec_platform.assets.partitions import monthly_partitions
 from llmrec_platform.assets.rankers import RANKER_ASSETS
-from llmrec_platform.champion import latest_publication
-from llmrec_platform.config import Paths
-from llmrec_platform.events import EventLog
-from llmrec_platform.landing import ingest_landed_file
-from llmrec_platform.rankers.base import TrainedRanker
-from llmrec_platform.refresh import (
+from llmrec_platform.data.landing import ingest_landed_file
+from llmrec_platform.evaluation.champion import latest_publication
+from llmrec_platform.live.refresh import (
     IMPLICIT_RATING,
     RefreshResult,
     record_events,
     refresh_recommendations,
     refresh_user_embeddings,
 )
-from llmrec_platform.resources import DatasetResource, ExperimentResource, WarehouseResource
+from llmrec_platform.rankers.base import TrainedRanker
+from llmrec_platform.resources import DatasetResource, EventLogResource, ExperimentResource, WarehouseResource
 
 # --- partitioned ingestion --------------------------------------------------------------------------
 
@@ -123,10 +121,11 @@ def refresh_users_from_events(
     warehouse: WarehouseResource,
     experiment: ExperimentResource,
     artifacts_io: dg.ResourceParam[dg.IOManager],
+    events: EventLogResource,
 ):
     """Record a batch of the event log in `events`, then recompute the affected users' `user_embeddings`
-    and `recommendations` rows (see llmrec_platform.refresh)."""
-    batch = EventLog(Paths.from_env().events).read(config.start_offset, until=config.end_offset)
+    and `recommendations` rows (see llmrec_platform.live.refresh)."""
+    batch = events.log().read(config.start_offset, until=config.end_offset)
     if batch.end != config.end_offset:
         raise dg.Failure(f"the event log holds complete events only up to byte {batch.end}, not {config.end_offset}: "
                          "was it truncated?")
@@ -136,7 +135,7 @@ def refresh_users_from_events(
     recorded = record_events(store, batch)
     users = sorted(set(config.user_ids) or set(batch.user_ids))
     result = RefreshResult(users)
-    vectors = refresh_user_embeddings(store, users, config.profile_weight, config.half_life_days,
+    refresh_user_embeddings(store, users, config.profile_weight, config.half_life_days,
                                       config.implicit_rating, result)
     publication = latest_publication(store)
     if publication is None:
@@ -144,7 +143,7 @@ def refresh_users_from_events(
         result.waiting = users
     else:
         trained = load_champion(artifacts_io, publication["ranker_asset"])
-        refresh_recommendations(store, users, trained.ranker, vectors, experiment.top_k, result)
+        refresh_recommendations(store, users, trained.ranker, experiment.top_k, config.implicit_rating, result)
     for note in result.notes:
         context.log.info(note)
     offsets = f"{config.start_offset}-{config.end_offset}"

@@ -1,4 +1,4 @@
-"""Schedules: the nightly retrain (cron and time zone from the environment) and monthly ingestion."""
+"""Schedules: the nightly retrain (cron and time zone from the settings) and monthly ingestion."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -6,11 +6,11 @@ import dagster as dg
 
 from llmrec_platform.assets.partitions import monthly_partitions
 from llmrec_platform.orchestration.jobs import ingest_ratings_job, nightly_retrain_job
-from llmrec_platform.settings import OperatingSettings
+from llmrec_platform.settings import Settings
 
 
-def build_nightly_retrain_schedule(settings: OperatingSettings | None = None) -> dg.ScheduleDefinition:
-    settings = settings or OperatingSettings.from_env()
+def build_nightly_retrain_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    """The nightly retrain at the settings' cron and time zone (the code location passes its settings)."""
     return dg.ScheduleDefinition(
         name="nightly_retrain",
         job=nightly_retrain_job,
@@ -21,8 +21,6 @@ def build_nightly_retrain_schedule(settings: OperatingSettings | None = None) ->
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
 
-
-nightly_retrain_schedule = build_nightly_retrain_schedule()
 
 # Monthly ingestion of the partitioned job, on the cadence `build_schedule_from_partitioned_job` derives from
 # its partitions (01:00 on the 1st, in the partitions' time zone, UTC). That helper requests the *last*

@@ -10,10 +10,8 @@ import json
 
 import dagster as dg
 
-from llmrec_platform.config import Paths
-from llmrec_platform.events import EventLog
-from llmrec_platform.landing import pending_files
-from llmrec_platform.settings import OperatingSettings
+from llmrec_platform.data.landing import pending_files
+from llmrec_platform.resources import EventLogResource, HomeResource
 
 
 @dg.sensor(
@@ -21,11 +19,12 @@ from llmrec_platform.settings import OperatingSettings
     description="One ingestion run per ratings file (CSV/Parquet: user_id,item_id,rating,timestamp) dropped into "
                 "LLMREC_HOME/landing/. Write files under a temporary name (.tmp, .part or a leading dot) and rename.",
 )
-def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def landing_sensor(context: dg.SensorEvaluationContext, home: HomeResource) -> dg.SensorResult:
     # Cursor: {file name: signature} of the files already requested that are still in the folder. A file
     # leaves the cursor once its run moves it away; dropping a file of the same name again requests it again.
     requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    files = pending_files(Paths.from_env().landing)
+    landing = home.paths().landing
+    files = pending_files(landing)
     current = {f.name: f.signature for f in files}
     run_requests = [
         dg.RunRequest(
@@ -37,7 +36,7 @@ def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     ]
     cursor = json.dumps(current, sort_keys=True)
     if not run_requests:
-        return dg.SensorResult(skip_reason=f"no new files in {Paths.from_env().landing}", cursor=cursor)
+        return dg.SensorResult(skip_reason=f"no new files in {landing}", cursor=cursor)
     return dg.SensorResult(run_requests=run_requests, cursor=cursor)
 
 
@@ -46,11 +45,10 @@ def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     description="One refresh run per batch of new events in LLMREC_HOME/events/events.jsonl (at most "
                 "LLMREC_EVENTS_BATCH events): the affected users' embeddings and recommendations are recomputed.",
 )
-def events_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def events_sensor(context: dg.SensorEvaluationContext, events: EventLogResource) -> dg.SensorResult:
     # Cursor: {"offset": byte offset in the event log up to which events have been requested}.
     offset = int(json.loads(context.cursor)["offset"]) if context.cursor else 0
-    log = EventLog(Paths.from_env().events)
-    batch = log.read(offset, max_events=OperatingSettings.from_env().events_batch)
+    batch = events.log().read(offset, max_events=events.max_batch)
     cursor = json.dumps({"offset": batch.end})
     if batch.malformed:
         context.log.warning(f"event log bytes {batch.start}-{batch.end}: {len(batch.malformed)} malformed lines skipped")

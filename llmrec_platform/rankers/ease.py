@@ -6,9 +6,8 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import Ranker
-from llmrec_platform.rankers.itemknn import binarize
+from llmrec_platform.data.interactions import InteractionData, binarize
+from llmrec_platform.rankers.base import Histories, Ranker
 
 
 def ease_weights(x: sp.spmatrix | np.ndarray, reg_weight: float) -> np.ndarray:
@@ -23,7 +22,8 @@ def ease_weights(x: sp.spmatrix | np.ndarray, reg_weight: float) -> np.ndarray:
 
 
 class EASERanker(Ranker):
-    """score(u) = X_u B on the binarized training matrix; B from `ease_weights` (float64), stored as float32.
+    """score(x) = x B for a binarized history x (a training row or a live one); B from `ease_weights` (float64),
+    stored as float32.
 
     Memory and time are O(n_items^2) and O(n_items^3): fine up to a few tens of thousands of items.
 
@@ -40,8 +40,10 @@ class EASERanker(Ranker):
         self.reg_weight = reg_weight
 
     def _fit(self, data: InteractionData) -> None:
-        self.train_binary_ = binarize(data.train)
-        self.weights_ = ease_weights(self.train_binary_, self.reg_weight).astype(np.float32)
+        self.weights_ = ease_weights(binarize(data.train), self.reg_weight).astype(np.float32)
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray(self.train_binary_[users] @ self.weights_, dtype=np.float32)
+    def _score_histories(self, histories: Histories) -> np.ndarray:
+        return np.asarray(histories.binary() @ self.weights_, dtype=np.float32)
+
+    def _similar_item_scores(self, position: int) -> np.ndarray:
+        return self.weights_[position]

@@ -6,15 +6,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import Ranker
-from llmrec_platform.rankers.itemknn import binarize
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.rankers.base import Histories, Ranker
 
 
 class GenreMatchRanker(Ranker):
-    """score(u, i) = sum over the genres g of i of profile_u(g), divided by sqrt(#genres of i).
+    """score(x, i) = sum over the genres g of i of profile_x(g), divided by sqrt(#genres of i).
 
-    profile_u is the user's genre distribution: genre counts over the user's training items, normalised
+    profile_x is the history's genre distribution: genre counts over the history's items, normalised
     to sum to 1. Dividing by sqrt(#genres) keeps many-genre items from winning on breadth alone. Items
     without genres score 0. Needs only item attributes, so cold items are scored too.
     """
@@ -41,16 +40,17 @@ class GenreMatchRanker(Ranker):
         cols = np.array([genre_position[g] for genres in lists for g in genres], dtype=np.int64)
         item_genre = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
                                    shape=(len(lists), len(self.genres_)))
-        counts = binarize(data.train) @ item_genre  # users x genres
-        totals = np.asarray(counts.sum(axis=1)).ravel()
-        self.user_profiles_ = np.asarray(
-            sp.diags(np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)) @ counts.toarray(),
-            dtype=np.float32,
-        )
+        self.item_genre_ = item_genre
         n_genres = np.asarray(item_genre.sum(axis=1)).ravel()
         scale = np.divide(1.0, np.sqrt(n_genres), out=np.zeros_like(n_genres), where=n_genres > 0)
         self.item_genre_weights_ = np.asarray((sp.diags(scale) @ item_genre).toarray(), dtype=np.float32)
         del self._item_genres  # keep the pickled ranker small
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return self.user_profiles_[users] @ self.item_genre_weights_.T
+    def genre_profiles(self, histories: Histories) -> np.ndarray:
+        """Each history's genre distribution, (len(histories), n_genres); all zero for an empty history."""
+        counts = (histories.binary() @ self.item_genre_).toarray()
+        totals = counts.sum(axis=1, keepdims=True)
+        return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0).astype(np.float32)
+
+    def _score_histories(self, histories: Histories) -> np.ndarray:
+        return self.genre_profiles(histories) @ self.item_genre_weights_.T

@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import Ranker
-
-
-def binarize(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    """The same sparsity pattern with every stored value set to 1 (float32), explicit zeros dropped."""
-    binary = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    binary.eliminate_zeros()
-    binary.data[:] = 1.0
-    return binary
+from llmrec_platform.data.interactions import InteractionData, binarize
+from llmrec_platform.rankers.base import Histories, Ranker
 
 
 class ItemKNNRanker(Ranker):
@@ -68,7 +60,9 @@ class ItemKNNRanker(Ranker):
             (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items),
             dtype=np.float32,
         )
-        self.train_binary_ = x
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return (self.train_binary_[users] @ self.similarity_).toarray()
+    def _score_histories(self, histories: Histories) -> np.ndarray:
+        return (histories.binary() @ self.similarity_).toarray()
+
+    def _similar_item_scores(self, position: int) -> np.ndarray:
+        return self.similarity_[position].toarray().ravel()

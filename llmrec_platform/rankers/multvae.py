@@ -6,20 +6,15 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import Ranker
-from llmrec_platform.rankers.itemknn import binarize
-
-
-def l2_normalise_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.sqrt((x * x).sum(axis=1, keepdims=True))
-    return x / np.maximum(norms, 1e-12)
+from llmrec_platform.data.interactions import InteractionData, binarize
+from llmrec_platform.encoders.vectors import normalize_rows
+from llmrec_platform.rankers.base import Histories, Ranker
 
 
 def multvae_forward(x: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Logits of the deterministic pass (no dropout, z = mean): tanh between layers, the encoder's last layer
     split into (mean, log-variance) and only the mean kept."""
-    h = l2_normalise_rows(x)
+    h = normalize_rows(x)
     encoder, decoder = weights[: len(weights) // 2], weights[len(weights) // 2:]
     for i, (w, b) in enumerate(encoder):
         h = h @ w + b
@@ -85,7 +80,7 @@ def _weights(layers) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 class MultVAERanker(Ranker):
-    """score(u) = the decoder's logits for u's binarized training row (deterministic pass, z = the mean).
+    """score(x) = the decoder's logits for the binarized history x (deterministic pass, z = the mean).
 
     A non-linear latent-factor model, different in kind from the item-item rankers, hence a diverse candidate
     generator and feature for the hybrid. With the same `num_threads` torch threads (0: torch's default, all
@@ -128,7 +123,6 @@ class MultVAERanker(Ranker):
                 self.learning_rate, self.anneal_cap, self.anneal_steps, self.seed, callback)
         finally:
             torch.set_num_threads(previous_threads)
-        self.train_binary_ = binarize(data.train)
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return multvae_forward(self.train_binary_[users].toarray(), self.layers_)
+    def _score_histories(self, histories: Histories) -> np.ndarray:
+        return multvae_forward(histories.binary().toarray(), self.layers_)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import Ranker
-from llmrec_platform.rankers.itemknn import binarize
+from llmrec_platform.data.interactions import InteractionData, binarize
+from llmrec_platform.rankers.base import Histories, Ranker
 
 
 def rp3beta_similarity(x: sp.spmatrix, alpha: float, beta: float, k: int, normalize: bool = True,
@@ -78,8 +77,10 @@ class RP3betaRanker(Ranker):
         self.normalize = normalize
 
     def _fit(self, data: InteractionData) -> None:
-        self.train_binary_ = binarize(data.train)
-        self.similarity_ = rp3beta_similarity(self.train_binary_, self.alpha, self.beta, self.k, self.normalize)
+        self.similarity_ = rp3beta_similarity(binarize(data.train), self.alpha, self.beta, self.k, self.normalize)
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return (self.train_binary_[users] @ self.similarity_).toarray()
+    def _score_histories(self, histories: Histories) -> np.ndarray:
+        return (histories.binary() @ self.similarity_).toarray()
+
+    def _similar_item_scores(self, position: int) -> np.ndarray:
+        return self.similarity_[position].toarray().ravel()

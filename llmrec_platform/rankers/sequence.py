@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import Ranker
-from llmrec_platform.rankers.itemknn import binarize
+from llmrec_platform.data.interactions import InteractionData, binarize
+from llmrec_platform.rankers.base import Histories, Ranker
 
 
 def sequence_cooccurrence(timestamps: sp.csr_matrix, window: int) -> sp.csr_matrix:
@@ -56,7 +55,6 @@ class SequenceNeighbourRanker(Ranker):
             raise ValueError("train ratings and timestamps must share one sparsity pattern")
         pairs = sequence_cooccurrence(data.train_timestamps, self.window)
         self.similarity_ = (sp.diags(1.0 / counts) @ pairs @ sp.diags(1.0 / counts)).astype(np.float32).tocsr()
-        self.train_binary_ = binary
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return (self.train_binary_[users] @ self.similarity_).toarray()
+    def _score_histories(self, histories: Histories) -> np.ndarray:
+        return (histories.binary() @ self.similarity_).toarray()

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import Ranker
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.rankers.base import Histories, Query, Ranker
 
 
 class PopularityRanker(Ranker):
-    """Scores items by their number of training interactions."""
+    """Scores items by their number of training interactions, whatever the history."""
 
     name = "popularity"
 
     def _fit(self, data: InteractionData) -> None:
-        self.item_counts_ = np.asarray(data.train.getnnz(axis=0), dtype=np.float32)
+        pass
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.item_counts_, (len(users), len(self.item_counts_))).copy()
+    def _score_histories(self, histories: Histories) -> np.ndarray:
+        return np.broadcast_to(self.popularity_, (len(histories), len(self.popularity_))).copy()
 
 
 class RandomRanker(Ranker):
-    """Uniform random scores, seeded per user so a user's list is the same however users are batched."""
+    """Uniform random scores, seeded per user so a user's list is the same however users are batched.
+
+    A training user's seed is their position; any other query's is a digest of its user id (or 0).
+    """
 
     name = "random"
     scores_cold_items = True
@@ -30,9 +35,17 @@ class RandomRanker(Ranker):
         self.seed = seed
 
     def _fit(self, data: InteractionData) -> None:
-        self.n_items_ = data.n_items
+        pass
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.stack([
-            np.random.default_rng([self.seed, int(u)]).random(self.n_items_, dtype=np.float32) for u in users
-        ]) if len(users) else np.empty((0, self.n_items_), dtype=np.float32)
+    def _user_seed(self, position: int, user_id: str | None) -> int:
+        return position if position >= 0 else len(self.user_ids_) + zlib.crc32(str(user_id or "").encode())
+
+    def _draw(self, user_seed: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, user_seed]).random(len(self.item_ids_), dtype=np.float32)
+
+    def _score_histories(self, histories: Histories) -> np.ndarray:
+        return np.stack([self._draw(self._user_seed(int(u), None)) for u in histories.users]) if len(histories) \
+            else np.empty((0, len(self.item_ids_)), dtype=np.float32)
+
+    def _cold_start_scores(self, query: Query) -> np.ndarray:
+        return self._draw(self._user_seed(-1, query.user_id))

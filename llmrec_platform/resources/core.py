@@ -2,25 +2,49 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from llmrec_platform.config import Paths
 from llmrec_platform.data.datasets import Dataset, load_dataset_cached
-from llmrec_platform.encoders import DEFAULT_MODEL, TextEncoder, resolve_device
-from llmrec_platform.split import SplitConfig
-from llmrec_platform.tracking import Tracker
-from llmrec_platform.warehouse import Warehouse
+from llmrec_platform.data.split import SplitConfig
+from llmrec_platform.encoders.models import DEFAULT_MODEL, TextEncoder, resolve_device
+from llmrec_platform.live.events import EventLog
+from llmrec_platform.paths import Paths
+from llmrec_platform.settings import DEFAULT_EVENTS_BATCH, DEFAULT_TOLERANCE
+from llmrec_platform.storage.tracking import Tracker
+from llmrec_platform.storage.warehouse import Warehouse
+
+# Every path comes from a field that `build_resources(home)` sets: nothing here falls back to the environment.
+
+
+class HomeResource(dg.ConfigurableResource):
+    """The platform's home folder (LLMREC_HOME): landing folder, fine-tuned models and the other state."""
+
+    path: str = Field(description="absolute path of the home folder")
+
+    def paths(self) -> Paths:
+        return Paths(Path(self.path)).ensure()
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse file; empty path means LLMREC_HOME/warehouse.duckdb."""
+    """The DuckDB warehouse file."""
 
-    path: str = ""
+    path: str = Field(description="the DuckDB file, e.g. <home>/warehouse.duckdb")
 
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.path or Paths.from_env().warehouse)
+        return Warehouse(self.path)
+
+
+class EventLogResource(dg.ConfigurableResource):
+    """The interaction-event log that the events sensor reads and the refresh job replays."""
+
+    folder: str = Field(description="folder of events.jsonl, e.g. <home>/events")
+    max_batch: int = Field(default=DEFAULT_EVENTS_BATCH, description="most events one refresh run takes")
+
+    def log(self) -> EventLog:
+        return EventLog(self.folder)
 
 
 class DatasetResource(dg.ConfigurableResource):
@@ -41,6 +65,9 @@ class ExperimentResource(dg.ConfigurableResource):
     core: int = 10
     cold_items: float = Field(default=0.0, description="fraction of items held out of training (cold-start slice)")
     top_k: int = 20
+    champion_tolerance: float = Field(
+        default=DEFAULT_TOLERANCE,
+        description="how far (validation NDCG@10) a champion may fall below the last published one")
 
     def split_config(self) -> SplitConfig:
         return SplitConfig(protocol=self.protocol, min_rating=self.min_rating, core=self.core,
@@ -48,7 +75,7 @@ class ExperimentResource(dg.ConfigurableResource):
 
 
 class DeviceResource(dg.ConfigurableResource):
-    """Where the language model runs: auto | cpu | cuda | cuda:N (LLMREC_DEVICE overrides auto)."""
+    """Where the language model runs: auto | cpu | cuda | cuda:N (build_resources fills in LLMREC_DEVICE)."""
 
     device: str = "auto"
     precision: str = Field(default="fp32", description="fp32, or fp16 / bf16 on CUDA")
@@ -76,11 +103,16 @@ class EncoderResource(dg.ConfigurableResource):
 
 
 class TrackingResource(dg.ConfigurableResource):
-    """MLflow tracking; empty URI means a SQLite store under LLMREC_HOME/mlflow."""
+    """MLflow tracking and the evaluation reports, under the home folder."""
 
-    tracking_uri: str = ""
+    home: str = Field(description="the home folder: MLflow store and artifacts in mlflow/, reports in reports/")
+    tracking_uri: str = Field(default="", description="MLflow tracking URI; empty: the SQLite store under home")
     experiment: str = "llmrec"
 
     def tracker(self) -> Tracker:
-        paths = Paths.from_env().ensure()
+        paths = Paths(Path(self.home)).ensure()
         return Tracker(self.tracking_uri or paths.mlflow_uri, paths.mlflow_artifacts, self.experiment)
+
+    def reports(self) -> Path:
+        """The folder the Markdown reports and plots are written to."""
+        return Paths(Path(self.home)).ensure().reports

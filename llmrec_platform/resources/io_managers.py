@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
-
-from llmrec_platform.config import Paths
+from pydantic import Field
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):
@@ -14,12 +13,12 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     server-class warehouse's IO manager (dagster-snowflake-pandas, dagster-gcp-pandas) plugs in.
     """
 
-    path: str = ""
+    path: str = Field(description="the DuckDB file, e.g. <home>/warehouse.duckdb")
 
     def _warehouse(self):
-        from llmrec_platform.warehouse import Warehouse
+        from llmrec_platform.storage.warehouse import Warehouse
 
-        return Warehouse(self.path or Paths.from_env().warehouse)
+        return Warehouse(self.path)
 
     @staticmethod
     def _table(context) -> str:

@@ -8,8 +8,8 @@ import urllib.parse
 import dagster as dg
 import pytest
 
-from llmrec_platform.config import Paths
-from llmrec_platform.warehouse import Warehouse
+from llmrec_platform.paths import Paths
+from llmrec_platform.storage.warehouse import Warehouse
 from tests.browser.conftest import free_port, server
 from tests.conftest import write_ml100k_folder
 

@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from llmrec_platform.tracking import Tracker
+from llmrec_platform.storage.tracking import Tracker
 from tests.browser.conftest import free_port, server
 
 pytestmark = pytest.mark.browser

@@ -11,9 +11,9 @@ import dagster as dg
 import pytest
 
 from llmrec_platform.assets.partitions import monthly_partitions
-from llmrec_platform.config import Paths
 from llmrec_platform.data.datasets import load_dataset
 from llmrec_platform.definitions import build_definitions, build_resources
+from llmrec_platform.paths import Paths
 from tests.conftest import write_ml100k_folder
 
 
@@ -74,7 +74,7 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     dataset = write_ml100k_folder(root / "tiny-ml")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLMREC_HOME", str(root / "home"))
-        paths = Paths.from_env().ensure()
+        paths = Paths(root / "home").ensure()
         mp.setenv("DAGSTER_HOME", str(paths.dagster_home))
         mp.setenv("LLMREC_DATASET", str(dataset))
         mp.setenv("LLMREC_DEVICE", "cpu")
@@ -107,6 +107,6 @@ def trained_home(pipeline_run: PipelineRun, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("LLMREC_HOME", str(home))
     monkeypatch.setenv("LLMREC_DATASET", str(pipeline_run.dataset))
     monkeypatch.setenv("LLMREC_DEVICE", "cpu")
-    paths = Paths.from_env().ensure()
+    paths = Paths(home).ensure()
     monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
     return paths

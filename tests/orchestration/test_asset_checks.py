@@ -7,10 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_platform.champion import HISTORY_TABLE, Publication, champion_gate, record_publication
-from llmrec_platform.definitions import ALL_ASSETS, build_definitions, build_resources
-from llmrec_platform.encoders import DEFAULT_MODEL
-from llmrec_platform.quality import (
+from llmrec_platform.data.quality import (
     embeddings_valid,
     expected_dim,
     ratings_ranges,
@@ -18,7 +15,10 @@ from llmrec_platform.quality import (
     ratings_unique_keys,
     split_without_leakage,
 )
-from llmrec_platform.warehouse import Warehouse
+from llmrec_platform.definitions import ALL_ASSETS, build_definitions, build_resources
+from llmrec_platform.encoders.models import DEFAULT_MODEL
+from llmrec_platform.evaluation.champion import HISTORY_TABLE, Publication, champion_gate, record_publication
+from llmrec_platform.storage.warehouse import Warehouse
 
 RATINGS = pd.DataFrame({"user_id": ["1", "1", "2"], "item_id": ["5", "6", "5"], "rating": [4.0, 3.5, 5.0],
                         "timestamp": np.array([10, 11, 12], dtype="int64")})

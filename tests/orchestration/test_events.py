@@ -7,15 +7,17 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from llmrec_platform.champion import Publication, record_publication
 from llmrec_platform.definitions import build_definitions, build_resources
-from llmrec_platform.events import Event, EventError, EventLog
+from llmrec_platform.evaluation.champion import Publication, record_publication
+from llmrec_platform.live.events import Event, EventError, EventLog
 from llmrec_platform.orchestration.sensors import events_sensor
-from llmrec_platform.warehouse import Warehouse
+from llmrec_platform.resources import EventLogResource
+from llmrec_platform.storage.warehouse import Warehouse
 
 
-def tick(instance, cursor=None) -> dg.SensorResult:
-    return events_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+def tick(instance, home, cursor=None) -> dg.SensorResult:
+    resources = {"events": build_resources(home)["events"]}
+    return events_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
 
 
 def test_append_and_read_by_offset(tmp_path):
@@ -68,17 +70,26 @@ def test_concurrent_appends_never_interleave(tmp_path):
 
 def test_one_request_per_new_batch_and_none_on_the_next_tick(home, instance):
     log = EventLog(home.events)
-    assert tick(instance).run_requests == []
+    assert tick(instance, home).run_requests == []
     _, end = log.append([Event("1", "10"), Event("2", "11"), Event("1", "12")])
-    first = tick(instance)
+    first = tick(instance, home)
     [request] = first.run_requests
     assert request.run_key == f"events:0-{end}"
     config = request.run_config["ops"]["refresh_users_from_events"]["config"]
     assert config == {"start_offset": 0, "end_offset": end, "user_ids": ["1", "2"]}
-    assert tick(instance, first.cursor).run_requests == []
+    assert tick(instance, home, first.cursor).run_requests == []
     _, end2 = log.append([Event("3", "13")])
-    [next_request] = tick(instance, first.cursor).run_requests
+    [next_request] = tick(instance, home, first.cursor).run_requests
     assert next_request.run_key == f"events:{end}-{end2}"
+
+
+def test_the_sensor_reads_the_log_and_batch_size_of_its_resource(tmp_path, instance):
+    events = EventLogResource(folder=str(tmp_path / "events"), max_batch=2)
+    _, end = events.log().append([Event("1", "10"), Event("2", "11"), Event("3", "12")])
+    context = dg.build_sensor_context(instance=instance, resources={"events": events})
+    [request] = events_sensor(context).run_requests
+    assert request.run_config["ops"]["refresh_users_from_events"]["config"]["user_ids"] == ["1", "2"]
+    assert request.run_key != f"events:0-{end}"
 
 
 def _lists(store: Warehouse, user: str) -> list[str]:
@@ -100,7 +111,7 @@ def test_refresh_job_updates_the_affected_users_only(trained_home, instance, pip
     other_lists = _lists(store, other)
     log = EventLog(trained_home.events)
     log.append([Event(user, top[0], "rating", 5.0, 890_000_000), Event(user, top[1], "click", 1.0, 890_000_100)])
-    [request] = tick(instance).run_requests
+    [request] = tick(instance, trained_home).run_requests
     result = job.execute_in_process(run_config=request.run_config, instance=instance)
     assert result.success
     assert len(store.read("events")) == 2

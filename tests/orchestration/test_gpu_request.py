@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llmrec_platform.definitions import ALL_ASSETS, build_resources
-from llmrec_platform.encoders import TextEncoder
+from llmrec_platform.encoders.models import TextEncoder
 
 ENCODING_ASSETS = ["item_embeddings", "user_embeddings"]
 

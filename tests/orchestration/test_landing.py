@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 
 from llmrec_platform.assets.partitions import monthly_partitions
-from llmrec_platform.landing import LANDED_TABLE, ingest_landed_file, pending_files, read_ratings_file
+from llmrec_platform.data.landing import LANDED_TABLE, ingest_landed_file, pending_files, read_ratings_file
+from llmrec_platform.definitions import build_resources
 from llmrec_platform.orchestration.sensors import landing_sensor
-from llmrec_platform.warehouse import Warehouse
+from llmrec_platform.paths import Paths
+from llmrec_platform.storage.warehouse import Warehouse
 from tests.orchestration.conftest import month_range
 
 NOV_1997 = 880_000_000  # 1997-11-20, inside the tiny dataset's months
@@ -27,8 +29,9 @@ GOOD_CSV = (
 )
 
 
-def tick(instance, cursor=None) -> dg.SensorResult:
-    return landing_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+def tick(instance, home, cursor=None) -> dg.SensorResult:
+    resources = {"home": build_resources(home)["home"]}
+    return landing_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
 
 
 def ingest_run(defs, request: dg.RunRequest, instance):
@@ -44,27 +47,35 @@ def test_one_request_per_new_file_and_none_on_the_next_tick(home, instance):
     (landing / ".c.csv").write_text(GOOD_CSV)  # still being written
     (landing / "d.csv.part").write_text(GOOD_CSV)
     (landing / "notes.txt").write_text("not ratings")
-    first = tick(instance)
+    first = tick(instance, home)
     assert [r.tags["llmrec/landed_file"] for r in first.run_requests] == ["a.csv", "b.parquet"]
     assert len({r.run_key for r in first.run_requests}) == 2
     assert first.run_requests[0].run_config["ops"]["ingest_landed_ratings"]["config"]["path"] == str(landing / "a.csv")
-    second = tick(instance, first.cursor)
+    second = tick(instance, home, first.cursor)
     assert second.run_requests == [] and second.skip_reason
     # A new file: only it. The same name dropped again with new content: requested again.
     (landing / "e.csv").write_text(GOOD_CSV)
     (landing / "a.csv").unlink()
-    third = tick(instance, second.cursor)
+    third = tick(instance, home, second.cursor)
     assert [r.tags["llmrec/landed_file"] for r in third.run_requests] == ["e.csv"]
     assert "a.csv" not in json.loads(third.cursor)
     (landing / "a.csv").write_text(GOOD_CSV + f"4,4,4,{NOV_1997}\n")
-    fourth = tick(instance, third.cursor)
+    fourth = tick(instance, home, third.cursor)
     assert [r.tags["llmrec/landed_file"] for r in fourth.run_requests] == ["a.csv"]
     assert fourth.run_requests[0].run_key not in {r.run_key for r in first.run_requests}
 
 
+def test_the_sensor_watches_the_home_it_is_given_not_the_environment(home, tmp_path, instance):
+    (home.landing / "a.csv").write_text(GOOD_CSV)  # home is also LLMREC_HOME here
+    other = Paths(tmp_path / "other").ensure()
+    (other.landing / "b.csv").write_text(GOOD_CSV)
+    context = dg.build_sensor_context(instance=instance, resources={"home": build_resources(other)["home"]})
+    assert [r.tags["llmrec/landed_file"] for r in landing_sensor(context).run_requests] == ["b.csv"]
+
+
 def test_ingestion_loads_good_rows_quarantines_bad_ones_and_moves_the_file(defs, home, instance):
     (home.landing / "a.csv").write_text(GOOD_CSV)
-    [request] = tick(instance).run_requests
+    [request] = tick(instance, home).run_requests
     result = ingest_run(defs, request, instance)
     assert result.success
     store = Warehouse(home.warehouse)
@@ -81,7 +92,7 @@ def test_ingestion_loads_good_rows_quarantines_bad_ones_and_moves_the_file(defs,
     assert materialization.partition == monthly_partitions.get_partition_key_for_timestamp(NOV_1997)
     # Dropping the same file again (the run key differs: new mtime) rewrites instead of duplicating.
     (home.landing / "a.csv").write_text(GOOD_CSV)
-    [again] = tick(instance).run_requests
+    [again] = tick(instance, home).run_requests
     assert ingest_run(defs, again, instance).success
     assert len(store.read("ratings")) == 3 and len(store.read("quarantine")) == 5
     assert len(store.read(LANDED_TABLE)) == 3
@@ -93,7 +104,7 @@ def test_a_month_backfill_keeps_the_landed_rows(defs, home, instance, tiny_datas
     assert ingest.execute_in_process(partition_key=key, instance=instance).success
     before = len(Warehouse(home.warehouse).read("ratings"))
     (home.landing / "a.csv").write_text(GOOD_CSV)
-    [request] = tick(instance).run_requests
+    [request] = tick(instance, home).run_requests
     assert ingest_run(defs, request, instance).success
     after_landing = Warehouse(home.warehouse).read("ratings")
     assert len(after_landing) == before + 3
@@ -112,7 +123,7 @@ def test_a_month_backfill_keeps_the_landed_rows(defs, home, instance, tiny_datas
 ])
 def test_an_unusable_file_is_rejected_with_a_reason(defs, home, instance, name, content, reason):
     (home.landing / name).write_text(content)
-    [request] = tick(instance).run_requests
+    [request] = tick(instance, home).run_requests
     result = ingest_run(defs, request, instance)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)

@@ -5,7 +5,7 @@ import pandas as pd
 
 from llmrec_platform.assets.partitions import monthly_partitions
 from llmrec_platform.data.datasets import load_dataset
-from llmrec_platform.warehouse import Warehouse
+from llmrec_platform.storage.warehouse import Warehouse
 from tests.orchestration.conftest import month_range, range_tags
 
 

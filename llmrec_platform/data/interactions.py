@@ -55,12 +55,12 @@ class InteractionData:
     def n_items(self) -> int:
         return len(self.item_ids)
 
-    def seen_before(self, fold: str) -> sp.csr_matrix:
-        """Items to exclude when ranking for `fold`: train, plus valid when scoring test."""
+    def seen_before(self, fold: str) -> tuple[sp.csr_matrix, ...]:
+        """The folds a user has already interacted with when ranking for `fold`: train, plus valid for test."""
         if fold == "valid":
-            return self.train
+            return (self.train,)
         if fold == "test":
-            return (self.train + self.valid).tocsr()
+            return (self.train, self.valid)
         raise ValueError(f"unknown fold {fold!r}: use 'valid' or 'test'")
 
     def relevant(self, fold: str) -> sp.csr_matrix:
@@ -68,3 +68,11 @@ class InteractionData:
 
     def cold_item_mask(self) -> np.ndarray:
         return np.asarray(self.train.getnnz(axis=0) == 0)
+
+
+def binarize(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """The same sparsity pattern with every stored value set to 1 (float32), explicit zeros dropped."""
+    binary = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    binary.eliminate_zeros()
+    binary.data[:] = 1.0
+    return binary

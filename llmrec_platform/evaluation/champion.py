@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from llmrec_platform.warehouse import Warehouse
+from llmrec_platform.storage.warehouse import Warehouse
 
 HISTORY_TABLE = "champion_history"
 HISTORY_COLUMNS = ["published_at", "run_id", "ranker", "ranker_asset", "metric", "valid_score", "dataset", "protocol",

@@ -8,11 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from llmrec_platform.data.datasets import RATINGS_COLUMNS
-from llmrec_platform.encoders import model_path
+from llmrec_platform.data.datasets import RATING_KEY, RATING_RANGE, RATINGS_COLUMNS
+from llmrec_platform.encoders.models import model_path
 
-RATING_RANGE = (0.5, 5.0)
-RATING_KEY = ["user_id", "item_id", "timestamp"]
 NORM_TOLERANCE = 1e-3
 
 
@@ -21,6 +19,13 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict = field(default_factory=dict)
+
+
+def _outcome(problems: list[str], metadata: dict, passed: str) -> CheckOutcome:
+    """Failed with the problems joined, or passed with `passed` as the description."""
+    if problems:
+        return CheckOutcome(False, "; ".join(problems), metadata)
+    return CheckOutcome(True, passed, metadata)
 
 
 def ratings_schema(frame: pd.DataFrame) -> CheckOutcome:
@@ -41,9 +46,7 @@ def ratings_schema(frame: pd.DataFrame) -> CheckOutcome:
         if nulls:
             problems.append(f"null values {nulls}")
     metadata = {"rows": len(frame), "dtypes": json.dumps({c: str(t) for c, t in frame.dtypes.items()})}
-    if problems:
-        return CheckOutcome(False, "; ".join(problems), metadata)
-    return CheckOutcome(True, f"{len(frame)} rows with the canonical schema", metadata)
+    return _outcome(problems, metadata, f"{len(frame)} rows with the canonical schema")
 
 
 def ratings_ranges(frame: pd.DataFrame, window: tuple[int, int] | None = None) -> CheckOutcome:
@@ -117,9 +120,7 @@ def embeddings_valid(frame: pd.DataFrame, dim: int, id_column: str = "item_id") 
         problems.append(f"{off_norm} vectors whose norm differs from 1 by more than {NORM_TOLERANCE}")
     if duplicate_ids:
         problems.append(f"{duplicate_ids} repeated {id_column}s")
-    if problems:
-        return CheckOutcome(False, "; ".join(problems), metadata)
-    return CheckOutcome(True, f"{len(frame)} finite unit-norm vectors of dimension {dim}", metadata)
+    return _outcome(problems, metadata, f"{len(frame)} finite unit-norm vectors of dimension {dim}")
 
 
 def split_without_leakage(split: pd.DataFrame) -> CheckOutcome:
@@ -135,6 +136,4 @@ def split_without_leakage(split: pd.DataFrame) -> CheckOutcome:
         problems.append(f"{pairs_in_many} user-item pairs appear in more than one fold")
     if no_history:
         problems.append(f"{len(no_history)} valid/test users have no training interactions (e.g. {no_history[:3]})")
-    if problems:
-        return CheckOutcome(False, "; ".join(problems), metadata)
-    return CheckOutcome(True, "folds are disjoint and every evaluated user has training history", metadata)
+    return _outcome(problems, metadata, "folds are disjoint and every evaluated user has training history")

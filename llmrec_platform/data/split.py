@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 FOLDS = ("train", "valid", "test")
+PROTOCOLS = ("recbole", "temporal")
 SPLIT_COLUMNS = ["user_id", "item_id", "rating", "timestamp", "fold"]
 
 
@@ -28,8 +29,8 @@ class SplitConfig:
     cold_item_fraction: float = 0.0
 
     def __post_init__(self):
-        if self.protocol not in ("recbole", "temporal"):
-            raise ValueError(f"unknown protocol {self.protocol!r}: use 'recbole' or 'temporal'")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}")
         if not np.isclose(sum(self.ratios), 1.0):
             raise ValueError(f"split ratios {self.ratios} must sum to 1")
 

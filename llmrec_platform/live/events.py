@@ -1,14 +1,19 @@
 """The durable interaction-event log (no Dagster).
 
-The serving API appends every user event here; the `events_sensor` reads what is new. The log is an
-append-only JSON Lines file, `LLMREC_HOME/events/events.jsonl`, one event per line:
+Whoever records user events (a client, a serving process, the tests) appends them with `EventLog.append`;
+the `events_sensor` reads what is new and the `events_refresh` job replays each batch. The log is an
+append-only JSON Lines file, `events.jsonl` in the folder it is given (the platform passes
+`<LLMREC_HOME>/events/`), one event per line, keys sorted:
 
-    {"event_id": "…", "user_id": "42", "item_id": "50", "event_type": "rating", "value": 4.0, "timestamp": 1700000000}
+    {"event_id":"…","event_type":"rating","item_id":"50","timestamp":1700000000,"user_id":"42","value":4.0}
 
-`append` writes whole lines under an exclusive file lock and fsyncs before returning, so an
-acknowledged event survives a crash and concurrent writers never interleave. Readers address the log by
-byte offset: `read(offset)` returns the complete lines after `offset` and the offset to continue from
-(a partially written last line is left for the next read). The offset is the sensor's cursor.
+`append` writes whole lines under an exclusive `flock` and fsyncs before returning (and the folder, when
+the log was empty), so an acknowledged event survives a crash and writers that go through `append` never
+interleave. A line left half-written by a crashed writer is terminated by the next append and from then
+on reads as malformed. Readers address the log by byte offset: `read(offset)` parses the complete lines
+after `offset` (at most `max_events` events, none past byte `until`), returns malformed lines apart from
+the events, and the offset to continue from; a partially written last line is left for the next read.
+That offset is the events sensor's cursor.
 """
 
 from __future__ import annotations

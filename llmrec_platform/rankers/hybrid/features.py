@@ -1,0 +1,225 @@
+"""The hybrid's features for (history, candidate item) pairs.
+
+Item-side statistics are fixed when the context is built (from a training matrix); user-side statistics are
+computed from each batch's histories, so a training user and a live history go through the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from llmrec_platform.data.interactions import binarize
+from llmrec_platform.rankers.base import Histories, Ranker
+from llmrec_platform.rankers.hybrid.candidates import Candidates, retrieve
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    """Histories to rank for. `by_id`: they are the context's own training rows, so base rankers score the users
+    by position (their stored answer); otherwise the base rankers fold the histories in."""
+
+    histories: Histories
+    by_id: bool
+
+    def __len__(self) -> int:
+        return len(self.histories)
+
+    def scores(self, ranker: Ranker) -> np.ndarray:
+        if self.by_id:
+            return ranker.score(self.histories.users)
+        return ranker.score_histories(self.histories)
+
+
+def item_item_matrix(ranker: Ranker) -> np.ndarray | sp.csr_matrix | None:
+    """The item x item matrix W of a ranker that scores X_u W (EASE's B, ItemKNN's similarities), else None."""
+    for attribute in ("weights_", "similarity_"):
+        matrix = getattr(ranker, attribute, None)
+        if matrix is not None and matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1] == len(ranker.item_ids_):
+            return matrix.tocsr() if sp.issparse(matrix) else matrix
+    return None
+
+
+@dataclass(frozen=True)
+class UserStatistics:
+    """What the features need to know about each history of a batch."""
+
+    binary: sp.csr_matrix
+    centred: sp.csr_matrix  # ratings minus the history's mean rating
+    liked: sp.csr_matrix  # row-normalised liked items (all items when none is liked)
+    mean_rating: np.ndarray
+    activity: np.ndarray
+    first: np.ndarray  # first and last active day, relative to the training data's first day
+    last: np.ndarray
+
+
+class FeatureContext:
+    """Everything features are computed from: fitted rankers, item statistics of the training matrix they were
+    fitted on, and how to get a batch's user vectors."""
+
+    def __init__(self, candidate_rankers: dict[str, Ranker], user_vectors: Callable[[UserBatch], np.ndarray],
+                 item_vectors: np.ndarray, feature_rankers: dict[str, Ranker], history: sp.csr_matrix,
+                 timestamps: sp.csr_matrix, liked_threshold: float):
+        self.candidate_rankers = candidate_rankers
+        self.user_vectors = user_vectors
+        self.item_vectors = item_vectors
+        self.feature_rankers = feature_rankers
+        self.liked_threshold = liked_threshold
+        self.item_item = {name: matrix for name, r in {**candidate_rankers, **feature_rankers}.items()
+                          if (matrix := item_item_matrix(r)) is not None}
+        history = sp.csr_matrix(history, dtype=np.float32)
+        history.sort_indices()
+        self.history = history
+        self.timestamps = sp.csr_matrix(timestamps, dtype=np.float64)
+        self.timestamps.sort_indices()
+        item_counts = np.asarray(binarize(history).sum(axis=0)).ravel()
+        item_rating_sum = np.asarray(history.sum(axis=0)).ravel()
+        self.item_mean_rating = ((item_rating_sum + 10 * 3.8) / (item_counts + 10)).astype(np.float32)
+        self.item_popularity = np.log1p(item_counts).astype(np.float32)
+        self._item_time_statistics(self.timestamps)
+
+    def _item_time_statistics(self, timestamps: sp.csr_matrix) -> None:
+        """When each item was rated (days from the first training day), and the day a history without
+        interactions counts as active (the median training day)."""
+        coo = timestamps.tocoo()
+        days = coo.data / DAY
+        self.base_day = days.min() if coo.nnz else 0.0
+        self.fallback_day = float(np.median(days)) if coo.nnz else 0.0
+        days = days - self.base_day
+        item_first = np.full(timestamps.shape[1], np.inf)
+        np.minimum.at(item_first, coo.col, days)
+        self.item_first = np.where(np.isfinite(item_first), item_first, days.max() if coo.nnz else 0.0)
+        # (item, day) keys sorted, to count an item's ratings inside any user's active window.
+        self.item_day_keys = np.sort(coo.col * 1e5 + days)
+        self.all_days = np.sort(days)
+
+    def batch(self, users: np.ndarray) -> UserBatch:
+        """The training rows of `users` (positions) of the matrix the context was built on."""
+        return UserBatch(Histories(self.history[users], self.timestamps[users], users, (None,) * len(users)), True)
+
+    def user_statistics(self, histories: Histories) -> UserStatistics:
+        history = sp.csr_matrix(histories.ratings, dtype=np.float32)
+        history.sort_indices()
+        binary = binarize(history)
+        counts = np.asarray(binary.sum(axis=1)).ravel()
+        rating_sum = np.asarray(history.sum(axis=1)).ravel()
+        mean_rating = np.divide(rating_sum, counts, out=np.full(len(counts), 4.0), where=counts > 0)
+        centred = history.copy()
+        centred.data -= np.repeat(mean_rating, np.diff(centred.indptr)).astype(np.float32)
+        liked = (history >= self.liked_threshold).astype(np.float32).tocsr()
+        empty = np.asarray(liked.sum(axis=1)).ravel() == 0
+        liked = (liked + sp.diags(empty.astype(np.float32)) @ binary).tocsr()  # no liked item: use all
+        liked_counts = np.asarray(liked.sum(axis=1)).ravel()
+        liked = (sp.diags(1.0 / np.maximum(liked_counts, 1)) @ liked).astype(np.float32).tocsr()
+        stamps = sp.csr_matrix(histories.timestamps, dtype=np.float64).tocoo()
+        days = stamps.data / DAY
+        n = history.shape[0]
+        first, last = np.full(n, np.inf), np.full(n, -np.inf)
+        np.minimum.at(first, stamps.row, days)
+        np.maximum.at(last, stamps.row, days)
+        has = np.isfinite(first)
+        first[~has], last[~has] = self.fallback_day, self.fallback_day
+        return UserStatistics(binary, centred, liked, mean_rating, np.log1p(counts).astype(np.float32),
+                              first - self.base_day, last - self.base_day)
+
+    def window_counts(self, users: UserStatistics, rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training ratings of each item while its history was active (one day either side), raw and as a share."""
+        low, high = users.first[rows] - 1.0, users.last[rows] + 1.0
+        base = items * 1e5
+        count = (np.searchsorted(self.item_day_keys, base + high, side="right")
+                 - np.searchsorted(self.item_day_keys, base + low, side="left"))
+        total = (np.searchsorted(self.all_days, high, side="right")
+                 - np.searchsorted(self.all_days, low, side="left"))
+        return np.log1p(count).astype(np.float32), (count / np.maximum(total, 1) * 1000).astype(np.float32)
+
+    def feature_names(self) -> list[str]:
+        names = []
+        for r in self.candidate_rankers:
+            names += [f"{r}_score", f"{r}_rank", f"{r}_score_gap", f"{r}_score_z"]
+        for r in self.item_item:
+            names += [f"{r}_max_link", f"{r}_centred_score"]
+        names += ["candidate_votes", "llm_cosine", "llm_cosine_z", "llm_max_sim_liked", "llm_mean_sim_liked"]
+        for r in self.feature_rankers:
+            names += [f"{r}_score", f"{r}_score_z"]
+        return names + ["item_popularity", "item_mean_rating", "user_activity", "user_mean_rating",
+                        "user_active_days", "item_first_minus_user_last", "window_popularity", "window_share"]
+
+    def candidates_and_features(self, batch: UserBatch, n: int) -> tuple[Candidates, np.ndarray]:
+        """The batch's candidates (`retrieve`) and their features, one row per (history, candidate item)."""
+        users = self.user_statistics(batch.histories)
+        candidates = retrieve(batch, self.candidate_rankers, users.binary, n)
+        rows, items = candidates.rows, candidates.items
+        sizes = np.bincount(rows, minlength=len(batch)).astype(np.float64)
+
+        def within_user(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(value - the history's best candidate value, z-score among the history's candidates)."""
+            mean = np.bincount(rows, weights=values, minlength=len(batch)) / np.maximum(sizes, 1)
+            var = np.bincount(rows, weights=(values - mean[rows]) ** 2, minlength=len(batch)) / np.maximum(sizes, 1)
+            best = np.full(len(batch), -np.inf)
+            np.maximum.at(best, rows, values)
+            return values - best[rows], (values - mean[rows]) / np.sqrt(var[rows] + 1e-12)
+
+        columns = []
+        votes = np.zeros(len(rows), dtype=np.float32)
+        for s, rank in zip(candidates.scores, candidates.ranks, strict=True):
+            values, r = s[rows, items].astype(np.float64), rank[rows, items]
+            gap, z = within_user(values)
+            columns += [values, r, gap, z]
+            votes += r <= n
+        max_links, centred_scores = self._item_item_features(users, rows, items)
+        columns += [c for pair in zip(max_links, centred_scores, strict=True) for c in pair]
+        user_vectors = self.user_vectors(batch)
+        cosine = np.einsum("ij,ij->i", user_vectors[rows], self.item_vectors[items]).astype(np.float64)
+        columns += [votes, cosine, within_user(cosine)[1]]
+        columns += list(self._liked_similarity(users, rows, items))
+        for r in self.feature_rankers.values():
+            values = batch.scores(r)[rows, items].astype(np.float64)
+            columns += [values, within_user(values)[1]]
+        columns += [self.item_popularity[items], self.item_mean_rating[items], users.activity[rows],
+                    users.mean_rating[rows], np.log1p(users.last[rows] - users.first[rows]),
+                    self.item_first[items] - users.last[rows], *self.window_counts(users, rows, items)]
+        return candidates, np.column_stack(columns).astype(np.float32)
+
+    def _dense(self, key: str) -> np.ndarray:
+        """Dense item x item matrices (item-item rankers' W, LLM cosine), built once per process, not pickled."""
+        cache = self.__dict__.setdefault("_dense_cache", {})
+        if key not in cache:
+            if key == "llm":
+                cache[key] = (self.item_vectors @ self.item_vectors.T).astype(np.float32)
+            else:
+                matrix = self.item_item[key]
+                cache[key] = np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float32)
+        return cache[key]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_dense_cache"}
+
+    @staticmethod
+    def _max_over_history(matrix: np.ndarray, history: sp.csr_matrix, rows, items) -> np.ndarray:
+        """max over the history's items j of matrix[j, item], per (row, item) pair."""
+        result = np.zeros(len(rows), dtype=np.float32)
+        boundaries = np.searchsorted(rows, np.arange(history.shape[0] + 1))
+        for b in range(history.shape[0]):
+            lo, hi = boundaries[b], boundaries[b + 1]
+            seen = history.indices[history.indptr[b]:history.indptr[b + 1]]
+            if hi > lo and len(seen):
+                result[lo:hi] = matrix[np.ix_(seen, items[lo:hi])].max(axis=0)
+        return result
+
+    def _item_item_features(self, users: UserStatistics, rows, items) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        max_links, centred_scores = [], []
+        for name in self.item_item:
+            dense = self._dense(name)
+            max_links.append(self._max_over_history(dense, users.binary, rows, items))
+            centred_scores.append(np.asarray(users.centred @ dense)[rows, items])
+        return max_links, centred_scores
+
+    def _liked_similarity(self, users: UserStatistics, rows, items) -> tuple[np.ndarray, np.ndarray]:
+        similarity = self._dense("llm")
+        mean_sim = np.asarray(users.liked @ similarity)[rows, items]  # liked rows are mean-normalised
+        return self._max_over_history(similarity, users.liked, rows, items), mean_sim

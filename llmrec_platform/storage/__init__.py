@@ -1,0 +1,1 @@
+"""Storage: the DuckDB warehouse and MLflow tracking (no Dagster)."""
