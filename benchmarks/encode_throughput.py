@@ -12,7 +12,6 @@ a dataset.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -93,7 +92,6 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="repeat the texts this many times in the sweep")
     parser.add_argument("--no-asset", action="store_true", help="only the bare-encoder sweep (no Dagster, no DuckDB)")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     texts = item_texts(args)
     print(f"{len(texts)} item texts; python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,8 +18,8 @@ class FixedScores(Ranker):
     def _fit(self, data):
         pass
 
-    def _score(self, users):
-        return self.scores[users]
+    def _score_histories(self, histories):  # scores by training position: only training users' rows
+        return self.scores[histories.users]
 
 
 def split_frame(rows):

@@ -100,3 +100,22 @@ def test_cold_items_and_finetuned_encoder(llmrec_home, tiny_dataset_dir):
     finetuned = materialization_metadata(result, "item_embeddings_finetuned")
     frozen = materialization_metadata(result, "item_embeddings")
     assert finetuned["model"] != frozen["model"] and finetuned["encoded"] > 0
+
+
+def test_load_ranker_scores_a_made_up_history(first_run):
+    from llmrec_platform import load_ranker
+    from llmrec_platform.rankers import Interaction, Query
+    from llmrec_platform.rankers.published import published_rankers
+
+    paths, _, _ = first_run
+    with duckdb.connect(str(paths.warehouse), read_only=True) as conn:
+        names = {r[0] for r in conn.execute("SELECT DISTINCT ranker FROM evaluation_metrics").fetchall()} - {"random"}
+    assert names == set(published_rankers(paths.home))
+    for name in sorted(names):
+        ranker = load_ranker(paths.home, name)
+        assert ranker.name == name
+        history = tuple(Interaction(str(item), 5.0, 1e9 + t) for t, item in enumerate(ranker.item_ids_[:3]))
+        top = ranker.recommend(Query(user_id="made-up", history=history), k=5)
+        assert len(top) == 5 and not set(top["item_id"]) & set(ranker.item_ids_[:3])
+    with pytest.raises(KeyError, match="available: "):
+        load_ranker(paths.home, "no-such-ranker")

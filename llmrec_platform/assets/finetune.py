@@ -88,7 +88,7 @@ def user_embeddings_finetuned(
                                 EncoderResource(model=finetuned_encoder), warehouse)
 
 
-@dg.asset(**{**RANKER_KWARGS, "group_name": FINETUNE_GROUP})
+@dg.asset(kinds={"numpy", "mlflow"}, **{**RANKER_KWARGS, "group_name": FINETUNE_GROUP})
 def llm_content_finetuned_ranker(
     context: dg.AssetExecutionContext, split: pd.DataFrame, item_embeddings_finetuned: pd.DataFrame,
     user_embeddings_finetuned: pd.DataFrame, tracking: TrackingResource, dataset: DatasetResource,

@@ -70,10 +70,10 @@ def train_ranker(
     return TrainedRanker(ranker, run_id, fingerprint, valid, fit_seconds)
 
 
-RANKER_KWARGS = {"group_name": "rankers", "io_manager_key": ARTIFACTS_IO, "kinds": {"scikitlearn", "mlflow"}}
+RANKER_KWARGS = {"group_name": "rankers", "io_manager_key": ARTIFACTS_IO}
 
 
-@dg.asset(**RANKER_KWARGS)
+@dg.asset(kinds={"numpy", "mlflow"}, **RANKER_KWARGS)
 def popularity_ranker(
     context: dg.AssetExecutionContext, split: pd.DataFrame, tracking: TrackingResource,
     dataset: DatasetResource, experiment: ExperimentResource,
@@ -82,7 +82,7 @@ def popularity_ranker(
     return train_ranker(context, PopularityRanker(), split, {}, tracking, dataset, experiment)
 
 
-@dg.asset(**RANKER_KWARGS)
+@dg.asset(kinds={"numpy", "mlflow"}, **RANKER_KWARGS)
 def llm_content_ranker(
     context: dg.AssetExecutionContext, split: pd.DataFrame, item_embeddings: pd.DataFrame,
     user_embeddings: pd.DataFrame, tracking: TrackingResource, dataset: DatasetResource,
@@ -112,12 +112,12 @@ def config_class(cls: type, parameters: list[str]) -> type[dg.Config]:
     return type(f"{cls.__name__}Config", (dg.Config,), namespace)
 
 
-def cf_ranker_asset(name: str, ranker_cls: type[Ranker], parameters: list[str], description: str,
+def cf_ranker_asset(name: str, ranker_cls: type[Ranker], parameters: list[str], description: str, kind: str,
                     seeded: bool = False) -> dg.AssetsDefinition:
     """A ranker asset fitted on the training fold only, hyper-parameters from run config."""
     config_cls = config_class(ranker_cls, parameters)
 
-    @dg.asset(name=name, description=description, **RANKER_KWARGS)
+    @dg.asset(name=name, description=description, kinds={kind, "mlflow"}, **RANKER_KWARGS)
     def ranker_asset(
         context: dg.AssetExecutionContext, config: config_cls, split: pd.DataFrame, tracking: TrackingResource,
         dataset: DatasetResource, experiment: ExperimentResource,
@@ -129,27 +129,29 @@ def cf_ranker_asset(name: str, ranker_cls: type[Ranker], parameters: list[str], 
 
 
 itemknn_ranker = cf_ranker_asset(
-    "itemknn_ranker", ItemKNNRanker, ["k", "shrink"], "Item-based k-nearest neighbours on cosine similarity with shrinkage.")
+    "itemknn_ranker", ItemKNNRanker, ["k", "shrink"], "Item-based k-nearest neighbours on cosine similarity with shrinkage.",
+    "scipy")
 ease_ranker = cf_ranker_asset(
     "ease_ranker", EASERanker, ["reg_weight"],
-    "EASE: the closed-form shallow autoencoder (Steck 2019), the strongest classical baseline here.")
+    "EASE: the closed-form shallow autoencoder (Steck 2019), the strongest classical baseline here.", "scipy")
 als_ranker = cf_ranker_asset(
     "als_ranker", ALSRanker, ["factors", "regularization", "alpha", "iterations"],
-    "Implicit-feedback ALS (the `implicit` library).", seeded=True)
+    "Implicit-feedback ALS (the `implicit` library).", "implicit", seeded=True)
 bpr_ranker = cf_ranker_asset(
     "bpr_ranker", BPRRanker, ["factors", "learning_rate", "regularization", "iterations"],
-    "Bayesian Personalized Ranking (the `implicit` library), seeded and single-threaded for determinism.", seeded=True)
+    "Bayesian Personalized Ranking (the `implicit` library), seeded and single-threaded for determinism.", "implicit",
+    seeded=True)
 bpr_adam_ranker = cf_ranker_asset(
     "bpr_adam_ranker", AdamBPRRanker, ["factors", "learning_rate", "epochs", "batch_size"],
-    "BPR trained as RecBole trains it (mini-batch Adam in torch): the reproduction of its published BPR.", seeded=True)
+    "BPR trained as RecBole trains it (mini-batch Adam in torch): the reproduction of its published BPR.", "pytorch", seeded=True)
 
 multvae_ranker = cf_ranker_asset(
     "multvae_ranker", MultVAERanker, ["hidden", "latent", "dropout", "epochs", "batch_size", "learning_rate"],
     "Mult-VAE (Liang et al. 2018): a variational autoencoder with a multinomial likelihood, torch on the CPU.",
-    seeded=True)
+    "pytorch", seeded=True)
 
 
-@dg.asset(**RANKER_KWARGS)
+@dg.asset(kinds={"scipy", "mlflow"}, **RANKER_KWARGS)
 def genre_match_ranker(
     context: dg.AssetExecutionContext, split: pd.DataFrame, raw_items: pd.DataFrame, tracking: TrackingResource,
     dataset: DatasetResource, experiment: ExperimentResource,
@@ -164,7 +166,7 @@ HybridAssetConfig = config_class(HybridConfig, [
 ])
 
 
-@dg.asset(**RANKER_KWARGS)
+@dg.asset(kinds={"lightgbm", "mlflow"}, **RANKER_KWARGS)
 def hybrid_ranker(
     context: dg.AssetExecutionContext, config: HybridAssetConfig, split: pd.DataFrame,
     ease_ranker: TrainedRanker, itemknn_ranker: TrainedRanker, als_ranker: TrainedRanker,

@@ -48,9 +48,10 @@ class GenreMatchRanker(Ranker):
 
     def genre_profiles(self, histories: Histories) -> np.ndarray:
         """Each history's genre distribution, (len(histories), n_genres); all zero for an empty history."""
-        counts = (histories.binary() @ self.item_genre_).toarray()
-        totals = counts.sum(axis=1, keepdims=True)
-        return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0).astype(np.float32)
+        counts = histories.binary() @ self.item_genre_
+        totals = np.asarray(counts.sum(axis=1)).ravel()
+        inverse = np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)
+        return np.asarray(sp.diags(inverse) @ counts.toarray(), dtype=np.float32)
 
     def _score_histories(self, histories: Histories) -> np.ndarray:
         return self.genre_profiles(histories) @ self.item_genre_weights_.T

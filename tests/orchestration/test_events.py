@@ -7,10 +7,12 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from llmrec_platform import load_ranker
 from llmrec_platform.definitions import build_definitions, build_resources
-from llmrec_platform.evaluation.champion import Publication, record_publication
+from llmrec_platform.evaluation.champion import Publication, latest_publication, record_publication
 from llmrec_platform.live.events import Event, EventError, EventLog
 from llmrec_platform.orchestration.sensors import events_sensor
+from llmrec_platform.rankers import Interaction, Query
 from llmrec_platform.resources import EventLogResource
 from llmrec_platform.storage.warehouse import Warehouse
 
@@ -111,7 +113,8 @@ def test_refresh_job_updates_the_affected_users_only(trained_home, instance, pip
     other_lists = _lists(store, other)
     log = EventLog(trained_home.events)
     log.append([Event(user, top[0], "rating", 5.0, 890_000_000), Event(user, top[1], "click", 1.0, 890_000_100)])
-    [request] = tick(instance, trained_home).run_requests
+    first_tick = tick(instance, trained_home)
+    [request] = first_tick.run_requests
     result = job.execute_in_process(run_config=request.run_config, instance=instance)
     assert result.success
     assert len(store.read("events")) == 2
@@ -128,12 +131,20 @@ def test_refresh_job_updates_the_affected_users_only(trained_home, instance, pip
     assert len(store.read("events")) == 2
     again = store.read("recommendations").sort_values(["user_id", "rank"]).reset_index(drop=True)
     assert again.equals(snapshot)
-    # With the content ranker published, the refreshed interest vector itself ranks the user's items.
-    record_publication(store, Publication("manual", "llm_content", "llm_content_ranker", "ndcg@10", 0.3,
-                                          str(pipeline_run.dataset), "recbole", 0.0))
-    assert job.execute_in_process(run_config=request.run_config, instance=instance).success
-    content = store.query("SELECT ranker, item_id, score FROM recommendations WHERE user_id = ? ORDER BY rank", [user])
-    assert set(content["ranker"]) == {"llm_content"} and not set(top) & set(content["item_id"])
-    items = store.query("SELECT item_id, embedding FROM item_embeddings").set_index("item_id")["embedding"]
-    expected = float(np.dot(_vector(store, user), np.asarray(items[content["item_id"][0]])))
-    assert content["score"][0] == pytest.approx(expected, abs=1e-4)
+    # A user who exists only in events is ranked by the champion, whichever ranker it is, from the events alone
+    # (fold-in through score_query): first the published champion, then the content ranker.
+    newbie = [Event("newbie", top[0], "rating", 5.0, 890_000_000), Event("newbie", top[1], "click", 1.0, 890_000_100)]
+    log.append(newbie)
+    [request] = tick(instance, trained_home, cursor=first_tick.cursor).run_requests
+    query = Query("newbie", tuple(Interaction(e.item_id, e.value if e.event_type == "rating" else None, e.timestamp)
+                                  for e in newbie))
+    for champion in (latest_publication(store)["ranker"], "llm_content"):
+        if champion == "llm_content":
+            record_publication(store, Publication("manual", "llm_content", "llm_content_ranker", "ndcg@10", 0.3,
+                                                  str(pipeline_run.dataset), "recbole", 0.0))
+        assert job.execute_in_process(run_config=request.run_config, instance=instance).success
+        listed = store.query("SELECT ranker, item_id FROM recommendations WHERE user_id = 'newbie' ORDER BY rank")
+        expected = load_ranker(trained_home.home, champion).recommend(query, k=len(listed))
+        assert set(listed["ranker"]) == {champion} and len(listed) > 0
+        assert listed["item_id"].tolist() == expected["item_id"].tolist()
+        assert not set(top) & set(listed["item_id"])
