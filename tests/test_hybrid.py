@@ -10,7 +10,7 @@ from llmrec_platform.evaluation.significance import paired_bootstrap
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
-from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker, RankingSet, item_item_matrix, refit_copy
+from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker, RankingSet, item_item_matrix
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.simple import PopularityRanker
 
@@ -147,11 +147,11 @@ def test_refit_copy_matches_a_fresh_fit(data):
     half = InteractionData(data.user_ids, data.item_ids, data.train.multiply(data.train > 4).tocsr(),
                            data.train_timestamps.multiply(data.train > 4).tocsr(), data.valid, data.test)
     genre = GenreMatchRanker(item_genres(data)).fit(data)
-    np.testing.assert_allclose(refit_copy(genre, half).score(np.arange(data.n_users)),
+    np.testing.assert_allclose(genre.refit_copy(half).score(np.arange(data.n_users)),
                                GenreMatchRanker(item_genres(data)).fit(half).score(np.arange(data.n_users)), rtol=1e-6)
     ease = EASERanker(reg_weight=10).fit(data)
-    np.testing.assert_allclose(refit_copy(ease, half).weights_, EASERanker(reg_weight=10).fit(half).weights_)
-    assert not np.allclose(refit_copy(ease, half).weights_, ease.weights_)
+    np.testing.assert_allclose(ease.refit_copy(half).weights_, EASERanker(reg_weight=10).fit(half).weights_)
+    assert not np.allclose(ease.refit_copy(half).weights_, ease.weights_)
 
 
 def test_item_item_matrices_are_found(data):

@@ -10,6 +10,7 @@ methods and drop what `excluded_items` says a list may not show.
 
 from __future__ import annotations
 
+import copy
 import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -113,6 +114,10 @@ class Ranker(ABC):
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return self._score_histories(self.training_histories(users))
+
+    def refit_copy(self, data: InteractionData) -> Ranker:
+        """A copy fitted on `data` (same item space); this ranker is not modified."""
+        return copy.copy(self).fit(data)
 
     def _cold_start_scores(self, query: Query) -> np.ndarray:
         """The answer for an unknown user with no usable history: popularity (content rankers use `text`)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -45,6 +47,14 @@ class GenreMatchRanker(Ranker):
         scale = np.divide(1.0, np.sqrt(n_genres), out=np.zeros_like(n_genres), where=n_genres > 0)
         self.item_genre_weights_ = np.asarray((sp.diags(scale) @ item_genre).toarray(), dtype=np.float32)
         del self._item_genres  # keep the pickled ranker small
+
+    def refit_copy(self, data: InteractionData) -> GenreMatchRanker:
+        """Keeps the item side (the item genres are not kept after fitting); only the training histories change."""
+        clone = copy.copy(self)
+        clone.train_ = data.train.tocsr()
+        clone.train_timestamps_ = data.train_timestamps.tocsr()
+        clone.popularity_ = np.asarray(data.train.getnnz(axis=0), dtype=np.float32)
+        return clone
 
     def genre_profiles(self, histories: Histories) -> np.ndarray:
         """Each history's genre distribution, (len(histories), n_genres); all zero for an empty history."""

@@ -3,7 +3,7 @@ LambdaRank re-ranker (`model`)."""
 
 from llmrec_platform.rankers.hybrid.config import HybridConfig, HybridTrainingLog
 from llmrec_platform.rankers.hybrid.features import FeatureContext, UserBatch, item_item_matrix
-from llmrec_platform.rankers.hybrid.model import HybridRanker, RankingSet, concat_sets, refit_copy
+from llmrec_platform.rankers.hybrid.model import HybridRanker, RankingSet, concat_sets
 
 __all__ = ["FeatureContext", "HybridConfig", "HybridRanker", "HybridTrainingLog", "RankingSet", "UserBatch",
-           "concat_sets", "item_item_matrix", "refit_copy"]
+           "concat_sets", "item_item_matrix"]

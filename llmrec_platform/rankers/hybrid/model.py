@@ -21,7 +21,6 @@ candidate, in the order of the first candidate ranker, so every score is finite.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +30,6 @@ from llmrec_platform.data.interactions import InteractionData, binarize
 from llmrec_platform.encoders.vectors import user_interest_vectors
 from llmrec_platform.rankers.base import Histories, Ranker
 from llmrec_platform.rankers.content import LLMContentRanker
-from llmrec_platform.rankers.genre import GenreMatchRanker
 from llmrec_platform.rankers.hybrid.config import HybridConfig, HybridTrainingLog
 from llmrec_platform.rankers.hybrid.features import FeatureContext, UserBatch
 from llmrec_platform.rankers.sequence import SequenceNeighbourRanker
@@ -185,8 +183,8 @@ class HybridRanker(Ranker):
         users = np.flatnonzero(take > 0)
         if cfg.pseudo_users < 1:
             users = np.sort(rng.choice(users, size=int(round(cfg.pseudo_users * len(users))), replace=False))
-        rankers = {name: refit_copy(r, inner) for name, r in self.candidate_rankers.items()}
-        features = {name: refit_copy(r, inner) for name, r in self._all_feature_rankers().items()}
+        rankers = {name: r.refit_copy(inner) for name, r in self.candidate_rankers.items()}
+        features = {name: r.refit_copy(inner) for name, r in self._all_feature_rankers().items()}
         # The interest vectors are rebuilt from the reduced history (user_interest_vectors' defaults).
         user_vectors = user_interest_vectors(inner.train, inner.train_timestamps, self.content.item_vectors_)
         context = FeatureContext(rankers, lambda batch: user_vectors[batch.histories.users], self.content.item_vectors_,
@@ -290,20 +288,6 @@ class HybridRanker(Ranker):
         for model in getattr(self, "extra_models_", []):
             prediction = prediction + model.booster_.predict(features)
         return prediction / (1 + len(getattr(self, "extra_models_", [])))
-
-
-def refit_copy(ranker: Ranker, data: InteractionData) -> Ranker:
-    """A copy of a fitted ranker refitted on `data` (same item space); the original is not modified.
-
-    Genre match keeps its item side (its item genres are not kept after fitting): only its training histories
-    change.
-    """
-    clone = copy.copy(ranker)
-    if isinstance(ranker, GenreMatchRanker):
-        clone.train_ = data.train.tocsr()
-        clone.train_timestamps_ = data.train_timestamps.tocsr()
-        return clone
-    return clone.fit(data)
 
 
 def slice_histories(histories: Histories, start: int, stop: int) -> Histories:
