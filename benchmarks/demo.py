@@ -1,9 +1,13 @@
-"""Wall time and peak memory of `llmrec demo` (cold embedding cache, then a second run).
+"""Wall time and peak memory of `llmrec demo`, per stage (cold embedding cache, then a second run).
 
-    .venv/bin/python benchmarks/demo.py [--dataset ml-100k] [--runs 2]
+    .venv/bin/python benchmarks/demo.py [--dataset ml-100k] [--runs 2] [--show] [--keep-logs DIR]
 
 Each run is a fresh `llmrec demo` process in one temporary LLMREC_HOME, so the first run starts with an
-empty warehouse and embedding cache, and later runs find them warm. Peak memory is that process's max RSS.
+empty warehouse and embedding cache, and later runs find them warm. Per stage: the Dagster step's own
+start/end (from the run's step stats in the instance), the CPU seconds the process used meanwhile (less
+sensitive than wall time to other jobs on a shared machine), and the peak RSS of the process while that step
+ran (sampled from /proc every 20 ms, so a spike shorter than that can be missed). `start-up` is process start
+to the run's start (imports, dataset check); `wrap-up` is run end to process exit (printing the tables).
 """
 
 from __future__ import annotations
@@ -14,30 +18,102 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+SAMPLE_S = 0.02
 
-def run_once(home: Path, args: argparse.Namespace) -> tuple[float, float]:
+
+@dataclass
+class RunProfile:
+    wall_s: float
+    peak_gib: float
+    log: str
+    cpu_s: float = 0.0
+    stages: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # step -> (s, cpu s, peak GiB)
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def usage(pid: int) -> tuple[float, float] | None:
+    """(RSS GiB, user + system CPU seconds) of a live process."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/status") as status:
+            rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    except (FileNotFoundError, ProcessLookupError, StopIteration):
+        return None
+    return rss / 1024**2, (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def step_table(home: Path, samples: list[tuple[float, float, float]], started: float, ended: float,
+               total_cpu: float) -> dict:
+    """Seconds, CPU seconds and peak RSS per Dagster step of the home's latest run, plus start-up and wrap-up."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        [run] = instance.get_runs(limit=1)
+        stats = instance.get_run_stats(run.run_id)
+        steps = sorted(instance.get_run_step_stats(run.run_id), key=lambda s: s.start_time)
+
+    def cpu_at(t: float) -> float:
+        return max((cpu for when, _, cpu in samples if when <= t), default=0.0)
+
+    def stage(start: float, end: float, last: bool = False) -> tuple[float, float, float]:
+        cpu = (total_cpu if last else cpu_at(end)) - cpu_at(start)
+        return end - start, cpu, max((rss for t, rss, _ in samples if start <= t <= end), default=0.0)
+
+    table = {"start-up": stage(started, stats.start_time)}
+    for step in steps:
+        table[step.step_key] = stage(step.start_time, step.end_time)
+    table["wrap-up"] = stage(stats.end_time, ended, last=True)
+    table["(job name)"] = run.job_name
+    return table
+
+
+def run_once(home: Path, args: argparse.Namespace) -> RunProfile:
     llmrec = Path(sys.executable).with_name("llmrec")
     command = [str(llmrec), "demo", "--dataset", args.dataset, "--protocol", args.protocol]
     if args.cold_items:
         command += ["--cold-items", str(args.cold_items)]
+    samples: list[tuple[float, float, float]] = []
     with tempfile.TemporaryFile("w+") as output:
-        start = time.perf_counter()
+        started = time.time()
         child = subprocess.Popen(command, env={**os.environ, "LLMREC_HOME": str(home)}, stdout=output,
                                  stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS (KiB on Linux)
-        seconds = time.perf_counter() - start
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                now = usage(child.pid)
+                if now:
+                    samples.append((time.time(), *now))
+                time.sleep(SAMPLE_S)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, rusage = os.wait4(child.pid, 0)  # this child's own peak RSS (KiB on Linux)
+        ended = time.time()
+        done.set()
+        sampler.join()
         output.seek(0)
         log = output.read()
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         sys.stderr.write(log[-5000:])
         raise SystemExit(f"llmrec demo failed with exit code {code}")
-    if args.show:
-        print(log[log.find("Test fold"):])
-    return seconds, usage.ru_maxrss / 1024**2
+    cpu = rusage.ru_utime + rusage.ru_stime
+    profile = RunProfile(ended - started, rusage.ru_maxrss / 1024**2, log, cpu)
+    profile.stages = step_table(home, samples, started, ended, cpu)
+    return profile
 
 
 def main() -> int:
@@ -46,15 +122,35 @@ def main() -> int:
     parser.add_argument("--protocol", default="recbole")
     parser.add_argument("--cold-items", type=float, default=0.0)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--show", action="store_true", help="print each run's metrics table")
+    parser.add_argument("--show", action="store_true", help="print each run's CLI output")
+    parser.add_argument("--keep-logs", type=Path, help="write each run's CLI output to DIR/run<N>.txt")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
-    print("| run | dataset | wall s | peak RSS GiB |\n|---|---|---:|---:|")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}; before: {load()}", flush=True)
+    profiles = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
-            seconds, peak_gib = run_once(Path(tmp), args)
+            profile = run_once(Path(tmp), args)
+            profiles.append(profile)
             label = "cold cache" if run == 0 else "warm cache"
-            print(f"| {run + 1} ({label}) | {args.dataset} | {seconds:.1f} | {peak_gib:.2f} |", flush=True)
+            print(f"run {run + 1} ({label}): {profile.wall_s:.1f} s, {profile.cpu_s:.1f} CPU s, "
+                  f"{profile.peak_gib:.2f} GiB peak RSS, "
+                  f"job {profile.stages['(job name)']}; after: {load()}", flush=True)
+            if args.show:
+                print(profile.log)
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                (args.keep_logs / f"run{run + 1}.txt").write_text(profile.log)
+    header = " | ".join(f"run {i + 1} s | CPU s | peak GiB" for i in range(len(profiles)))
+    print(f"\n| stage | {header} |\n|---|" + "---:|---:|---:|" * len(profiles))
+    stages = [s for s in profiles[0].stages if s != "(job name)"]
+    stages = sorted(stages, key=lambda s: (s == "wrap-up", s != "start-up", -profiles[0].stages[s][0]))
+    for stage in stages:
+        cells = " | ".join("{:.1f} | {:.1f} | {:.2f}".format(*p.stages[stage]) if stage in p.stages else "— | — | —"
+                           for p in profiles)
+        print(f"| {stage} | {cells} |")
+    cells = " | ".join(f"**{p.wall_s:.1f}** | **{p.cpu_s:.1f}** | **{p.peak_gib:.2f}**" for p in profiles)
+    print(f"| **total (wall, process peak)** | {cells} |")
     return 0
 
 

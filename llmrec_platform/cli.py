@@ -1,12 +1,27 @@
-"""`llmrec`: run the whole graph in-process, or open the Dagster / MLflow UIs."""
+"""`llmrec`: run the whole graph on the platform's Dagster instance, or open the Dagster / MLflow UIs.
+
+Adding a subcommand: write `add_<name>(commands)` next to the others and call it from `build_parser`. Its
+options are validated by argparse `type=` functions (one line on error, with the valid choices). A command
+that starts a long-running child process hands it to `run_child`, which stops it and its whole process group
+on SIGINT / SIGTERM; a command that writes to the home's warehouse holds `home_lock` while it works.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import logging
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -14,10 +29,181 @@ import pandas as pd
 from llmrec_platform.paths import Paths
 from llmrec_platform.settings import Settings, SettingsError
 
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+PROTOCOL_CHOICES = ("recbole", "temporal")
+STOP_GRACE_S = 15.0
+
 
 class CliError(Exception):
     pass
 
+
+# --- option parsing: every value is checked before any work starts --------------------------------------
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def device_option(value: str) -> str:
+    if not DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"invalid device {value!r}: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def cold_items_option(value: str) -> float:
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = float("nan")
+    if not 0.0 <= fraction <= 0.5:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"invalid fraction {value!r}: a number between 0 and 0.5")
+    return fraction
+
+
+def seed_option(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid seed {value!r}: a whole number >= 0")
+    return int(value)
+
+
+def port_option(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value!r}: a whole number from 1 to 65535")
+    return int(value)
+
+
+def workers_option(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"invalid worker count {value!r}: a whole number from 1 to 64")
+    return int(value)
+
+
+def dataset_option(value: str) -> str:
+    """A packaged dataset name, a GroupLens folder or a dataset config that exists (not yet parsed)."""
+    from llmrec_platform.data.datasets import DatasetError, resolve_source
+
+    try:
+        resolve_source(value)
+    except DatasetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port or --host") from None
+
+
+# --- one run per home at a time ---------------------------------------------------------------------------
+
+@dataclass
+class HomeLock:
+    path: Path
+    previous_holder: str  # what a holder that did not exit cleanly left in the file ("" when none)
+
+
+@contextlib.contextmanager
+def home_lock(paths: Paths, command: str) -> Iterator[HomeLock]:
+    """Hold `<home>/llmrec.lock` (flock, so the kernel releases it when the holder dies, even by kill -9).
+    A second holder gets a CliError naming the first one's pid."""
+    paths.home.mkdir(parents=True, exist_ok=True)
+    lock_path = paths.lock
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the duration of the block
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise CliError(f"{paths.home} is in use by {holder}: wait for it to finish, or point LLMREC_HOME "
+                           "at another folder") from None
+        handle.seek(0)
+        previous = handle.read().strip()  # non-empty: its holder was killed before it could clear it
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} (llmrec {command}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)\n")
+        handle.flush()
+        try:
+            yield HomeLock(lock_path, previous)
+        finally:
+            handle.seek(0)
+            handle.truncate()
+    finally:
+        handle.close()  # releases the flock
+
+
+# --- child processes that stop with us ----------------------------------------------------------------------
+
+def stop_group(pgid: int, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM every process of the group, then SIGKILL what is left after `grace_s`."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def run_child(command: list[str], env: dict[str, str] | None = None, grace_s: float = STOP_GRACE_S) -> int:
+    """Run a long-lived child (a UI, a server) in its own process group until it exits or we get SIGINT /
+    SIGTERM; either way no process of its group outlives this call."""
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+    stopping: list[int] = []
+
+    def forward(signum, _frame):
+        if not stopping:
+            stopping.append(signum)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)  # the child stops its own children; stop_group is the backstop
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()  # PEP 475: resumes after `forward` runs, until the child has exited
+    finally:
+        stop_group(child.pid, grace_s)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if stopping else code
+
+
+# --- quiet by default ----------------------------------------------------------------------------------
+
+def configure_libraries(verbose: bool) -> None:
+    """Library progress bars and notices only with --verbose, through each library's own switch.
+
+    sentence-transformers and our evaluation draw bars when their logger is at INFO; transformers and
+    huggingface_hub follow huggingface_hub's switch; MLflow configures its logger when imported, so it
+    is imported first and then set."""
+    import huggingface_hub.utils
+    import mlflow  # noqa: F401 - its import sets the level we override below
+
+    if verbose:
+        huggingface_hub.utils.enable_progress_bars()
+    else:
+        huggingface_hub.utils.disable_progress_bars()
+    if "transformers" in sys.modules:  # it reads huggingface_hub's switch only when imported
+        import transformers.utils.logging as transformers_logging
+
+        (transformers_logging.enable_progress_bar if verbose else transformers_logging.disable_progress_bar)()
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("sentence_transformers", "llmrec_platform", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(level)
+
+
+# --- the pipeline ----------------------------------------------------------------------------------------
 
 def dataset_months(dataset: str) -> tuple[str, str]:
     """First and last monthly partition keys that hold the dataset's ratings."""
@@ -38,10 +224,43 @@ def dagster_env(paths: Paths) -> dict[str, str]:
     return {**os.environ, "DAGSTER_HOME": str(paths.dagster_home)}
 
 
+class PipelineResult:
+    """The runs of one `run_pipeline` call (full_pipeline, then finetune_encoder when asked), read as one."""
+
+    def __init__(self, results: list):
+        self.results = results
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+    @property
+    def run_id(self) -> str:
+        return self.results[0].run_id
+
+    @property
+    def all_events(self) -> list:
+        return [e for r in self.results for e in r.all_events]
+
+    def _holding(self, node: str):
+        for result in self.results:
+            if node in {n.name for n in result.job_def.nodes}:
+                return result
+        raise KeyError(f"no run of this pipeline has the node {node!r}")
+
+    def output_for_node(self, node: str, output_name: str = "result"):
+        return self._holding(node).output_for_node(node, output_name)
+
+    def asset_materializations_for_node(self, node: str):
+        return self._holding(node).asset_materializations_for_node(node)
+
+
 def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: str = "auto", seed: int = 2020,
-                 finetune: bool = False, log_level: str = "WARNING", settings: Settings | None = None):
-    """Materialize the graph (all ratings partitions in one run) on the persistent Dagster instance
-    of the settings' home (default: read from the environment)."""
+                 finetune: bool = False, log_level: str = "WARNING", settings: Settings | None = None,
+                 console=None) -> tuple[Paths, PipelineResult]:
+    """Run the named job `full_pipeline` (all ratings partitions in one run), then `finetune_encoder` when
+    asked, on the persistent Dagster instance of the settings' home (default: read from the environment).
+    `console` (an orchestration.console.RunConsole) receives the runs' step events."""
     from llmrec_platform.data.datasets import load_dataset_cached
 
     load_dataset_cached(dataset)  # fail fast with one clear line, before Dagster starts
@@ -49,33 +268,78 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
     paths = settings.paths.ensure()
     import dagster as dg
 
-    from llmrec_platform.definitions import ALL_ASSETS, DEFAULT_SELECTION, build_resources
+    from llmrec_platform.definitions import build_definitions, build_resources, finetune_encoder_job, full_pipeline_job
 
     first, last = dataset_months(dataset)
-    result = dg.materialize(
-        ALL_ASSETS,
-        selection=dg.AssetSelection.all() if finetune else DEFAULT_SELECTION,
-        instance=dg.DagsterInstance.from_config(str(paths.dagster_home)),
-        resources=build_resources(paths, dataset=dataset, protocol=protocol, cold_items=cold_items,
-                                  device=device, seed=seed, settings=settings),
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
-              "llmrec/dataset": dataset, "llmrec/protocol": protocol},
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        raise_on_error=False,
-    )
-    if not result.success:
-        failures = [e.message for e in result.all_events if e.is_failure]
-        raise CliError("pipeline failed: " + (failures[-1] if failures else "see the Dagster logs"))
-    return paths, result
+    defs = build_definitions(resources=build_resources(paths, dataset=dataset, protocol=protocol,
+                                                       cold_items=cold_items, device=device, seed=seed,
+                                                       settings=settings), settings=settings)
+    loggers = {"console": dg.colored_console_logger}
+    logger_config = {"console": {"config": {"log_level": log_level}}}
+    if console is not None:
+        from llmrec_platform.orchestration.console import console_logger
+
+        loggers["llmrec_console"] = console_logger(console)
+        logger_config["llmrec_console"] = {}
+    instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
+            "llmrec/dataset": dataset, "llmrec/protocol": protocol, "llmrec/cold_items": str(cold_items),
+            "llmrec/launched_by": "llmrec demo"}
+    results = []
+    for job in [full_pipeline_job] + ([finetune_encoder_job] if finetune else []):
+        result = defs.resolve_job_def(job.name).with_logger_defs(loggers).execute_in_process(
+            run_config={"loggers": logger_config}, instance=instance, tags=tags, raise_on_error=False)
+        results.append(result)
+        if not result.success:
+            failures = [e.message for e in result.all_events if e.is_failure]
+            raise CliError(f"run {result.run_id} of {job.name} failed: "
+                           + (failures[-1] if failures else "see the Dagster logs"))
+    return paths, PipelineResult(results)
+
+
+def champion_line(report: dict) -> str:
+    """Who the champion is and why: the selection rule, its validation score, the runner-up, its test score."""
+    from llmrec_platform.evaluation.suite import CHAMPION_METRIC
+
+    champion, valid = report["champion"], report["valid_scores"]
+    metrics = report["metrics"]
+    test = metrics[(metrics["fold"] == "test") & (metrics["ranker"] == champion) & (metrics["metric"] == "ndcg")
+                   & (metrics["k"] == 10)]
+    slice_name = "all" if "all" in set(test["slice"]) else "warm"
+    test_score = float(test.loc[test["slice"] == slice_name, "value"].iloc[0])
+    others = sorted(((v, r) for r, v in valid.items() if r != champion), reverse=True)
+    runner_up = f" (runner-up {others[0][1]}, {others[0][0]:.4f})" if others else ""
+    metric = CHAMPION_METRIC.replace("ndcg", "NDCG").replace("_at_", "@")
+    on = "" if slice_name == "all" else f" ({slice_name} items)"
+    return (f"Champion: {champion} — best validation {metric}, {valid[champion]:.4f}{runner_up}; "
+            f"on test{on} it scores {test_score:.4f}")
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from llmrec_platform.data.quarantine import load_summary
     from llmrec_platform.evaluation.report import format_table, metrics_table
+    from llmrec_platform.orchestration.console import RunConsole
+    from llmrec_platform.serving.bundle import current_bundle
+    from llmrec_platform.storage.warehouse import Warehouse
 
     start = time.perf_counter()
-    paths, result = run_pipeline(args.dataset, args.protocol, args.cold_items, args.device, args.seed,
-                                 finetune=args.finetune, log_level="DEBUG" if args.verbose else "WARNING",
-                                 settings=settings)
+    paths = settings.paths
+    with home_lock(paths, "demo") as lock:
+        if lock.previous_holder:
+            print(f"note: took over the lock of a run that did not finish ({lock.previous_holder})", file=sys.stderr)
+        print(f"llmrec demo: {args.dataset}, {args.protocol} protocol, device {args.device}, home {paths.home}",
+              flush=True)
+        configure_libraries(args.verbose)
+        console = RunConsole()
+        # SIGTERM stops the run like Ctrl-C: Dagster marks it failed, and the lock is released on the way out.
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            paths, result = run_pipeline(args.dataset, args.protocol, args.cold_items, args.device, args.seed,
+                                         finetune=args.finetune, log_level="DEBUG" if args.verbose else "WARNING",
+                                         settings=settings, console=console)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    print(console.summary())
     report = result.output_for_node("evaluation_report")
     metrics = report["metrics"]
     for slice_name in sorted(metrics["slice"].unique()):
@@ -86,55 +350,94 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         for slice_name in sorted(comparison["slice"].unique()):
             print(f"\nFrozen vs fine-tuned encoder, test fold, {slice_name} items:\n")
             print(format_table(metrics_table(comparison, "test", slice_name)))
-    print(f"\nChampion (best validation NDCG@10): {report['champion']}")
+    print(f"\n{champion_line(report)}")
     print(f"Report:    {report['report_path']}")
     print(f"Warehouse: {paths.warehouse}")
-    print(f"MLflow:    {paths.mlflow_uri}  (make mlflow-ui)")
-    print(f"Dagster run {result.run_id} in {paths.dagster_home}  (make ui)")
+    print(f"MLflow:    {paths.mlflow_uri}  (llmrec mlflow-ui)")
+    jobs = ", ".join(f"{r.job_def.name} {r.run_id}" for r in result.results)
+    print(f"Dagster:   run {jobs} in {paths.dagster_home}  (llmrec ui)")
+    if (paths.bundles / "current").exists():
+        print(f"Serving:   bundle {current_bundle(paths.bundles).name} in {paths.bundles}  (llmrec serve)")
+    print(load_summary(Warehouse(paths.warehouse), args.dataset))
     print(f"Done in {time.perf_counter() - start:.1f} s")
     return 0
 
 
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    check_port_free(args.host, args.port)
     paths = settings.paths.ensure()
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
-    return subprocess.call(command, env=dagster_env(paths))
+    return run_child(command, env=dagster_env(paths))
 
 
 def cmd_mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
+    check_port_free(args.host, args.port)
     paths = settings.paths.ensure()
+    # The experiments are tagged as model training; this link opens that view instead of GenAI's.
+    print(f"MLflow UI: http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", paths.mlflow_uri,
                "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(command)
+    return run_child(command)
+
+
+def add_demo(commands) -> None:
+    demo = commands.add_parser("demo", help="run the whole graph (job full_pipeline) and print the metrics table")
+    demo.add_argument("--dataset", default="ml-100k", type=dataset_option,
+                      help="ml-100k (default), ml-1m, a GroupLens folder path or a dataset config (.yaml)")
+    demo.add_argument("--protocol", default="recbole", choices=PROTOCOL_CHOICES)
+    demo.add_argument("--cold-items", type=cold_items_option, default=0.0,
+                      help="fraction of items held out of training (0-0.5)")
+    demo.add_argument("--device", default="auto", type=device_option, help="auto | cpu | cuda | cuda:N")
+    demo.add_argument("--seed", type=seed_option, default=2020)
+    demo.add_argument("--finetune", action="store_true",
+                      help="then fine-tune the encoder (job finetune_encoder; minutes on a CPU) and compare")
+    demo.add_argument("--verbose", action="store_true",
+                      help="Dagster's step-by-step log, library progress bars and notices")
+    demo.set_defaults(func=cmd_demo)
+
+
+def add_uis(commands) -> None:
+    for name, port, func, what in (("ui", 3000, cmd_ui, "Dagster"), ("mlflow-ui", 5000, cmd_mlflow_ui, "MLflow")):
+        sub = commands.add_parser(name, help=f"start the {what} UI (stops with its processes on Ctrl-C / SIGTERM)")
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=port_option, default=port)
+        sub.set_defaults(func=func)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from llmrec_platform.serving.bundle import BundleError
+    from llmrec_platform.serving.server import serve
+
+    check_port_free(args.host, args.port)
+    try:
+        serve(settings, args.host, args.port, args.workers, "info" if args.verbose else "warning")
+    except BundleError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def add_serve(commands) -> None:
+    serve = commands.add_parser("serve", help="serve the published bundle over HTTP (stops cleanly on Ctrl-C / SIGTERM)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    serve.add_argument("--port", type=port_option, default=8000)
+    serve.add_argument("--workers", type=workers_option, default=1, metavar="N",
+                       help="worker processes sharing the event log (1-64)")
+    serve.add_argument("--verbose", action="store_true", help="uvicorn's info log")
+    serve.set_defaults(func=cmd_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmrec", description=__doc__)
+    parser = OneLineParser(prog="llmrec", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="materialize the whole graph in-process and print the metrics table")
-    demo.add_argument("--dataset", default="ml-100k", help="ml-100k (default), ml-1m, or a GroupLens folder path")
-    demo.add_argument("--protocol", default="recbole", choices=["recbole", "temporal"])
-    demo.add_argument("--cold-items", type=float, default=0.0, help="fraction of items held out of training (0-0.5)")
-    demo.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    demo.add_argument("--seed", type=int, default=2020)
-    demo.add_argument("--finetune", action="store_true",
-                      help="also fine-tune the encoder (minutes on a CPU) and compare frozen vs fine-tuned")
-    demo.add_argument("--verbose", action="store_true", help="show Dagster's step-by-step log")
-    demo.set_defaults(func=cmd_demo)
-    for name, port, func in (("ui", 3000, cmd_ui), ("mlflow-ui", 5000, cmd_mlflow_ui)):
-        sub = commands.add_parser(name, help=f"start the {'Dagster' if name == 'ui' else 'MLflow'} UI")
-        sub.add_argument("--host", default="127.0.0.1")
-        sub.add_argument("--port", type=int, default=port)
-        sub.set_defaults(func=func)
+    add_demo(commands)
+    add_uis(commands)
+    add_serve(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "cold_items", 0.0) and not 0.0 <= args.cold_items <= 0.5:
-        print("llmrec: error: --cold-items must be between 0 and 0.5", file=sys.stderr)
-        return 2
     from llmrec_platform.data.datasets import DatasetError
     from llmrec_platform.encoders.models import EncoderError
 
@@ -143,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, EncoderError, CliError, SettingsError) as exc:
         print(f"llmrec: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("llmrec: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

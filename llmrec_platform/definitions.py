@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from llmrec_platform.assets import embeddings, evaluation, finetune, ingest, rankers, split, text
+from llmrec_platform.assets import ablation, embeddings, evaluation, finetune, ingest, rankers, serving, split, text
+from llmrec_platform.data.config import config_encoder
 from llmrec_platform.orchestration import (
     ASSET_CHECKS,
     build_nightly_retrain_schedule,
@@ -46,7 +47,8 @@ def _automate(assets_def):
 # The assets and their checks (`dg.materialize(ALL_ASSETS)` runs the checks too, so the blocking champion
 # gate guards every publication, `llmrec demo` included).
 ALL_ASSETS = [
-    _automate(a) for a in dg.load_assets_from_modules([ingest, text, split, embeddings, rankers, evaluation, finetune])
+    _automate(a) for a in dg.load_assets_from_modules([ingest, text, split, embeddings, rankers, evaluation, ablation, serving,
+                                                      finetune])
 ] + ASSET_CHECKS
 
 
@@ -73,10 +75,12 @@ def build_resources(
         "experiment": ExperimentResource(protocol=protocol or settings.protocol, cold_items=cold_items, seed=seed,
                                          champion_tolerance=settings.champion_tolerance),
         "device": DeviceResource(device=settings.device if device == "auto" else device),
-        "encoder": EncoderResource(),
+        # A dataset config may name its encoder (`encoder:`); otherwise the platform default.
+        "encoder": EncoderResource(**({"model": m} if (m := config_encoder(dataset or settings.dataset)) else {})),
         "tracking": TrackingResource(home=str(home.home)),
         "home": HomeResource(path=str(home.home)),
-        "events": EventLogResource(folder=str(home.events), max_batch=settings.events_batch),
+        "events": EventLogResource(folder=str(home.events), max_batch=settings.events_batch,
+                                   event_weights=dict(settings.event_weights)),
     }
 
 

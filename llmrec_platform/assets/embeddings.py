@@ -35,7 +35,7 @@ def encode_with_cache(
     used_device = device.resolve(context.log)
 
     def encode(batch: list[str]) -> tuple[np.ndarray, float]:
-        vectors, stats = encoder.load(used_device, device.precision, device.batch_size).encode(batch, progress=True)
+        vectors, stats = encoder.load(used_device, device.precision, device.batch_size).encode(batch)
         return vectors, stats.seconds
 
     matrix, new_rows, report = embed_texts(texts, model, cache, encode)

@@ -11,11 +11,17 @@ from llmrec_platform.evaluation.champion import Publication, record_publication
 from llmrec_platform.evaluation.report import metrics_table, plot_metrics, render_report
 from llmrec_platform.evaluation.significance import comparisons_markdown
 from llmrec_platform.evaluation.suite import CHAMPION_METRIC, evaluate_suite
+from llmrec_platform.live.online import online_markdown
 from llmrec_platform.live.recommendations import recommend_all
 from llmrec_platform.rankers.base import TrainedRanker, excluded_items
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource, WarehouseResource
 
 RANKER_INS = {name: dg.AssetIn(name) for name in RANKER_ASSETS}
+
+
+def online_section(store) -> list[str]:
+    """CTR of the served lists so far (the events sensor keeps `online_metrics`), when there are any."""
+    return [online_markdown(store.read("online_metrics"))] if store.has_table("online_metrics") else []
 
 
 @dg.asset(ins=RANKER_INS, group_name="evaluation", io_manager_key=ARTIFACTS_IO, kinds={"duckdb", "mlflow"})
@@ -32,7 +38,7 @@ def evaluation_report(
     `evaluation_metrics`, to each ranker's MLflow run and to a Markdown report with a plot."""
     data = InteractionData.from_split(split)
     trained = {t.ranker.name: t for t in rankers.values()}
-    suite = evaluate_suite(trained, data, seed=experiment.seed, progress=True)
+    suite = evaluate_suite(trained, data, seed=experiment.seed, progress=None)  # bars with --verbose only
     now = datetime.now(UTC).replace(tzinfo=None)
     rows = suite.metrics.assign(run_id=context.run_id, created_at=now)
     warehouse.warehouse().append(
@@ -60,7 +66,7 @@ def evaluation_report(
         "dataset": dataset.source, "protocol": experiment.protocol, "seed": str(experiment.seed),
         "users evaluated": str(int(suite.per_user(suite.champion, "test", main_slice).shape[0])),
         "dagster run": context.run_id,
-    }, plot_path, extra_sections=[comparisons_markdown(suite.comparisons)])
+    }, plot_path, extra_sections=[comparisons_markdown(suite.comparisons)] + online_section(warehouse.warehouse()))
     report_path = reports / f"{stem}.md"
     report_path.write_text(markdown)
     (reports / "latest.md").write_text(markdown)

@@ -1,11 +1,51 @@
-"""Raw data into the warehouse: ratings (monthly partitions), items, users."""
+"""Raw data into the warehouse: ratings (monthly partitions), items, users.
+
+Each asset writes its part of the load's `quarantine` rows (replacing that part's earlier rows, even with
+none), reports the counts in its metadata, and fails only when a file's share of rejected rows exceeds the
+dataset's error budget.
+"""
 
 import dagster as dg
 import pandas as pd
 
 from llmrec_platform.assets.partitions import monthly_partitions
+from llmrec_platform.data.datasets import Dataset, over_budget
 from llmrec_platform.data.landing import landed_in_window, with_landed
-from llmrec_platform.resources import DatasetResource, WarehouseResource
+from llmrec_platform.data.quarantine import QUERY_HINT, summary, write_quarantine
+from llmrec_platform.resources import DatasetResource, ExperimentResource, WarehouseResource
+
+
+def _table(rows: pd.DataFrame) -> str:
+    lines = ["| file | row | field | reason |", "|---|---:|---|---|"]
+    lines += [f"| {r.source_file} | {r.row_number} | {r.field} | {r.reason} |" for r in rows.itertuples()]
+    return "\n".join(lines)
+
+
+def _quarantine(context, loaded: Dataset, source: str, store, part: str) -> dict:
+    """Write `part`'s quarantine rows, fail above the error budget, and return the metadata entries."""
+    rejected = loaded.quarantined(part)
+    write_quarantine(store, rejected, source, part)
+    query = QUERY_HINT.format(dataset=source.replace("'", "''"))
+    if len(rejected):
+        context.log.warning(f"{part}: {summary(rejected)} quarantined; see them with: {query}")
+    for note in loaded.notes:
+        if any(f in note for f in loaded.files(part)):
+            context.log.info(note)
+    problems = over_budget(loaded, part)
+    if problems:
+        raise dg.Failure(
+            description=f"{part}: " + "; ".join(problems) + f". Fix the file(s), or raise the error budget; the "
+                        f"rejected rows are in the quarantine table: {query}",
+            metadata={"quarantined": len(rejected), "first_rejected": dg.MetadataValue.md(_table(rejected.head(10)))},
+        )
+    return {
+        "quarantined": len(rejected),
+        "quarantine_summary": summary(rejected),
+        "rows_read": sum(loaded.rows.get(part, {}).values()),
+        "source_files": dg.MetadataValue.json(loaded.files(part)),
+        "notes": dg.MetadataValue.json([n for n in loaded.notes if any(f in n for f in loaded.files(part))]),
+        "error_budget": loaded.error_budget,
+    }
 
 
 @dg.asset(
@@ -15,13 +55,17 @@ from llmrec_platform.resources import DatasetResource, WarehouseResource
     group_name="ingest",
     kinds={"duckdb", "pandas"},
 )
-def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource) -> pd.DataFrame:
+def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource,
+                experiment: ExperimentResource) -> pd.DataFrame:
     """Ratings whose timestamp falls in the partition window (tagged with their dataset), plus the rows
     landed in that window from LLMREC_HOME/landing/ (the `landed_ratings` ledger); bad rows go to the
     `quarantine` table."""
     window = context.partition_time_window
     start, end = int(window.start.timestamp()), int(window.end.timestamp())
     loaded = dataset.load()
+    if experiment.protocol == "temporal" and not loaded.has_timestamps:
+        raise dg.Failure(f"dataset {dataset.source} has no timestamps (interactions.timestamp is not set), so the "
+                         "temporal protocol cannot cut it in time: use the recbole protocol")
     in_window = loaded.ratings["timestamp"].between(start, end - 1)
     store = warehouse.warehouse()
     landed = landed_in_window(store, start, end, dataset.source)
@@ -31,28 +75,35 @@ def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, war
         dropped = store.delete("ratings", "dataset <> ?", [dataset.source])
         if dropped:
             context.log.warning(f"removed {dropped} ratings of another dataset from the warehouse")
-    quarantine = loaded.quarantine.assign(dataset=dataset.source)
-    if len(quarantine):
-        store.replace_where("quarantine", quarantine, "dataset = ?", [dataset.source])
-        context.log.warning(f"{len(quarantine)} rating rows quarantined (see the quarantine table)")
+    quality = _quarantine(context, loaded, dataset.source, store, "ratings")
     context.add_output_metadata({
         "dataset": dataset.source,
         "window": f"{window.start:%Y-%m} .. {window.end:%Y-%m} (exclusive)",
         "users": int(ratings["user_id"].nunique()),
         "items": int(ratings["item_id"].nunique()),
-        "quarantined": len(quarantine),
         "landed": len(landed),
+        **quality,
     })
     return ratings
 
 
 @dg.asset(metadata={"table": "items"}, group_name="ingest", kinds={"duckdb", "pandas"})
-def raw_items(dataset: DatasetResource) -> pd.DataFrame:
-    """Item catalogue: id, title, year, genres."""
-    return dataset.load().items
+def raw_items(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource) -> pd.DataFrame:
+    """Item catalogue: id, title, year, genres (+ text for a dataset config); bad rows to `quarantine`."""
+    loaded = dataset.load()
+    context.add_output_metadata({"items": len(loaded.items),
+                                 **_quarantine(context, loaded, dataset.source, warehouse.warehouse(), "items")})
+    return loaded.items
 
 
 @dg.asset(metadata={"table": "users"}, group_name="ingest", kinds={"duckdb", "pandas"})
-def raw_users(dataset: DatasetResource) -> pd.DataFrame:
-    """User demographics (ML-1M codes decoded)."""
-    return dataset.load().users
+def raw_users(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource) -> pd.DataFrame:
+    """Users: demographics (ML-1M codes decoded) or a config's profile text; bad rows to `quarantine`."""
+    loaded = dataset.load()
+    store = warehouse.warehouse()
+    metadata = _quarantine(context, loaded, dataset.source, store, "users")
+    if "user_texts" in loaded.rows:
+        texts = _quarantine(context, loaded, dataset.source, store, "user_texts")
+        metadata.update({f"user_texts_{k}": v for k, v in texts.items()})
+    context.add_output_metadata({"users": len(loaded.users), **metadata})
+    return loaded.users

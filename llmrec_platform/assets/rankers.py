@@ -16,6 +16,7 @@ from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.encoders.vectors import align
 from llmrec_platform.evaluation.evaluate import evaluate
 from llmrec_platform.rankers.base import Ranker, TrainedRanker
+from llmrec_platform.rankers.collab_map import CollabMapRanker
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
@@ -24,6 +25,7 @@ from llmrec_platform.rankers.implicit_models import AdamBPRRanker, ALSRanker, BP
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.multvae import MultVAERanker
 from llmrec_platform.rankers.simple import PopularityRanker
+from llmrec_platform.rankers.tfidf import TfidfContentRanker
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource
 from llmrec_platform.storage.tracking import data_fingerprint
 
@@ -32,7 +34,7 @@ ARTIFACTS_IO = "artifacts_io"
 RANKER_ASSETS = [
     "popularity_ranker", "itemknn_ranker", "ease_ranker", "als_ranker", "bpr_ranker", "bpr_adam_ranker",
     "multvae_ranker", "genre_match_ranker",
-    "llm_content_ranker", "hybrid_ranker",
+    "llm_content_ranker", "tfidf_content_ranker", "llm_ease_map_ranker", "hybrid_ranker",
 ]
 
 
@@ -158,6 +160,39 @@ def genre_match_ranker(
 ) -> TrainedRanker:
     """Items scored by the overlap of their genres with the user's history: the fair cold-start floor."""
     return train_ranker(context, GenreMatchRanker(raw_items), split, {}, tracking, dataset, experiment)
+
+
+TfidfContentConfig = config_class(TfidfContentRanker, ["svd_dims", "ngram_max", "history_weight"])
+
+
+@dg.asset(kinds={"scikitlearn", "mlflow"}, **RANKER_KWARGS)
+def tfidf_content_ranker(
+    context: dg.AssetExecutionContext, config: TfidfContentConfig, split: pd.DataFrame, item_texts: pd.DataFrame,
+    user_texts: pd.DataFrame, tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource,
+) -> TrainedRanker:
+    """The non-LLM text baseline: TF-IDF (+ SVD) on the same item text as llm_content, scored like it."""
+    params = {**config.model_dump(), "seed": experiment.seed}
+    ranker = TfidfContentRanker(item_texts, user_texts, **params)
+    trained = train_ranker(context, ranker, split, params, tracking, dataset, experiment)
+    context.add_output_metadata({"text_dim": ranker.vectorizer.dim})
+    return trained
+
+
+CollabMapConfig = config_class(CollabMapRanker, ["reg_weight", "alpha"])
+
+
+@dg.asset(kinds={"scipy", "mlflow"}, **RANKER_KWARGS)
+def llm_ease_map_ranker(
+    context: dg.AssetExecutionContext, config: CollabMapConfig, split: pd.DataFrame, item_embeddings: pd.DataFrame,
+    tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource,
+) -> TrainedRanker:
+    """EASE on warm items; cold items scored x·B̂, their EASE columns mapped from LLM item embeddings (ridge)."""
+    encoder = str(item_embeddings["model"].iloc[0])
+    ranker = CollabMapRanker(item_embeddings, **config.model_dump())
+    trained = train_ranker(context, ranker, split, {**config.model_dump(), "encoder": encoder}, tracking, dataset,
+                           experiment)
+    context.add_output_metadata({"cold_items_mapped": int(ranker.cold_.sum())})
+    return trained
 
 
 HybridAssetConfig = config_class(HybridConfig, [

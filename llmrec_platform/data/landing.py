@@ -1,16 +1,21 @@
 """Ratings files dropped into LLMREC_HOME/landing/ (no Dagster).
 
-A landed file is CSV (with a header) or Parquet with the columns user_id, item_id, rating, timestamp
-(epoch seconds). Ingesting it:
+A landed file is CSV (with a header; delimiter, quoting and encoding detected, a UTF-8 byte-order mark
+stripped) or Parquet with the columns user_id, item_id, rating, timestamp (epoch seconds or ISO 8601).
+Ingesting it:
 
-1. reads it; a file that cannot be read or lacks a column is *rejected*: it moves to
+1. reads it; a file that cannot be read at all, is empty or lacks a column is *rejected*: it moves to
    `landing/rejected/` next to a `<name>.reason.txt` that says why, and nothing is written;
-2. validates every row (`validate_ratings`, plus: timestamp inside the partitioned range, no repeated
-   (user_id, item_id, timestamp) key within the file); bad rows go to the `quarantine` table;
+2. validates every row: a row with the wrong number of fields or bytes invalid in the file's encoding
+   (DuckDB's CSV reader with `store_rejects`), then `validate_ratings` and `check_ratings` (timestamp inside
+   the partitioned range, no repeated (user_id, item_id, timestamp) key within the file, an item the
+   warehouse's `items` catalogue knows, when it has one); bad rows go to the `quarantine` table, the
+   others load — one malformed row never rejects the file. Only when the share of bad rows exceeds the
+   error budget is the whole file rejected (the reason file lists every bad row);
 3. writes the good rows, tagged with the warehouse's dataset, in one transaction, to `landed_ratings`
    (the ledger: rows per source file) and to `ratings` — first deleting what an earlier ingestion of the
    same file name wrote and any row with the same (user_id, item_id, timestamp), so a re-run never
-   duplicates;
+   duplicates — and replaces the file's quarantine rows (a fixed file leaves none of its old ones);
 4. moves the file to `landing/processed/`.
 
 Writers should create the file under a temporary name (a leading dot, or `.tmp` / `.part`) and rename it
@@ -27,13 +32,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from llmrec_platform.data import quarantine as quarantine_table
 from llmrec_platform.data.datasets import (
-    QUARANTINE_COLUMNS,
+    DEFAULT_ERROR_BUDGET,
     RATING_KEY,
     RATINGS_COLUMNS,
     DatasetError,
-    quarantine_rows,
+    check_ratings,
     validate_ratings,
+)
+from llmrec_platform.data.readers import (
+    QUARANTINE_COLUMNS,
+    ROW_FILE,
+    ROW_NUMBER,
+    ReadError,
+    concat_quarantine,
+    read_delimited,
+    read_parquet,
 )
 from llmrec_platform.storage.warehouse import Warehouse
 
@@ -89,65 +104,53 @@ def pending_files(landing_dir: Path) -> list[LandedFile]:
     return files
 
 
-def read_ratings_file(path: Path) -> tuple[pd.DataFrame, int]:
-    """The raw rows as strings and the row number of the first data row (CSV: its line in the file)."""
+def read_ratings_file(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows (the ratings columns as read, plus `_file` = the file name and `_row` = the CSV line or the
+    Parquet row) and the rows the reader itself rejected (wrong number of fields, invalid bytes)."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-            first_row = 2
+            result = read_delimited(path)
         elif suffix == ".parquet":
-            frame = pd.read_parquet(path)
-            first_row = 1
+            result = read_parquet(path)
         else:
             raise LandingRejected(f"unsupported file type {suffix!r}: use .csv or .parquet")
-    except LandingRejected:
-        raise
-    except pd.errors.EmptyDataError as exc:
-        raise LandingRejected("the file is empty (expected a header user_id,item_id,rating,timestamp)") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise LandingRejected(f"cannot read the file as {suffix[1:]}: {exc}") from exc
-    frame.columns = [str(c).strip() for c in frame.columns]
+    except ReadError as exc:
+        message = str(exc).replace(f"{path}: ", "")
+        if "is empty" in message:
+            message = "the file is empty (expected a header user_id,item_id,rating,timestamp)"
+        raise LandingRejected(message) from exc
+    frame = result.frame
     missing = [c for c in RATINGS_COLUMNS if c not in frame.columns]
     if missing:
-        raise LandingRejected(f"missing column(s) {missing}; expected {RATINGS_COLUMNS}, found {list(frame.columns)}")
-    return frame[RATINGS_COLUMNS], first_row
+        found = [c for c in frame.columns if not c.startswith("_")]
+        raise LandingRejected(f"missing column(s) {missing}; expected {RATINGS_COLUMNS}, found {found}")
+    frame = frame[RATINGS_COLUMNS + [ROW_NUMBER]].assign(**{ROW_FILE: path.name})
+    return frame, result.quarantine.assign(source_file=path.name)
 
 
 def validate_landed(
     raw: pd.DataFrame, source_file: str, valid_range: tuple[int, int] | None = None, first_row_number: int = 1,
+    known_items: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Good rows and quarantined rows of one landed file.
 
     On top of `validate_ratings`: a timestamp outside `valid_range` ([start, end) epoch seconds: the
-    partitioned months) and a repeated (user_id, item_id, timestamp) key are quarantined too.
+    partitioned months), a repeated (user_id, item_id, timestamp) key and, given `known_items`, an item
+    outside the catalogue are quarantined too.
     """
+    raw = raw.reset_index(drop=True)
+    if ROW_NUMBER not in raw.columns:
+        raw = raw.assign(**{ROW_NUMBER: range(first_row_number, first_row_number + len(raw))})
+    raw = raw.assign(**{ROW_FILE: source_file})
     try:
-        good, quarantine = validate_ratings(raw, source_file=source_file, first_row_number=first_row_number)
+        good, quarantine = validate_ratings(raw, source_file=source_file)
     except DatasetError as exc:
         raise LandingRejected(str(exc)) from exc
-    bad_numbers = set(quarantine["row_number"].astype(int)) if len(quarantine) else set()
-    numbers = pd.Series([n for n in range(first_row_number, first_row_number + len(raw)) if n not in bad_numbers])
-    rejects = [quarantine] if len(quarantine) else []
-    keep = pd.Series(True, index=good.index)
-    if valid_range is not None:
-        start, end = valid_range
-        outside = ~good["timestamp"].between(start, end - 1)
-        if outside.any():
-            rejects.append(quarantine_rows(good[outside], numbers[outside], source_file, "timestamp",
-                                        f"timestamp outside the partitioned range [{_iso(start)}, {_iso(end)})"))
-        keep &= ~outside
-    repeated = good.duplicated(RATING_KEY, keep="first") & keep
-    if repeated.any():
-        rejects.append(quarantine_rows(good[repeated], numbers[repeated], source_file, "timestamp",
-                                    "repeated (user_id, item_id, timestamp) in the file"))
-    keep &= ~repeated
-    quarantine = pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=QUARANTINE_COLUMNS)
-    return good[keep].reset_index(drop=True), quarantine.sort_values("row_number", kind="stable").reset_index(drop=True)
-
-
-def _iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
+    items = None if known_items is None else pd.DataFrame({"item_id": known_items.astype(str)})
+    good, checked = check_ratings(good, items, valid_range, items_source="the warehouse's items")
+    rejected = concat_quarantine([quarantine, checked])
+    return good, rejected.sort_values("row_number", kind="stable").reset_index(drop=True)
 
 
 _CREATE = {
@@ -155,8 +158,6 @@ _CREATE = {
                "dataset VARCHAR)",
     LANDED_TABLE: f"CREATE TABLE IF NOT EXISTS {LANDED_TABLE} (source_file VARCHAR, user_id VARCHAR, item_id VARCHAR, "
                   "rating DOUBLE, timestamp BIGINT, dataset VARCHAR, landed_at TIMESTAMP)",
-    "quarantine": "CREATE TABLE IF NOT EXISTS quarantine (source_file VARCHAR, row_number BIGINT, field VARCHAR, "
-                  "reason VARCHAR, raw VARCHAR, dataset VARCHAR)",
 }
 
 
@@ -165,10 +166,9 @@ def load_landed(store: Warehouse, source_file: str, good: pd.DataFrame, quaranti
     the warehouse's current `dataset`."""
     landed = good[RATINGS_COLUMNS].assign(source_file=source_file, dataset=dataset,
                                           landed_at=datetime.now(UTC).replace(tzinfo=None))
-    rejected = quarantine[QUARANTINE_COLUMNS].assign(dataset=QUARANTINE_DATASET)
+    rejected = quarantine_table.typed(quarantine[QUARANTINE_COLUMNS], QUARANTINE_DATASET, "ratings")
     with store.connect() as conn:
         conn.register("incoming", landed)
-        conn.register("incoming_quarantine", rejected)
         conn.execute("BEGIN")
         for sql in _CREATE.values():
             conn.execute(sql)
@@ -180,8 +180,7 @@ def load_landed(store: Warehouse, source_file: str, good: pd.DataFrame, quaranti
         conn.execute(f"DELETE FROM {LANDED_TABLE} WHERE source_file = ?", [source_file])
         conn.execute(f"INSERT INTO {LANDED_TABLE} BY NAME SELECT * FROM incoming")
         conn.execute("INSERT INTO ratings BY NAME SELECT user_id, item_id, rating, timestamp, dataset FROM incoming")
-        conn.execute("DELETE FROM quarantine WHERE source_file = ? AND dataset = ?", [source_file, QUARANTINE_DATASET])
-        conn.execute("INSERT INTO quarantine BY NAME SELECT * FROM incoming_quarantine")
+        quarantine_table.replace_in(conn, rejected, "source_file = ? AND dataset = ?", [source_file, QUARANTINE_DATASET])
         conn.execute("COMMIT")
 
 
@@ -210,22 +209,39 @@ def move(path: Path, folder: Path) -> Path:
     return destination
 
 
-def ingest_landed_file(path: Path, store: Warehouse, dataset: str, valid_range: tuple[int, int] | None = None) -> LandingResult:
+def known_items(store: Warehouse) -> pd.Series | None:
+    """The warehouse's item ids, or None when it has no catalogue yet."""
+    if not store.has_table("items"):
+        return None
+    return store.query("SELECT DISTINCT item_id FROM items")["item_id"]
+
+
+def ingest_landed_file(path: Path, store: Warehouse, dataset: str, valid_range: tuple[int, int] | None = None,
+                       error_budget: float = DEFAULT_ERROR_BUDGET) -> LandingResult:
     """Read, validate, load and file away one landed ratings file (see the module docstring)."""
     path = Path(path)
     landing_dir = path.parent
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not in the landing folder (already ingested? "
                                 f"look in {landing_dir / PROCESSED} and {landing_dir / REJECTED})")
+    rows = 0
     try:
-        raw, first_row = read_ratings_file(path)
-        good, quarantine = validate_landed(raw, path.name, valid_range, first_row)
+        raw, read_rejects = read_ratings_file(path)
+        good, quarantine = validate_landed(raw, path.name, valid_range, known_items=known_items(store))
+        quarantine = concat_quarantine([read_rejects, quarantine]).sort_values("row_number", kind="stable")
+        rows = len(raw) + len(read_rejects)
+        share = quarantine["row_number"].nunique() / rows if rows else 0.0
+        if share > error_budget:
+            listing = "\n".join(f"  row {r.row_number}, {r.field}: {r.reason}" for r in quarantine.itertuples())
+            raise LandingRejected(f"{len(quarantine)} of {rows} rows are bad ({share:.1%}), above the error budget of "
+                                  f"{error_budget:.1%}; first: row {quarantine.iloc[0]['row_number']}, "
+                                  f"{quarantine.iloc[0]['field']}: {quarantine.iloc[0]['reason']}\n{listing}")
     except LandingRejected as exc:
         destination = move(path, landing_dir / REJECTED)
         reason_file = destination.with_name(destination.name + ".reason.txt")
         reason_file.write_text(f"{path.name} was rejected: {exc}\nFix the file and drop it into {landing_dir} again.\n")
-        return LandingResult(path.name, "rejected", destination, reason=str(exc))
+        return LandingResult(path.name, "rejected", destination, rows=rows, reason=str(exc).splitlines()[0])
     load_landed(store, path.name, good, quarantine, dataset)
     destination = move(path, landing_dir / PROCESSED)
-    return LandingResult(path.name, "processed", destination, rows=len(raw), loaded=len(good),
+    return LandingResult(path.name, "processed", destination, rows=rows, loaded=len(good),
                          quarantined=len(quarantine), timestamps=good["timestamp"].astype(int).tolist())

@@ -1,4 +1,9 @@
-"""Readable texts for the language model: items ("Title (Year). Genres: ...", enriched from OMDb) and users."""
+"""Readable texts for the language model: items ("Title (Year). Genres: ...", enriched from OMDb) and users.
+
+Every text is normalised (`normalize_text`: ftfy repairs mojibake such as "ExupÃ©ry", even twice over, and
+HTML entities such as `&amp;`; e-mail addresses, URLs, phone numbers and long digit runs are scrubbed;
+whitespace is collapsed) before it reaches an encoder or the warehouse.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,54 @@ import sqlite3
 import unicodedata
 from pathlib import Path
 
+import ftfy
 import pandas as pd
 
 _ARTICLE_SUFFIX = re.compile(r"^(?P<rest>.*),\s*(?P<article>the|a|an|les|la|le|il|el|das|der|die)$", re.IGNORECASE)
 _PARENS = re.compile(r"\s*\([^)]*\)")
 OMDB_FIELDS = ["director", "cast", "writer", "language", "country"]
 MAX_CAST = 4
+
+
+_SPACES = re.compile(r"\s+")
+# Personal data scrubbed from every text: e-mail addresses, URLs, phone numbers (9+ digits with the usual
+# separators) and other long digit runs (7+: card, account, id numbers). Years and short numbers stay.
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_URL = re.compile(r"(?:\bhttps?://|\bwww\.)[^\s<>\"']+", re.IGNORECASE)
+_PHONE = re.compile(r"(?<![\w+(])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,5}\)[ .-]?)?\d{2,5}(?:[ ./-]\d{2,8}){1,4}(?!\w)")
+_DIGITS = re.compile(r"\d{7,}")
+
+
+_YEAR = re.compile(r"(?:1[89]|20)\d\d")
+
+
+def _phone_like(match: str) -> bool:
+    """9+ digits, and not a run of years such as "1995 1996 1997"."""
+    groups = re.findall(r"\d+", match)
+    return sum(map(len, groups)) >= 9 and not all(_YEAR.fullmatch(g) for g in groups)
+
+
+def scrub_pii(text: str) -> str:
+    """`text` with e-mail addresses, URLs, phone numbers and long digit runs replaced by a tag."""
+    if not any(ch.isdigit() or ch in "@/." for ch in text):
+        return text
+    text = _EMAIL.sub("[email]", text)
+    text = _URL.sub("[url]", text)
+    text = _PHONE.sub(lambda m: "[phone]" if _phone_like(m[0]) else m[0], text)
+    return _DIGITS.sub("[number]", text)
+
+
+def normalize_text(value) -> str:
+    """Mojibake and HTML entities repaired (ftfy), personal data scrubbed (`scrub_pii`), whitespace
+    collapsed; None / NA give ""."""
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    text = str(value)
+    if not text:
+        return ""
+    if not text.isascii() or "&" in text:
+        text = ftfy.fix_text(text, unescape_html=True)
+    return scrub_pii(_SPACES.sub(" ", text).strip())
 
 
 def text_hash(text: str) -> str:
@@ -58,11 +105,16 @@ def load_omdb(path: Path | None = None) -> pd.DataFrame:
 
 def build_item_texts(items: pd.DataFrame, omdb: pd.DataFrame | None = None) -> tuple[pd.DataFrame, float]:
     """Return (item_id, text, text_hash, omdb_matched) and the OMDb match rate."""
+    if "text" in items.columns:  # a config dataset brings its own texts: no film credits to join
+        omdb = pd.DataFrame({"title_key": pd.Series(dtype="object"), "year": pd.Series(dtype="Int64"),
+                             **{f: pd.Series(dtype="object") for f in OMDB_FIELDS}})
     omdb = load_omdb() if omdb is None else omdb
     keyed = items.assign(title_key=items["title"].astype(str).map(normalize_title))
     merged = keyed.merge(omdb, on=["title_key", "year"], how="left", validate="many_to_one")
     matched = merged["director"].notna() | merged["cast"].notna()
-    texts = [_item_text(row) for row in merged.itertuples(index=False)]
+    own = merged["text"] if "text" in merged.columns else pd.Series("", index=merged.index)
+    texts = [normalize_text(_own_item_text(row, t) if normalize_text(t) else _item_text(row))
+             for row, t in zip(merged.itertuples(index=False), own, strict=True)]
     frame = pd.DataFrame({
         "item_id": merged["item_id"].astype(str),
         "text": texts,
@@ -76,6 +128,15 @@ def _clean(value) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
         return ""
     return str(value).strip()
+
+
+def _own_item_text(row, text: str) -> str:
+    """A config dataset's item text (its `text` fields joined) plus its categories."""
+    text = normalize_text(text)
+    genres = [g for g in (row.genres if isinstance(row.genres, list | tuple) else list(row.genres)) if g]
+    if genres:
+        text = f"{text.rstrip('.')}. Categories: {', '.join(genres)}."
+    return text
 
 
 def _item_text(row) -> str:
@@ -100,7 +161,9 @@ def _item_text(row) -> str:
 
 def build_user_texts(users: pd.DataFrame) -> pd.DataFrame:
     """Return (user_id, text, text_hash): a readable profile from demographics."""
-    texts = [_user_text(row) for row in users.itertuples(index=False)]
+    own = users["text"] if "text" in users.columns else pd.Series("", index=users.index)
+    texts = [normalize_text(t) or normalize_text(_user_text(row))
+             for row, t in zip(users.itertuples(index=False), own, strict=True)]
     return pd.DataFrame({
         "user_id": users["user_id"].astype(str).to_numpy(),
         "text": texts,

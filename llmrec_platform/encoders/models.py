@@ -118,7 +118,8 @@ class TextEncoder:
     def dim(self) -> int:
         return int(self.model.get_embedding_dimension())
 
-    def encode(self, texts: list[str], progress: bool = False) -> tuple[np.ndarray, EncodeStats]:
+    def encode(self, texts: list[str], progress: bool | None = None) -> tuple[np.ndarray, EncodeStats]:
+        """`progress=None`: sentence-transformers shows its bar when its logger is at INFO (`--verbose`)."""
         start = time.perf_counter()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), EncodeStats(0, 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from llmrec_platform.evaluation.metrics import accuracy_at_k, item_coverage, nov
 from llmrec_platform.rankers.base import Ranker, excluded_items, top_k_positions
 
 DEFAULT_KS = (10, 20)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,13 +46,14 @@ def evaluate(
     slice_name: str = "all",
     candidate_items: np.ndarray | None = None,
     users: np.ndarray | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> EvaluationResult:
     """Rank all candidate items for every user with relevant items in `fold` and compute metrics.
 
     `candidate_items` (a boolean mask over items) restricts both the ranking and the relevant set,
     which is how the cold-item slice ranks among cold items only. `users` (positions) restricts who is
-    evaluated, e.g. to the validation users a re-ranker did not train on.
+    evaluated, e.g. to the validation users a re-ranker did not train on. `progress=None`: a bar when this
+    module's logger is at INFO (as sentence-transformers decides), i.e. `llmrec demo --verbose`.
     """
     relevant = data.relevant(fold)
     excluded = excluded_items(*data.seen_before(fold))
@@ -68,7 +71,8 @@ def evaluate(
     top_lists = np.full((len(users), k_max), -1, dtype=np.int64)
     hits = np.zeros((len(users), k_max), dtype=bool)
     batches = range(0, len(users), batch_size)
-    for start in tqdm(batches, desc=f"evaluate {ranker.name} ({fold}/{slice_name})", disable=not progress):
+    show = log.isEnabledFor(logging.INFO) if progress is None else progress
+    for start in tqdm(batches, desc=f"evaluate {ranker.name} ({fold}/{slice_name})", disable=not show):
         batch = users[start:start + batch_size]
         lists = top_k_positions(ranker.score(batch), excluded[batch], k_max, candidate_items)
         top = np.full((len(batch), k_max), -1, dtype=np.int64)

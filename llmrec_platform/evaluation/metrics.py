@@ -1,12 +1,13 @@
 """Top-k ranking metrics with RecBole's definitions: binary relevance, log2 discount, ideal DCG over
-min(|relevant|, k), MAP@k normalised by min(|relevant|, k). All functions are per user and vectorised:
+min(|relevant|, k), MAP@k normalised by min(|relevant|, k), F1@k the per-user harmonic mean of P@k and R@k
+(0 for a user without a hit), then averaged like every other metric. All functions are per user and vectorised:
 `hits` is a (n_users, K) boolean matrix of the ranked lists, best first."""
 
 from __future__ import annotations
 
 import numpy as np
 
-ACCURACY_METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit")
+ACCURACY_METRICS = ("precision", "recall", "f1", "ndcg", "map", "mrr", "hit")
 
 
 def accuracy_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -22,9 +23,13 @@ def accuracy_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str,
     ideal_dcg = np.cumsum(1.0 / np.log2(np.arange(1, k + 1) + 1))[ideal_len - 1]
     precision_at_i = np.cumsum(hits, axis=1) / positions
     first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, np.inf)
+    precision, recall = n_hits / k, n_hits / n_relevant
+    # 2PR/(P+R) simplifies to 2 hits / (k + |relevant|): no 0/0 for users without a hit.
+    f1 = 2.0 * n_hits / (k + n_relevant)
     return {
-        "precision": n_hits / k,
-        "recall": n_hits / n_relevant,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
         "ndcg": dcg / ideal_dcg,
         "map": (precision_at_i * hits).sum(axis=1) / np.minimum(n_relevant, k),
         "mrr": 1.0 / first_hit,

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-TABLE_METRICS = ["ndcg@10", "recall@10", "precision@10", "map@10", "mrr@10", "hit@10", "ndcg@20", "recall@20",
+TABLE_METRICS = ["ndcg@10", "recall@10", "precision@10", "f1@10", "map@10", "mrr@10", "hit@10", "ndcg@20", "recall@20",
                  "coverage@10", "novelty@10", "personalization@10"]
 
 

@@ -42,7 +42,7 @@ def slices(data: InteractionData) -> dict[str, np.ndarray | None]:
 
 def evaluate_suite(
     trained: dict[str, TrainedRanker], data: InteractionData, seed: int, ks=DEFAULT_KS, folds=("test",),
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> SuiteResult:
     if not trained:
         raise ValueError("no rankers to evaluate")

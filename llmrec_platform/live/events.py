@@ -24,7 +24,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,18 @@ import pandas as pd
 
 LOG_NAME = "events.jsonl"
 EVENT_COLUMNS = ["event_id", "user_id", "item_id", "event_type", "value", "timestamp"]
+# Event types whose value is the rating itself; any other type counts as the rating its weight says.
+EXPLICIT_TYPES = ("rating", "rate")
+# The rating each implicit event type counts as (LLMREC_EVENT_WEIGHTS overrides it); unknown types count 4.
+DEFAULT_EVENT_WEIGHTS = {"view": 2.0, "click": 4.0, "favorite": 5.0}
+DEFAULT_IMPLICIT_WEIGHT = 4.0
+
+
+def event_rating(event_type: str, value: float, weights: Mapping[str, float] | None = None) -> float:
+    """The rating an event counts as in a history: its value for a rating, its type's weight otherwise."""
+    if event_type in EXPLICIT_TYPES:
+        return float(value)
+    return float((DEFAULT_EVENT_WEIGHTS if weights is None else weights).get(event_type, DEFAULT_IMPLICIT_WEIGHT))
 
 
 class EventError(ValueError):
@@ -46,6 +58,7 @@ class Event:
     value: float = 1.0
     timestamp: int = field(default_factory=lambda: int(time.time()))
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str | None = None  # the recommendation response the event answers (online CTR)
 
     def __post_init__(self):
         for name in ("user_id", "item_id", "event_type", "event_id"):
@@ -64,12 +77,16 @@ class Event:
             raise EventError(f"event misses {missing}: {data}")
         try:
             return cls(user_id=str(data["user_id"]), item_id=str(data["item_id"]), event_type=str(data["event_type"]),
-                       value=float(data["value"]), timestamp=int(data["timestamp"]), event_id=str(data["event_id"]))
+                       value=float(data["value"]), timestamp=int(data["timestamp"]), event_id=str(data["event_id"]),
+                       request_id=None if data.get("request_id") is None else str(data["request_id"]))
         except (TypeError, ValueError) as exc:
             raise EventError(f"malformed event {data}: {exc}") from exc
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        fields = asdict(self)
+        if fields["request_id"] is None:
+            del fields["request_id"]  # lines without one stay as they were
+        return json.dumps(fields, separators=(",", ":"), sort_keys=True)
 
 
 @dataclass
@@ -81,8 +98,8 @@ class EventBatch:
 
     def frame(self) -> pd.DataFrame:
         if not self.events:
-            return pd.DataFrame(columns=EVENT_COLUMNS)
-        return pd.DataFrame([asdict(e) for e in self.events])[EVENT_COLUMNS]
+            return pd.DataFrame(columns=EVENT_COLUMNS + ["request_id"])
+        return pd.DataFrame([asdict(e) for e in self.events])[EVENT_COLUMNS + ["request_id"]]
 
     @property
     def user_ids(self) -> list[str]:

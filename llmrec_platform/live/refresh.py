@@ -6,8 +6,8 @@ For a batch of events from the `EventLog`:
 2. `refresh_user_embeddings` recomputes each affected user's interest vector with the *same* function as
    the `user_embeddings` asset (`user_interest_vectors`), over the user's training rows of `split` plus
    *all* of the user's events so far (a `rating` event counts with its value as the rating, any other
-   event type as an implicit positive), using the stored `item_embeddings` and the cached profile-text
-   embedding; it replaces those users' rows of `user_embeddings`;
+   event type as the rating its weight says, `event_rating`, with LLMREC_EVENT_WEIGHTS), using the stored `item_embeddings`
+   and the cached profile-text embedding; it replaces those users' rows of `user_embeddings`;
 3. `refresh_recommendations` re-ranks those users with the published champion, whichever ranker it is,
    through `score_query` on the same history (training rows plus all events: fold-in), so new events change
    the list at once, and replaces their rows of `recommendations`. A user who exists only in events is
@@ -20,6 +20,7 @@ reach training when they are landed as ratings (LLMREC_HOME/landing/).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,8 +29,8 @@ import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.encoders.vectors import align, user_interest_vectors
-from llmrec_platform.live.events import EVENT_COLUMNS, EventBatch
-from llmrec_platform.rankers.base import IMPLICIT_RATING, Interaction, Query, Ranker, excluded_items, top_k_frame
+from llmrec_platform.live.events import EVENT_COLUMNS, EventBatch, event_rating
+from llmrec_platform.rankers.base import Interaction, Query, Ranker, excluded_items, top_k_frame
 from llmrec_platform.storage.warehouse import Warehouse
 
 EVENTS_TABLE = "events"
@@ -54,8 +55,10 @@ def record_events(store: Warehouse, batch: EventBatch) -> int:
         conn.execute("BEGIN")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (event_id VARCHAR, user_id VARCHAR, item_id VARCHAR, "
                      "event_type VARCHAR, value DOUBLE, timestamp BIGINT)")
+        conn.execute(f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN IF NOT EXISTS request_id VARCHAR")
         conn.execute(f"DELETE FROM {EVENTS_TABLE} WHERE event_id IN (SELECT event_id FROM incoming)")
-        conn.execute(f"INSERT INTO {EVENTS_TABLE} BY NAME SELECT {', '.join(EVENT_COLUMNS)} FROM incoming")
+        conn.execute(f"INSERT INTO {EVENTS_TABLE} BY NAME SELECT {', '.join(EVENT_COLUMNS)}, "
+                     "CAST(request_id AS VARCHAR) AS request_id FROM incoming")
         conn.execute("COMMIT")
     return len(frame)
 
@@ -67,13 +70,13 @@ def _for_users(store: Warehouse, table: str, users: list[str], columns: str = "*
     return store.query(f"SELECT {columns} FROM {table} WHERE list_contains(?, user_id){extra}", [users])
 
 
-def user_interactions(store: Warehouse, users: list[str], implicit_rating: float = IMPLICIT_RATING) -> pd.DataFrame:
+def user_interactions(store: Warehouse, users: list[str], event_weights: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Training rows of `split` plus all events of the users: one row per user-item (the latest)."""
     train = _for_users(store, "split", users, "user_id, item_id, rating, timestamp", "fold = 'train'")
     events = _for_users(store, EVENTS_TABLE, users, "user_id, item_id, event_type, value, timestamp")
     frames = [train] if len(train) else []
     if len(events):
-        rating = np.where(events["event_type"] == "rating", events["value"], implicit_rating)
+        rating = [event_rating(t, v, event_weights) for t, v in zip(events["event_type"], events["value"], strict=True)]
         frames.append(events.assign(rating=rating)[["user_id", "item_id", "rating", "timestamp"]])
     if not frames:
         return pd.DataFrame(columns=["user_id", "item_id", "rating", "timestamp"])
@@ -94,7 +97,7 @@ def _replace_users(store: Warehouse, table: str, users: list[str], frame: pd.Dat
 
 def refresh_user_embeddings(
     store: Warehouse, users: list[str], profile_weight: float, half_life_days: float,
-    implicit_rating: float = IMPLICIT_RATING, result: RefreshResult | None = None,
+    event_weights: Mapping[str, float] | None = None, result: RefreshResult | None = None,
 ) -> pd.DataFrame:
     """Recompute and store the users' interest vectors; returns (user_id, model, embedding)."""
     result = result or RefreshResult(users)
@@ -104,7 +107,7 @@ def refresh_user_embeddings(
         return empty
     items = store.query("SELECT item_id, model, embedding FROM item_embeddings")
     model = str(items["model"].iloc[0])
-    interactions = user_interactions(store, users, implicit_rating)
+    interactions = user_interactions(store, users, event_weights)
     interactions = interactions[interactions["item_id"].isin(items["item_id"])]
     if interactions.empty:
         result.notes.append("no interactions with embedded items for these users")
@@ -131,14 +134,14 @@ def refresh_user_embeddings(
 
 
 def refresh_recommendations(
-    store: Warehouse, users: list[str], champion: Ranker, k: int, implicit_rating: float = IMPLICIT_RATING,
+    store: Warehouse, users: list[str], champion: Ranker, k: int, event_weights: Mapping[str, float] | None = None,
     result: RefreshResult | None = None,
 ) -> pd.DataFrame:
     """Re-rank the users with the champion, whichever ranker it is, from their training rows plus all their
     events (`score_query`: fold-in), and store their lists; returns (ranker, user_id, rank, item_id, score).
     A list never shows an item of the user's history or of any fold of `split` (`excluded_items`)."""
     result = result or RefreshResult(users)
-    history = user_interactions(store, users, implicit_rating)
+    history = user_interactions(store, users, event_weights)
     by_user = {user: frame for user, frame in history.groupby("user_id", sort=False)}
     queries = [Query(user_id=user, history=tuple(
         Interaction(item, rating, timestamp) for item, rating, timestamp in

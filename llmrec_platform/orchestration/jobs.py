@@ -10,8 +10,8 @@ from llmrec_platform.assets.partitions import monthly_partitions
 from llmrec_platform.assets.rankers import RANKER_ASSETS
 from llmrec_platform.data.landing import ingest_landed_file
 from llmrec_platform.evaluation.champion import latest_publication
+from llmrec_platform.live.online import ImpressionLog, refresh_online_metrics
 from llmrec_platform.live.refresh import (
-    IMPLICIT_RATING,
     RefreshResult,
     record_events,
     refresh_recommendations,
@@ -62,7 +62,8 @@ def ingest_landed_ratings(
 ):
     """Validate a landed ratings file, load its good rows into `ratings` (idempotently, keyed by file name),
     quarantine the bad ones, and move it to landing/processed/ (or landing/rejected/ with a reason)."""
-    result = ingest_landed_file(Path(config.path), warehouse.warehouse(), dataset.source, partitioned_range())
+    result = ingest_landed_file(Path(config.path), warehouse.warehouse(), dataset.source, partitioned_range(),
+                                error_budget=dataset.budget())
     if result.status == "rejected":
         raise dg.Failure(
             description=f"{result.file} rejected: {result.reason}",
@@ -99,8 +100,6 @@ class EventsRefreshConfig(dg.Config):
                                 description="users to refresh; empty: every user with an event in the batch")
     profile_weight: float = UserEmbeddingsConfig.model_fields["profile_weight"].default
     half_life_days: float = UserEmbeddingsConfig.model_fields["half_life_days"].default
-    implicit_rating: float = Field(default=IMPLICIT_RATING,
-                                   description="rating an event other than `rating` counts as")
 
 
 def load_champion(artifacts_io: dg.IOManager, asset_name: str) -> TrainedRanker:
@@ -133,17 +132,19 @@ def refresh_users_from_events(
         context.log.warning(f"{len(batch.malformed)} malformed lines skipped, e.g. {batch.malformed[0]!r}")
     store = warehouse.warehouse()
     recorded = record_events(store, batch)
+    online = refresh_online_metrics(store, ImpressionLog(events.folder))
+    if len(online):
+        context.log.info(f"online_metrics: {int(online.loc[online['position'] == 0, 'impressions'].sum())} impressions")
     users = sorted(set(config.user_ids) or set(batch.user_ids))
     result = RefreshResult(users)
-    refresh_user_embeddings(store, users, config.profile_weight, config.half_life_days,
-                                      config.implicit_rating, result)
+    refresh_user_embeddings(store, users, config.profile_weight, config.half_life_days, events.event_weights, result)
     publication = latest_publication(store)
     if publication is None:
         result.notes.append("no published champion yet: recommendations are refreshed after the first publication")
         result.waiting = users
     else:
         trained = load_champion(artifacts_io, publication["ranker_asset"])
-        refresh_recommendations(store, users, trained.ranker, experiment.top_k, config.implicit_rating, result)
+        refresh_recommendations(store, users, trained.ranker, experiment.top_k, events.event_weights, result)
     for note in result.notes:
         context.log.info(note)
     offsets = f"{config.start_offset}-{config.end_offset}"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from pathlib import Path
@@ -7,10 +8,11 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from llmrec_platform.data.config import config_error_budget
 from llmrec_platform.data.datasets import Dataset, load_dataset_cached
 from llmrec_platform.data.split import SplitConfig
 from llmrec_platform.encoders.models import DEFAULT_MODEL, TextEncoder, resolve_device
-from llmrec_platform.live.events import EventLog
+from llmrec_platform.live.events import DEFAULT_EVENT_WEIGHTS, EventLog
 from llmrec_platform.paths import Paths
 from llmrec_platform.settings import DEFAULT_EVENTS_BATCH, DEFAULT_TOLERANCE
 from llmrec_platform.storage.tracking import Tracker
@@ -42,18 +44,31 @@ class EventLogResource(dg.ConfigurableResource):
 
     folder: str = Field(description="folder of events.jsonl, e.g. <home>/events")
     max_batch: int = Field(default=DEFAULT_EVENTS_BATCH, description="most events one refresh run takes")
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
+                                            description="the rating each implicit event type counts as")
 
     def log(self) -> EventLog:
         return EventLog(self.folder)
 
 
 class DatasetResource(dg.ConfigurableResource):
-    """Where ratings, items and users come from: `ml-100k`, `ml-1m` or a GroupLens folder path."""
+    """Where ratings, items and users come from: `ml-100k`, `ml-1m`, a GroupLens folder path or a dataset
+    config file (`.yaml`, see llmrec_platform.data.config)."""
 
     source: str = "ml-100k"
+    error_budget: float | None = Field(
+        default=None, description="share of rejected rows per file above which a run fails; empty: the config's "
+                                  "error_budget, else 0.05")
 
     def load(self) -> Dataset:
-        return load_dataset_cached(self.source)
+        loaded = load_dataset_cached(self.source)
+        if self.error_budget is not None:
+            loaded = dataclasses.replace(loaded, error_budget=self.error_budget)
+        return loaded
+
+    def budget(self) -> float:
+        """The error budget: this resource's, else the dataset config's, else the default (0.05)."""
+        return self.error_budget if self.error_budget is not None else config_error_budget(self.source)
 
 
 class ExperimentResource(dg.ConfigurableResource):

@@ -12,6 +12,8 @@ import pandas as pd
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+# The MLflow UI opens an experiment of this kind in its model-training view, not the GenAI (traces) one.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
@@ -37,9 +39,12 @@ class Tracker:
             self.client = mlflow.tracking.MlflowClient(tracking_uri)
             existing = self.client.get_experiment_by_name(experiment)
             if existing is None:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root.as_uri(),
+                                                                   tags=EXPERIMENT_KIND)
             else:
                 self.experiment_id = existing.experiment_id
+                if existing.tags.get("mlflow.experimentKind") is None:
+                    self.client.set_experiment_tag(self.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
 
     def start_run(self, run_name: str, params: dict, tags: dict | None = None) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags or {})

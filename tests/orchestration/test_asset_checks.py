@@ -81,11 +81,17 @@ def test_champion_gate_rule():
     assert not decision.passed and "LLMREC_CHAMPION_TOLERANCE" in decision.description
 
 
-def test_a_failing_ratings_check_is_reported(home, tmp_path, instance):
+def test_a_failing_ratings_check_is_reported(home, tmp_path, instance, monkeypatch):
     dataset = tmp_path / "dup-ml"
     dataset.mkdir()
     (dataset / "u.data").write_text("1\t1\t4\t880000000\n1\t1\t4\t880000000\n2\t1\t3\t880000100\n")
     (dataset / "u.item").write_text("1|Toy Story (1995)|01-Jan-1995||http://x|" + "|".join(["0"] * 19) + "\n")
+    # The loader quarantines a repeated key (issue 11); let it slip through to show the check reports it.
+    from llmrec_platform.data import datasets
+
+    monkeypatch.setattr(datasets, "check_ratings", lambda ratings, *a, **k: (
+        ratings[datasets.RATINGS_COLUMNS], datasets.empty_quarantine()))
+    datasets._load_memo.cache_clear()
     result = dg.materialize(
         ALL_ASSETS, selection=dg.AssetSelection.assets("raw_ratings"), instance=instance, partition_key="1997-11-01",
         resources=build_resources(home, dataset=str(dataset)),

@@ -1,5 +1,6 @@
 """Ratings files dropped into LLMREC_HOME/landing/: the sensor, the ingestion job, the domain rules."""
 
+import codecs
 import json
 
 import dagster as dg
@@ -8,9 +9,10 @@ import pytest
 
 from llmrec_platform.assets.partitions import monthly_partitions
 from llmrec_platform.data.landing import LANDED_TABLE, ingest_landed_file, pending_files, read_ratings_file
-from llmrec_platform.definitions import build_resources
+from llmrec_platform.definitions import build_definitions, build_resources
 from llmrec_platform.orchestration.sensors import landing_sensor
 from llmrec_platform.paths import Paths
+from llmrec_platform.resources import DatasetResource
 from llmrec_platform.storage.warehouse import Warehouse
 from tests.orchestration.conftest import month_range
 
@@ -27,6 +29,14 @@ GOOD_CSV = (
     f"1,2,4,{NOV_1997}\n"  # repeats the first row's key
     "3,4,4,100\n"  # 1970: before the first partition
 )
+
+
+@pytest.fixture
+def lenient_defs(home, tiny_dataset_dir) -> dg.Definitions:
+    """GOOD_CSV has 5 bad rows of 8: far above the default error budget (5%)."""
+    resources = build_resources(home, dataset=str(tiny_dataset_dir), device="cpu")
+    resources["dataset"] = DatasetResource(source=str(tiny_dataset_dir), error_budget=1.0)
+    return build_definitions(resources)
 
 
 def tick(instance, home, cursor=None) -> dg.SensorResult:
@@ -73,7 +83,8 @@ def test_the_sensor_watches_the_home_it_is_given_not_the_environment(home, tmp_p
     assert [r.tags["llmrec/landed_file"] for r in landing_sensor(context).run_requests] == ["b.csv"]
 
 
-def test_ingestion_loads_good_rows_quarantines_bad_ones_and_moves_the_file(defs, home, instance):
+def test_ingestion_loads_good_rows_quarantines_bad_ones_and_moves_the_file(lenient_defs, home, instance):
+    defs = lenient_defs
     (home.landing / "a.csv").write_text(GOOD_CSV)
     [request] = tick(instance, home).run_requests
     result = ingest_run(defs, request, instance)
@@ -98,7 +109,8 @@ def test_ingestion_loads_good_rows_quarantines_bad_ones_and_moves_the_file(defs,
     assert len(store.read(LANDED_TABLE)) == 3
 
 
-def test_a_month_backfill_keeps_the_landed_rows(defs, home, instance, tiny_dataset_dir):
+def test_a_month_backfill_keeps_the_landed_rows(lenient_defs, home, instance, tiny_dataset_dir):
+    defs = lenient_defs
     key = monthly_partitions.get_partition_key_for_timestamp(NOV_1997)
     ingest = defs.resolve_job_def("ingest_ratings")
     assert ingest.execute_in_process(partition_key=key, instance=instance).success
@@ -140,11 +152,59 @@ def test_domain_rules_without_dagster(tmp_path):
     (landing / "sub").mkdir()
     (landing / "x.CSV").write_text(GOOD_CSV)
     assert [f.name for f in pending_files(landing)] == ["x.CSV"]
-    raw, first_row = read_ratings_file(landing / "x.CSV")
-    assert first_row == 2 and list(raw.columns) == ["user_id", "item_id", "rating", "timestamp"]
+    raw, rejected = read_ratings_file(landing / "x.CSV")
+    assert raw["_row"].iloc[0] == 2 and list(raw.columns[:4]) == ["user_id", "item_id", "rating", "timestamp"]
+    assert rejected.empty
     store = Warehouse(tmp_path / "w.duckdb")
-    result = ingest_landed_file(landing / "x.CSV", store, "ml-test", (0, 2_000_000_000))
+    result = ingest_landed_file(landing / "x.CSV", store, "ml-test", (0, 2_000_000_000), error_budget=1.0)
     # Without a partition range, the 1970 row is valid.
     assert (result.status, result.loaded, result.quarantined) == ("processed", 4, 4)
     with pytest.raises(FileNotFoundError, match="already ingested"):
         ingest_landed_file(landing / "x.CSV", store, "ml-test")
+
+
+def test_one_malformed_row_no_longer_rejects_the_file(defs, home, instance):
+    """A BOM, a five-field row, bytes that are not UTF-8 and an item the catalogue lacks: each of those rows
+    is quarantined with its line and reason, the other rows load (the default budget is 5%)."""
+    lines = ["user_id,item_id,rating,timestamp"] + [f"{u},{1 + u % 9},4,{NOV_1997 + u}" for u in range(1, 41)]
+    lines.insert(5, f"1,2,4,{NOV_1997},extra")  # line 6
+    body = ("\n".join(lines) + "\n").encode() + f"2,9\xff,4,{NOV_1997}\n".encode("latin-1")  # line 43
+    (home.landing / "m.csv").write_bytes(codecs.BOM_UTF8 + body)
+    [request] = tick(instance, home).run_requests
+    assert ingest_run(defs, request, instance).success
+    store = Warehouse(home.warehouse)
+    assert len(store.read("ratings")) == 40
+    assert store.query("SELECT count(*) AS n FROM ratings WHERE user_id LIKE '%' || chr(65279) || '%'")["n"][0] == 0
+    quarantine = store.read("quarantine").sort_values("row_number")
+    assert quarantine["row_number"].tolist() == [6, 43]
+    assert quarantine["reason"].tolist()[0] == "wrong number of fields: expected 4, found 5"
+    assert quarantine["reason"].tolist()[1] == "bytes not valid in utf-8"
+    # The file is fixed and dropped again: none of its old quarantine rows stay.
+    del lines[5]
+    (home.landing / "m.csv").write_text("\n".join(lines) + "\n")
+    [again] = tick(instance, home).run_requests
+    assert ingest_run(defs, again, instance).success
+    assert len(store.read("quarantine")) == 0 and len(store.read("ratings")) == 40
+
+
+def test_a_file_above_the_error_budget_is_rejected_with_every_bad_row_listed(defs, home, instance):
+    (home.landing / "a.csv").write_text(GOOD_CSV)  # 5 bad rows of 8
+    [request] = tick(instance, home).run_requests
+    result = ingest_run(defs, request, instance)
+    assert not result.success
+    reason = (home.landing / "rejected" / "a.csv.reason.txt").read_text()
+    assert "5 of 8 rows are bad (62.5%), above the error budget of 5.0%" in reason
+    assert "row 5, rating: rating outside [0.5, 5]" in reason and "row 9, timestamp" in reason
+    assert not Warehouse(home.warehouse).has_table("ratings")
+
+
+def test_landed_items_the_catalogue_lacks_are_quarantined(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    store = Warehouse(tmp_path / "w.duckdb")
+    store.replace("items", pd.DataFrame({"item_id": ["1", "2"], "title": ["a", "b"]}))
+    (landing / "x.csv").write_text(f"user_id,item_id,rating,timestamp\n1,1,4,{NOV_1997}\n1,3,4,{NOV_1997}\n")
+    result = ingest_landed_file(landing / "x.csv", store, "ml-test", error_budget=1.0)
+    assert (result.loaded, result.quarantined) == (1, 1)
+    [row] = store.read("quarantine").itertuples()
+    assert (row.row_number, row.field, row.reason) == (3, "item_id", "item not in the warehouse's items")

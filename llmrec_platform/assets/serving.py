@@ -1,0 +1,71 @@
+"""The serving bundle: the files `llmrec serve` answers from (see llmrec_platform.serving.bundle)."""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from llmrec_platform.assets.rankers import RANKER_ASSETS
+from llmrec_platform.evaluation.suite import CHAMPION_METRIC
+from llmrec_platform.live.events import event_rating
+from llmrec_platform.rankers.base import TrainedRanker
+from llmrec_platform.resources import EventLogResource, HomeResource
+from llmrec_platform.serving.bundle import publish_bundle
+
+RANKER_INS = {name: dg.AssetIn(name) for name in RANKER_ASSETS}
+
+
+class ServingBundleConfig(dg.Config):
+    challenger: str = Field(default="", description="a second ranker (e.g. ease) for an online A/B split; empty: none")
+
+
+@dg.asset(ins={**RANKER_INS, "items": dg.AssetIn("raw_items")}, deps=["recommendations"], group_name="serving",
+          kinds={"files"})
+def serving_bundle(
+    context: dg.AssetExecutionContext,
+    config: ServingBundleConfig,
+    evaluation_report: dict,
+    split: pd.DataFrame,
+    items: pd.DataFrame,
+    item_texts: pd.DataFrame,
+    item_embeddings: pd.DataFrame,
+    home: HomeResource,
+    events: EventLogResource,
+    **rankers: TrainedRanker,
+) -> dg.MaterializeResult:
+    """Publish the champion, the catalogue, the item embeddings, every user's history (all folds, plus the
+    event log up to now) and popularity under LLMREC_HOME/bundles/, and point `current` at it."""
+    by_name = {t.ranker.name: t for t in rankers.values()}
+    champion = by_name[evaluation_report["champion"]]
+    if config.challenger and config.challenger not in by_name:
+        raise dg.Failure(f"challenger {config.challenger!r} is not a ranker of this run: {', '.join(sorted(by_name))}")
+    log = events.log()
+    batch = log.read(0)
+    logged = batch.frame()
+    histories = split[["user_id", "item_id", "rating", "timestamp"]].assign(event="rating")
+    if len(logged):
+        histories = pd.concat([histories, pd.DataFrame({
+            "user_id": logged["user_id"], "item_id": logged["item_id"], "timestamp": logged["timestamp"],
+            "event": logged["event_type"],
+            "rating": [event_rating(t, v) for t, v in zip(logged["event_type"], logged["value"], strict=True)],
+        })], ignore_index=True)
+    metrics = evaluation_report["metrics"]
+    champion_test = metrics[(metrics["ranker"] == champion.ranker.name) & (metrics["fold"] == "test")]
+    path = publish_bundle(
+        home.paths().bundles, champion.ranker,
+        items.merge(item_texts[["item_id", "text"]], on="item_id", how="left"),
+        item_embeddings[["item_id", "embedding"]], histories,
+        manifest={
+            "event_offset": batch.end, "data_fingerprint": champion.data_fingerprint, "dagster_run_id": context.run_id,
+            "mlflow_run_id": champion.mlflow_run_id,
+            "encoder": str(item_embeddings["model"].iloc[0]) if len(item_embeddings) else None,
+            f"valid_{CHAMPION_METRIC}": float(evaluation_report["valid_scores"][champion.ranker.name]),
+            "test_metrics": {f"{m}@{k}/{s}": float(v) for m, k, s, v in champion_test[["metric", "k", "slice", "value"]]
+                             .itertuples(index=False, name=None)},
+        },
+        collab=by_name["ease"].ranker if "ease" in by_name else None,
+        challenger=by_name[config.challenger].ranker if config.challenger else None,
+    )
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(path)), "version": path.name, "champion": champion.ranker.name,
+        "users": int(histories["user_id"].nunique()), "event_offset": batch.end,
+    })

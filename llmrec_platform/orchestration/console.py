@@ -1,0 +1,114 @@
+"""What `llmrec demo` prints while a run executes: one line per finished step with its time, failed checks,
+and (on a terminal only) one live status line for the running step.
+
+It is a Dagster logger, so it sees the run's own step events whichever job runs; Dagster's console logger
+stays at WARNING unless `--verbose`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import TextIO
+
+import dagster as dg
+
+_EVENTS = dg.DagsterEventType
+
+
+class RunConsole(logging.Handler):
+    """Turns a run's step events into short lines on `stream`."""
+
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None):
+        super().__init__(level=logging.DEBUG)
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.materialized: dict[str, list[str]] = {}
+        self.checks_passed = 0
+        self.checks_failed: list[str] = []
+        self.step_seconds: dict[str, float] = {}
+        self._running: tuple[str, float] | None = None
+        self._lock = threading.Lock()
+        self._ticker: threading.Thread | None = None
+
+    # --- logging.Handler ---------------------------------------------------------------------------
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = (getattr(record, "dagster_meta", None) or {}).get("dagster_event")
+        if event is None or event.step_key is None:
+            return
+        step, kind = event.step_key, event.event_type
+        if kind == _EVENTS.STEP_START:
+            with self._lock:
+                self._running = (step, time.monotonic())
+            self._start_ticker()
+        elif kind == _EVENTS.ASSET_MATERIALIZATION:
+            self.materialized.setdefault(step, []).append(event.asset_key.to_user_string())
+        elif kind == _EVENTS.ASSET_CHECK_EVALUATION:
+            data = event.event_specific_data
+            if data.passed:
+                self.checks_passed += 1
+            else:
+                name = f"{data.asset_key.to_user_string()}/{data.check_name}"
+                self.checks_failed.append(name)
+                self._line(f"  check {name} FAILED")
+        elif kind == _EVENTS.STEP_SUCCESS:
+            seconds = event.event_specific_data.duration_ms / 1000
+            self.step_seconds[step] = seconds
+            if step in self.materialized:  # a check step prints nothing when it passes
+                self._line(f"  {step:<34} {seconds:7.1f} s")
+            self._done(step)
+        elif kind == _EVENTS.STEP_FAILURE:
+            self._line(f"  {step:<34}  FAILED")
+            self._done(step)
+
+    # --- output ------------------------------------------------------------------------------------
+
+    def _line(self, text: str) -> None:
+        with self._lock:
+            if self.live:
+                self.stream.write("\r\033[K")  # clear the live status line first
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def _done(self, step: str) -> None:
+        with self._lock:
+            if self._running and self._running[0] == step:
+                self._running = None
+
+    def _start_ticker(self) -> None:
+        if not self.live or self._ticker is not None:
+            return
+
+        def tick() -> None:
+            while True:
+                time.sleep(0.5)
+                with self._lock:
+                    if self._running:
+                        step, since = self._running
+                        self.stream.write(f"\r\033[K  {step:<34} {time.monotonic() - since:7.0f} s ...")
+                        self.stream.flush()
+
+        self._ticker = threading.Thread(target=tick, name="llmrec-console", daemon=True)
+        self._ticker.start()
+
+    def summary(self) -> str:
+        total = sum(self.step_seconds.values())
+        checks = f"{self.checks_passed} asset checks passed"
+        if self.checks_failed:
+            checks += f", {len(self.checks_failed)} failed ({', '.join(self.checks_failed)})"
+        return f"{len(self.materialized)} assets materialized in {total:.1f} s of step time; {checks}"
+
+
+def console_logger(console: RunConsole) -> dg.LoggerDefinition:
+    """A logger definition that feeds every record of the run to `console`."""
+
+    @dg.logger(description="llmrec's short per-step output")
+    def llmrec_console(_init_context) -> logging.Logger:
+        logger = logging.Logger("llmrec.console", level=logging.DEBUG)
+        logger.addHandler(console)
+        return logger
+
+    return llmrec_console

@@ -1,0 +1,199 @@
+"""The serving bundle: everything the server needs, as plain files, published atomically (no Dagster).
+
+    <LLMREC_HOME>/bundles/<version>/
+        manifest.json        version, created_at, data fingerprint, champion, metrics, encoder, event offset
+        champion.pkl         the champion Ranker (it folds in any history: `score_query`)
+        challenger.pkl       optional second ranker for an online A/B split
+        collab.pkl           optional item-item ranker (EASE) whose weights explanations cite
+        items.parquet        item_id, title, genres, text, popularity, in the champion's item order
+        item_vectors.npy     the language model's unit-norm item embeddings, same order (zeros if missing)
+        histories.parquet    user_id, item_id, rating, timestamp, event: every known interaction, and the
+                             events of the log up to `event_offset`
+    <LLMREC_HOME>/bundles/current -> <version>   (a symlink, swapped with one atomic rename)
+
+A bundle is written under a temporary name and renamed into place before `current` moves, so a reader
+sees either the old or the new bundle, never half of one. The server never opens the warehouse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llmrec_platform.rankers.base import Ranker
+
+CURRENT = "current"
+KEEP_BUNDLES = 3  # published bundles kept besides the one being written (older ones are pruned)
+
+
+class BundleError(RuntimeError):
+    """No bundle to serve, or a bundle is incomplete; the message says what to run."""
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+    champion: Ranker
+    items: pd.DataFrame  # indexed like champion.item_ids_
+    item_vectors: np.ndarray
+    histories: pd.DataFrame
+    collab: Ranker | None = None
+    challenger: Ranker | None = None
+    titles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def event_offset(self) -> int:
+        return int(self.manifest["event_offset"])
+
+
+def publish_bundle(
+    root: str | Path, champion: Ranker, items: pd.DataFrame, item_vectors: pd.DataFrame, histories: pd.DataFrame,
+    manifest: dict, collab: Ranker | None = None, challenger: Ranker | None = None,
+) -> Path:
+    """Write a bundle under `root` and point `root/current` at it; returns the bundle folder.
+
+    `items` has item_id, title, genres (list or "|"-joined), text; `item_vectors` has item_id, embedding;
+    `histories` has user_id, item_id, rating, timestamp and optionally event. `manifest` must name the
+    `event_offset` the histories include and may carry anything else (metrics, fingerprint, encoder)."""
+    if "event_offset" not in manifest:
+        raise ValueError("the manifest must say which event-log offset the histories include (event_offset)")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(UTC)
+    version = f"{created:%Y%m%dT%H%M%S%f}-{str(manifest.get('data_fingerprint', 'na'))[:8]}"
+    staging = root / f".tmp-{version}"
+    staging.mkdir()
+
+    order = pd.Index(champion.item_ids_)
+    catalogue = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
+    catalogue = catalogue.reindex(order)
+    frame = pd.DataFrame({
+        "item_id": order.astype(str),
+        "title": catalogue["title"].fillna("").astype(str).to_numpy() if "title" in catalogue else order.astype(str),
+        "genres": [_genre_list(g) for g in (catalogue["genres"] if "genres" in catalogue else [None] * len(order))],
+        "text": catalogue["text"].fillna("").astype(str).to_numpy() if "text" in catalogue else "",
+        "popularity": np.asarray(champion.popularity_, dtype=np.float64),
+    })
+    frame.to_parquet(staging / "items.parquet", index=False)
+    vectors = _aligned_vectors(order, item_vectors)
+    np.save(staging / "item_vectors.npy", vectors)
+    history = histories.assign(user_id=histories["user_id"].astype(str), item_id=histories["item_id"].astype(str))
+    history = history.assign(event=history["event"].fillna("rating") if "event" in history else "rating")
+    history = history[["user_id", "item_id", "rating", "timestamp", "event"]].astype(
+        {"rating": "float32", "timestamp": "float64"}).sort_values(["user_id", "timestamp"], kind="stable")
+    history.to_parquet(staging / "histories.parquet", index=False)
+    for name, ranker in (("champion", champion), ("collab", collab), ("challenger", challenger)):
+        if ranker is not None:
+            with open(staging / f"{name}.pkl", "wb") as handle:
+                pickle.dump(ranker, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    full_manifest = {
+        **manifest, "version": version, "created_at": created.isoformat(), "champion": champion.name,
+        "challenger": challenger.name if challenger is not None else None,
+        "collab": collab.name if collab is not None else None,
+        "items": len(frame), "users": int(history["user_id"].nunique()), "interactions": len(history),
+        "embedded_items": int((np.abs(vectors).sum(axis=1) > 0).sum()),
+    }
+    (staging / "manifest.json").write_text(json.dumps(full_manifest, indent=2, sort_keys=True, default=str))
+    _fsync_tree(staging)
+
+    final = root / version
+    os.rename(staging, final)
+    pointer = root / f".{CURRENT}-{version}"
+    os.symlink(version, pointer)
+    os.replace(pointer, root / CURRENT)  # atomic: readers see the old or the new target
+    _fsync_dir(root)
+    _prune(root, keep=final.name)
+    return final
+
+
+def current_bundle(root: str | Path) -> Path:
+    """The folder `root/current` points at."""
+    pointer = Path(root) / CURRENT
+    if not pointer.exists():
+        raise BundleError(f"no serving bundle under {root}: run `llmrec demo` (or materialize serving_bundle) "
+                          "with the same LLMREC_HOME first")
+    return pointer.resolve()  # a copied home may hold `current` as a plain folder: serve it as it is
+
+
+def current_version(root: str | Path) -> str | None:
+    """The version `current` points at, or None; cheap enough to call twice a second."""
+    pointer = Path(root) / CURRENT
+    try:
+        return os.readlink(pointer)
+    except OSError:
+        return json.loads((pointer / "manifest.json").read_text())["version"] if pointer.is_dir() else None
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    path = Path(path)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        champion = Ranker.load(path / "champion.pkl")
+        items = pd.read_parquet(path / "items.parquet")
+        vectors = np.load(path / "item_vectors.npy")
+        histories = pd.read_parquet(path / "histories.parquet")
+    except FileNotFoundError as exc:
+        raise BundleError(f"bundle {path} is incomplete ({exc.filename} is missing): publish it again") from exc
+    if list(items["item_id"]) != [str(i) for i in champion.item_ids_] or len(vectors) != len(items):
+        raise BundleError(f"bundle {path}: items, vectors and the champion's item space disagree")
+    optional = {name: Ranker.load(path / f"{name}.pkl") if (path / f"{name}.pkl").exists() else None
+                for name in ("collab", "challenger")}
+    challenger = optional["challenger"]
+    if challenger is not None and not np.array_equal(challenger.item_ids_, champion.item_ids_):
+        raise BundleError(f"bundle {path}: the challenger was fitted on another item space than the champion")
+    return Bundle(path, manifest, champion, items, vectors, histories, optional["collab"], optional["challenger"],
+                  dict(zip(items["item_id"], items["title"], strict=True)))
+
+
+def _genre_list(value) -> list[str]:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, str):
+        return [g.strip() for g in value.replace(",", "|").split("|") if g.strip()]
+    return [str(g) for g in value]
+
+
+def _aligned_vectors(order: pd.Index, item_vectors: pd.DataFrame) -> np.ndarray:
+    if item_vectors is None or not len(item_vectors):
+        return np.zeros((len(order), 1), dtype=np.float32)
+    dim = len(item_vectors["embedding"].iloc[0])
+    vectors = np.zeros((len(order), dim), dtype=np.float32)
+    positions = order.get_indexer(item_vectors["item_id"].astype(str))
+    known = positions >= 0
+    vectors[positions[known]] = np.stack(item_vectors["embedding"].to_numpy()[known]).astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def _prune(root: Path, keep: str) -> None:
+    bundles = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+    for old in [p for p in bundles if p.name != keep][:-KEEP_BUNDLES or None]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.iterdir():
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

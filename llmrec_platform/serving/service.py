@@ -1,0 +1,209 @@
+"""What the server does, without the web framework: live histories over a bundle and the event log.
+
+A `LiveService` holds one published `Bundle` and the event log. Every known interaction comes from the
+bundle (its histories include the log up to `bundle.event_offset`); every event after that offset is
+replayed from the log into in-memory live histories, on start and before every answer (`catch_up`), so a
+restart loses nothing and several server processes on one log all read their own and each other's writes.
+A list is the champion's fold-in of bundle history + live events (`score_histories`, what `score_query`
+does for a history), blended with the short-term interest of the latest interactions (`ShortTermBlend`),
+never showing what the history holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from llmrec_platform.live.events import Event, EventLog, event_rating
+from llmrec_platform.live.short_term import ShortTermBlend, latest_positions, standardize
+from llmrec_platform.rankers.base import Histories, Interaction, Query, Ranker, excluded_items, top_k_positions
+from llmrec_platform.serving.bundle import Bundle
+from llmrec_platform.serving.explain import Evidence, evidence
+
+
+class UnknownItemError(KeyError):
+    def __str__(self) -> str:
+        return f"unknown item {self.args[0]!r}: it is not in the served catalogue"
+
+
+@dataclass
+class Recommendation:
+    user_id: str
+    request_id: str
+    model_version: str
+    ranker: str
+    arm: str
+    cold_start: bool
+    items: list[dict] = field(default_factory=list)
+
+
+class LiveService:
+    def __init__(self, bundle: Bundle, log: EventLog, event_weights: dict[str, float],
+                 blend: ShortTermBlend | None = None, challenger_share: float = 0.0,
+                 query_user_weight: float = 0.5):
+        self.bundle = bundle
+        self.log = log
+        self.event_weights = event_weights
+        self.blend = blend or ShortTermBlend()
+        self.challenger_share = challenger_share if bundle.challenger is not None else 0.0
+        self.query_user_weight = query_user_weight
+        ranker = bundle.champion
+        self.item_ids = np.asarray(ranker.item_ids_)
+        self.item_position = {str(i): p for p, i in enumerate(self.item_ids)}
+        self.titles = bundle.items["title"].tolist()
+        self.genres = [list(g) for g in bundle.items["genres"]]
+        self.vectors = bundle.item_vectors
+        collab = bundle.collab  # explanations cite its item-item weights when it shares the item space
+        self._collab_scores = collab._similar_item_scores if collab is not None and \
+            np.array_equal(collab.item_ids_, self.item_ids) else None
+        self._index_histories(bundle.histories)
+        self.live: dict[str, list[Interaction]] = defaultdict(list)
+        self.offset = bundle.event_offset
+        self.events_applied = 0
+        self.catch_up()
+
+    # -- histories ------------------------------------------------------------------------------------------------
+    def _index_histories(self, frame: pd.DataFrame) -> None:
+        users = frame["user_id"].to_numpy()
+        boundaries = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, np.int64)
+        ends = np.r_[boundaries[1:], len(users)]
+        self._spans = {str(users[b]): (int(b), int(e)) for b, e in zip(boundaries, ends, strict=True)}
+        self._h_items = frame["item_id"].astype(str).to_numpy()
+        self._h_positions = pd.Index(self.item_ids.astype(str)).get_indexer(self._h_items)  # -1: not in the item space
+        self._h_ratings = frame["rating"].to_numpy(dtype=np.float64)
+        self._h_stamps = frame["timestamp"].to_numpy(dtype=np.float64)
+        self._h_events = frame["event"].astype(str).to_numpy()
+
+    def catch_up(self) -> int:
+        """Apply the events appended to the log since the last call (by any process); returns how many."""
+        if self.log.size() == self.offset:
+            return 0
+        batch = self.log.read(self.offset)
+        for event in batch.events:
+            self.apply(event)
+        self.offset = batch.end
+        return len(batch.events)
+
+    def apply(self, event: Event) -> None:
+        rating = event_rating(event.event_type, event.value, self.event_weights)
+        self.live[event.user_id].append(Interaction(event.item_id, rating, float(event.timestamp), event.event_type))
+        self.events_applied += 1
+
+    def history(self, user_id: str) -> list[Interaction]:
+        """Everything the user did, as stored: the bundle's interactions, then live events in log order."""
+        start, end = self._spans.get(str(user_id), (0, 0))
+        stored = [Interaction(i, float(r), float(t), str(e)) for i, r, t, e in zip(
+            self._h_items[start:end], self._h_ratings[start:end], self._h_stamps[start:end],
+            self._h_events[start:end], strict=True)]
+        return stored + self.live.get(str(user_id), [])
+
+    def history_arrays(self, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item positions, ratings, timestamps) of the user's history in the item space, one entry per item
+        (its latest interaction, as `Ranker.histories` keeps it), sorted by position."""
+        start, end = self._spans.get(str(user_id), (0, 0))
+        live = self.live.get(str(user_id), [])
+        positions = np.r_[self._h_positions[start:end], [self.item_position.get(h.item_id, -1) for h in live]]
+        ratings = np.r_[self._h_ratings[start:end], [h.rating for h in live]]
+        stamps = np.r_[self._h_stamps[start:end], [h.timestamp for h in live]]
+        known = positions >= 0
+        positions, ratings, stamps = positions[known].astype(np.int64), ratings[known], stamps[known]
+        newest_first = np.lexsort((np.arange(len(stamps)), stamps))[::-1]
+        _, first = np.unique(positions[newest_first], return_index=True)
+        chosen = newest_first[first]
+        return positions[chosen], ratings[chosen], stamps[chosen]
+
+    def knows(self, user_id: str) -> bool:
+        return str(user_id) in self._spans or str(user_id) in self.live
+
+    def check_item(self, item_id: str) -> int:
+        position = self.item_position.get(str(item_id))
+        if position is None:
+            raise UnknownItemError(item_id)
+        return position
+
+    # -- ranking --------------------------------------------------------------------------------------------------
+    def arm(self, user_id: str) -> tuple[str, Ranker]:
+        """The ranker this user sees: the challenger for a stable hash-share of users, else the champion."""
+        if self.challenger_share > 0:
+            bucket = int.from_bytes(hashlib.sha256(str(user_id).encode()).digest()[:8], "big") / 2**64
+            if bucket < self.challenger_share:
+                return "challenger", self.bundle.challenger
+        return "champion", self.bundle.champion
+
+    def scores(self, user_id: str, ranker: Ranker | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(blended scores, the history's item positions, cold start?) for a user: the ranker's fold-in of
+        the history (`score_histories`, what `score_query` does for a history), or its cold start."""
+        ranker = ranker or self.bundle.champion
+        positions, ratings, stamps = self.history_arrays(user_id)
+        if not len(positions):
+            return ranker.score_query(Query()), positions, True
+        rows = np.zeros(len(positions), dtype=np.int64)
+        shape = (1, len(self.item_ids))
+        histories = Histories(sp.csr_matrix((ratings.astype(np.float32), (rows, positions)), shape=shape),
+                              sp.csr_matrix((stamps, (rows, positions)), shape=shape),
+                              np.array([ranker._user_position.get(str(user_id), -1)]), (None,))
+        scores = ranker.score_histories(histories)[0]
+        if self.blend.active:
+            latest = [latest_positions(positions, stamps, self.blend.recent)]
+            scores = self.blend.apply(scores, latest, self.vectors, ranker._similar_item_scores)[0]
+        return scores, positions, False
+
+    def recommend(self, user_id: str, k: int = 10, explain: bool = False) -> Recommendation:
+        self.catch_up()
+        arm, ranker = self.arm(user_id)
+        scores, positions, cold = self.scores(user_id, ranker)
+        top = self._top(scores, positions, k)
+        result = Recommendation(str(user_id), uuid.uuid4().hex, self.bundle.version, ranker.name, arm, cold)
+        for position in top:
+            item = {"item_id": str(self.item_ids[position]), "title": self.titles[position],
+                    "score": round(float(scores[position]), 6)}
+            if explain and len(positions):
+                item["because"] = self.evidence_for(position, positions).as_dict()
+            result.items.append(item)
+        return result
+
+    def _top(self, scores: np.ndarray, history_positions: np.ndarray, k: int) -> np.ndarray:
+        """The one exclusion rule (`excluded_items`: never what the history holds), then the top k."""
+        history = sp.csr_matrix((np.ones(len(history_positions), dtype=bool),
+                                 (np.zeros(len(history_positions), dtype=np.int64), history_positions)),
+                                shape=(1, len(scores)))
+        return top_k_positions(scores[None, :], excluded_items(history), k)[0]
+
+    def evidence_for(self, item: int, history_positions: np.ndarray) -> Evidence:
+        return evidence(item, history_positions, self.item_ids, self.titles, self.genres, self.vectors,
+                        self._collab_scores)
+
+    def explain(self, user_id: str, item_id: str) -> Evidence | None:
+        """The evidence for one item of a user's list (None for a user without a usable history)."""
+        self.catch_up()
+        item = self.check_item(item_id)
+        positions, _, _ = self.history_arrays(user_id)
+        return self.evidence_for(item, positions) if len(positions) else None
+
+    def query(self, text_vector: np.ndarray, user_id: str | None, k: int) -> tuple[list[dict], bool]:
+        """Items closest to an encoded free-text need, blended with the user's own list when one is given;
+        returns (items, personalised?)."""
+        self.catch_up()
+        scores = self.vectors @ np.asarray(text_vector, dtype=np.float32)
+        positions = np.zeros(0, np.int64)
+        personal = False
+        if user_id is not None and self.knows(user_id):
+            user_scores, positions, cold = self.scores(user_id)
+            if not cold and self.query_user_weight > 0:
+                scores = (standardize(scores[None, :]) + self.query_user_weight * standardize(user_scores[None, :]))[0]
+                personal = True
+        top = self._top(np.asarray(scores, dtype=np.float32), positions, k)
+        return [{"item_id": str(self.item_ids[p]), "title": self.titles[p], "score": round(float(scores[p]), 6)}
+                for p in top], personal
+
+    def similar(self, item_id: str, k: int) -> list[dict]:
+        self.check_item(item_id)
+        frame = self.bundle.champion.similar_items(item_id, k)
+        return [{"item_id": str(i), "title": self.titles[self.item_position[str(i)]], "score": round(float(s), 6)}
+                for i, s in zip(frame["item_id"], frame["score"], strict=True)]

@@ -1,0 +1,89 @@
+"""The hybrid ablation: slices by hand, a blank content ranker that removes the LLM columns, paired differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.evaluation.ablation import ABLATION_COLUMNS, ablate, ablation_markdown, ablation_slices, constant_content
+from llmrec_platform.rankers.content import LLMContentRanker
+from llmrec_platform.rankers.ease import EASERanker
+from llmrec_platform.rankers.genre import GenreMatchRanker
+from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
+from llmrec_platform.rankers.simple import PopularityRanker
+from llmrec_platform.testing import item_genres, two_group_split, unit_embeddings
+
+
+@pytest.fixture(scope="module")
+def data() -> InteractionData:
+    split = two_group_split()
+    # Two sparse users: keep only 3 training rows of a00 and b00.
+    sparse = split["user_id"].isin(["a00", "b00"]) & (split["fold"] == "train")
+    drop = split[sparse].groupby("user_id").head(1).index
+    return InteractionData.from_split(split.drop(index=drop))
+
+
+def test_slices_by_hand(data):
+    slices = ablation_slices(data)
+    assert set(slices) == {"all", "sparse_users_le5", "long_tail_items"}  # no cold items here
+    users, candidates = slices["sparse_users_le5"]
+    assert candidates is None
+    assert set(data.user_ids[users]) == set(data.user_ids)  # every user has 3-4 training items here (<= 5)
+    _, tail = slices["long_tail_items"]
+    popularity = np.asarray(data.train.getnnz(axis=0))
+    # The head is the ceil(0.2 * 12) = 3 most popular items; the tail the other 9, all less popular or tied.
+    assert tail.sum() == 9 and popularity[~tail].min() >= popularity[tail].max()
+
+
+def test_cold_items_add_a_slice_and_restrict_the_main_ones():
+    split = two_group_split()
+    split = split.assign(fold=np.where(split["item_id"] == "i5", "test", split["fold"]))
+    cold_data = InteractionData.from_split(split)
+    slices = ablation_slices(cold_data)
+    assert set(slices) == {"all", "sparse_users_le5", "long_tail_items", "cold"}
+    i5 = list(cold_data.item_ids).index("i5")
+    assert np.flatnonzero(slices["cold"][1]).tolist() == [i5] and slices["all"][1].sum() == 11
+    assert not slices["long_tail_items"][1][i5] and not slices["all"][1][i5]
+
+
+def test_constant_content_blanks_the_llm_columns(data):
+    content = LLMContentRanker(unit_embeddings(list(data.item_ids), "item_id", seed=1)).fit(data)
+    blank = constant_content(content)
+    assert np.ptp(blank.score(np.arange(data.n_users))) == 0.0  # every item scores the same for every user
+    assert np.ptp(content.score(np.arange(data.n_users))) > 0.0  # and the original is untouched
+
+
+def test_ablate_pairs_variants_with_the_reference(data):
+    ease = EASERanker(reg_weight=5.0).fit(data)
+    table = ablate({"with_llm": ease, "same": EASERanker(reg_weight=5.0).fit(data),
+                    "popularity": PopularityRanker().fit(data)}, data, seed=3)
+    assert list(table.columns) == ABLATION_COLUMNS
+    assert set(table["slice"]) == {"all", "sparse_users_le5", "long_tail_items"}
+    reference = table[table["variant"] == "with_llm"]
+    assert reference["diff"].isna().all()
+    same = table[table["variant"] == "same"]
+    assert (same["diff"] == 0).all() and (same["ci_low"] == 0).all() and (same["p_value"] == 1.0).all()
+    pop = table[(table["variant"] == "popularity") & (table["slice"] == "all")].iloc[0]
+    ease_all = reference[reference["slice"] == "all"]["value"].iloc[0]
+    assert pop["diff"] == pytest.approx(pop["value"] - ease_all)
+    assert pop["ci_low"] <= pop["diff"] <= pop["ci_high"]
+    assert "| all | popularity |" in ablation_markdown(table)
+    with pytest.raises(ValueError, match="reference"):
+        ablate({"popularity": PopularityRanker().fit(data)}, data)
+
+
+def test_hybrid_without_llm_features_has_constant_llm_columns(data):
+    content = LLMContentRanker(unit_embeddings(list(data.item_ids), "item_id", seed=1)).fit(data)
+    config = HybridConfig(n_candidates=4, n_estimators=10, min_child_samples=2, num_leaves=4, n_models=1,
+                          pseudo_label_share=0.25, seed=3, num_threads=1)
+    candidates = {"ease": EASERanker(reg_weight=5.0).fit(data)}
+    hybrid = HybridRanker(candidates, constant_content(content), {"genre_match": GenreMatchRanker(item_genres()).fit(data)},
+                          config).fit(data)
+    names = hybrid.feature_names
+    llm = [i for i, n in enumerate(names) if n.startswith("llm_")]
+    assert llm
+    _, features = hybrid.context_.candidates_and_features(hybrid.context_.batch(np.arange(data.n_users)), 4)
+    assert np.ptp(features[:, llm], axis=0).max() == 0.0
+    assert pd.Series(hybrid.training_log_.importances)[[names[i] for i in llm]].sum() == 0.0
