@@ -40,7 +40,8 @@ class EASERanker(Ranker):
         self.reg_weight = reg_weight
 
     def _fit(self, data: InteractionData) -> None:
-        self.weights_ = ease_weights(binarize(data.train), self.reg_weight).astype(np.float32)
+        # C order: a sparse history times an F-ordered B is 200x slower (24 ms against 0.1 ms on ML-1M)
+        self.weights_ = np.ascontiguousarray(ease_weights(binarize(data.train), self.reg_weight), dtype=np.float32)
 
     def _score_histories(self, histories: Histories) -> np.ndarray:
         return np.asarray(histories.binary() @ self.weights_, dtype=np.float32)
