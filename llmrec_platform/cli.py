@@ -257,9 +257,10 @@ class PipelineResult:
 
 def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: str = "auto", seed: int = 2020,
                  finetune: bool = False, log_level: str = "WARNING", settings: Settings | None = None,
-                 console=None) -> tuple[Paths, PipelineResult]:
+                 console=None, fast: bool = False) -> tuple[Paths, PipelineResult]:
     """Run the named job `full_pipeline` (all ratings partitions in one run), then `finetune_encoder` when
     asked, on the persistent Dagster instance of the settings' home (default: read from the environment).
+    `fast` runs `fast_pipeline` instead (no hybrid ablation).
     `console` (an orchestration.console.RunConsole) receives the runs' step events."""
     from llmrec_platform.data.datasets import load_dataset_cached
 
@@ -268,7 +269,13 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
     paths = settings.paths.ensure()
     import dagster as dg
 
-    from llmrec_platform.definitions import build_definitions, build_resources, finetune_encoder_job, full_pipeline_job
+    from llmrec_platform.definitions import (
+        build_definitions,
+        build_resources,
+        fast_pipeline_job,
+        finetune_encoder_job,
+        full_pipeline_job,
+    )
 
     first, last = dataset_months(dataset)
     defs = build_definitions(resources=build_resources(paths, dataset=dataset, protocol=protocol,
@@ -286,7 +293,7 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
             "llmrec/dataset": dataset, "llmrec/protocol": protocol, "llmrec/cold_items": str(cold_items),
             "llmrec/launched_by": "llmrec demo"}
     results = []
-    for job in [full_pipeline_job] + ([finetune_encoder_job] if finetune else []):
+    for job in [fast_pipeline_job if fast else full_pipeline_job] + ([finetune_encoder_job] if finetune else []):
         result = defs.resolve_job_def(job.name).with_logger_defs(loggers).execute_in_process(
             run_config={"loggers": logger_config}, instance=instance, tags=tags, raise_on_error=False)
         results.append(result)
@@ -336,6 +343,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         try:
             paths, result = run_pipeline(args.dataset, args.protocol, args.cold_items, args.device, args.seed,
                                          finetune=args.finetune, log_level="DEBUG" if args.verbose else "WARNING",
+                                         fast=args.fast,
                                          settings=settings, console=console)
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -392,6 +400,8 @@ def add_demo(commands) -> None:
     demo.add_argument("--seed", type=seed_option, default=2020)
     demo.add_argument("--finetune", action="store_true",
                       help="then fine-tune the encoder (job finetune_encoder; minutes on a CPU) and compare")
+    demo.add_argument("--fast", action="store_true",
+                      help="job fast_pipeline: skip the hybrid ablation (about half of the ML-100K demo)")
     demo.add_argument("--verbose", action="store_true",
                       help="Dagster's step-by-step log, library progress bars and notices")
     demo.set_defaults(func=cmd_demo)

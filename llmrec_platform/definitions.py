@@ -92,14 +92,20 @@ full_pipeline_job = dg.define_asset_job(
     description="Ingest, embed, train, evaluate and publish recommendations (all ratings partitions in one run).",
 )
 
+# `llmrec demo --fast`: the same graph without the hybrid ablation (two more hybrid fits, half the ML-100K demo).
+fast_pipeline_job = dg.define_asset_job(
+    "fast_pipeline", selection=DEFAULT_SELECTION - dg.AssetSelection.assets("hybrid_ablation"),
+    description="full_pipeline without the hybrid ablation: the same rankers, metrics and recommendations.",
+)
+
 finetune_encoder_job = dg.define_asset_job(
     "finetune_encoder", selection=dg.AssetSelection.groups(finetune.FINETUNE_GROUP),
     description="Fine-tune the encoder on the current split (asks for the GPU), then compare frozen and "
                 "fine-tuned content rankers on every slice.",
 )
 
-JOBS = [full_pipeline_job, finetune_encoder_job, ingest_ratings_job, nightly_retrain_job, ingest_landed_file_job,
-        events_refresh_job]
+JOBS = [full_pipeline_job, fast_pipeline_job, finetune_encoder_job, ingest_ratings_job, nightly_retrain_job,
+        ingest_landed_file_job, events_refresh_job]
 
 
 def build_definitions(resources: dict | None = None, settings: Settings | None = None) -> dg.Definitions:

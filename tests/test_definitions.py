@@ -50,3 +50,14 @@ def test_build_resources_puts_every_path_under_the_home_it_is_given(tmp_path):
     assert resources["events"].max_batch == 7
     # An explicit device wins over LLMREC_DEVICE.
     assert build_resources(Paths(tmp_path), device="cpu", settings=settings)["device"].device == "cpu"
+
+
+def test_fast_pipeline_is_the_full_graph_without_the_ablation():
+    from llmrec_platform.definitions import defs
+
+    def assets(job_name: str) -> set[str]:
+        return {key.to_user_string() for key in defs.resolve_job_def(job_name).asset_layer.selected_asset_keys}
+
+    full, fast = assets("full_pipeline"), assets("fast_pipeline")
+    assert full - fast == {"hybrid_ablation"}
+    assert {"serving_bundle", "hybrid_ranker", "evaluation_report"} <= fast
