@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from llmrec_platform.data.interactions import InteractionData
-from llmrec_platform.data.split import SplitConfig, prepare_interactions, split_interactions
 from llmrec_platform.encoders.models import DEFAULT_MODEL, TextEncoder
 from llmrec_platform.evaluation.evaluate import evaluate
 from llmrec_platform.evaluation.significance import paired_bootstrap
@@ -42,6 +41,9 @@ from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
 from llmrec_platform.rankers.simple import RandomRanker
 from llmrec_platform.rankers.tfidf import TextVectorizer, TfidfContentRanker
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune_encoder import build_inputs, read_inputs  # noqa: E402 (the same inputs as the fine-tune benchmark)
 
 # (svd_dims, ngram_max, history_weight, plain); 0 dims = raw TF-IDF (unigrams: its dense vectors stay small);
 # plain = scikit-learn's TfidfVectorizer defaults (no stop words, raw tf, min_df 1).
@@ -54,23 +56,6 @@ TFIDF_GRID = [
 ALPHAS = [0.1, 0.3, 1.0, 3.0, 10.0]
 RAW_ALPHAS = [0.3, 1.0, 3.0, 10.0, 30.0]  # raw TF-IDF has ~5k dimensions: it needs a stronger penalty
 EASE_REG = 750.0  # EASERanker's default, tuned on valid for the warm ranking
-
-
-def build_inputs(dataset_name: str, cold_items: float, seed: int) -> dict[str, pd.DataFrame]:
-    from llmrec_platform.data.datasets import load_dataset
-    from llmrec_platform.data.text import build_item_texts, build_user_texts
-
-    dataset = load_dataset(dataset_name)
-    config = SplitConfig(cold_item_fraction=cold_items, seed=seed)
-    split = split_interactions(prepare_interactions(dataset.ratings, dataset.items, config.min_rating, config.core), config)
-    return {"split": split, "item_texts": build_item_texts(dataset.items)[0], "user_texts": build_user_texts(dataset.users),
-            "items": dataset.items.assign(item_id=dataset.items["item_id"].astype(str))[["item_id", "genres"]]}
-
-
-def read_inputs(folder: Path) -> dict[str, pd.DataFrame]:
-    frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("split", "item_texts", "user_texts", "items")}
-    frames["items"]["genres"] = frames["items"]["genres"].map(list)
-    return frames
 
 
 def minilm_vectors(inputs: dict, data: InteractionData, cache: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, float]:

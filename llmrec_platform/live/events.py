@@ -137,7 +137,7 @@ class EventLog:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         if start == 0:
-            _fsync_dir(self.folder)  # the file itself is new: make its directory entry durable too
+            fsync_dir(self.folder)  # the file itself is new: make its directory entry durable too
         return start, end
 
     def _ends_with_newline(self, size: int) -> bool:
@@ -174,7 +174,8 @@ class EventLog:
         return EventBatch(events, offset, position, malformed)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's entries (a new file, a rename) durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

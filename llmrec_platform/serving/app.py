@@ -302,7 +302,6 @@ def create_app(settings: Settings | None = None, writer: Writer | None = None) -
     async def page():
         return resources.files("llmrec_platform.serving").joinpath("page.html").read_text(encoding="utf-8")
 
-    app.state.live = state  # tests and operators can reach the service
     return app
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llmrec_platform.live.events import fsync_dir
 from llmrec_platform.rankers.base import Ranker
 
 CURRENT = "current"
@@ -114,7 +115,7 @@ def publish_bundle(
     pointer = root / f".{CURRENT}-{version}"
     os.symlink(version, pointer)
     os.replace(pointer, root / CURRENT)  # atomic: readers see the old or the new target
-    _fsync_dir(root)
+    fsync_dir(root)
     _prune(root, keep=final.name)
     return final
 
@@ -188,12 +189,5 @@ def _fsync_tree(folder: Path) -> None:
     for file in folder.iterdir():
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
