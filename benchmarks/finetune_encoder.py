@@ -77,7 +77,8 @@ def encoder_rows(label: str, encoder: TextEncoder, data: InteractionData, inputs
                             **{name: m.astype(np.float16) for name, m in
                                {"items": item_vectors, "profiles": profile_vectors, "history": history_vectors}.items()})
     item_frame = pd.DataFrame({"item_id": data.item_ids, "embedding": list(item_vectors)})
-    users = {"interest": user_interest_vectors(data.train, data.train_timestamps, item_vectors, profile_vectors, profile_weight=PROFILE_WEIGHT),
+    users = {"interest": user_interest_vectors(data.train, data.train_timestamps, item_vectors, profile_vectors,
+                                               profile_weight=PROFILE_WEIGHT),
              "history": history_vectors}
     rows = []
     for kind, user_vectors in users.items():

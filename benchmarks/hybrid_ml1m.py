@@ -40,6 +40,8 @@ from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.multvae import MultVAERanker
 from llmrec_platform.rankers.rp3beta import RP3betaRanker
 from llmrec_platform.rankers.sequence import SequenceNeighbourRanker
+from llmrec_platform.settings import Settings
+from llmrec_platform.threads import pin_blas_threads
 
 CACHE = Path(os.environ.get("HYBRID_BENCH_CACHE", "/tmp"))
 
@@ -81,7 +83,8 @@ def base_rankers(data: InteractionData, items: pd.DataFrame, texts: pd.DataFrame
             return pickle.load(handle)
     embeddings = item_embeddings(texts)
     item_vectors = align(data.item_ids, embeddings, "item_id", "items")
-    users = pd.DataFrame({"user_id": data.user_ids, "embedding": list(user_interest_vectors(data.train, data.train_timestamps, item_vectors))})
+    interests = user_interest_vectors(data.train, data.train_timestamps, item_vectors)
+    users = pd.DataFrame({"user_id": data.user_ids, "embedding": list(interests)})
     bases = {}
     for name, ranker in {"ease": EASERanker(), "itemknn": ItemKNNRanker(), "als": ALSRanker(),
                          "bpr_adam": AdamBPRRanker()}.items():
@@ -290,6 +293,7 @@ def main() -> None:
                         help="validation stages: check lgbm candidates pseudo cv cv-pseudo cv-combined cv-extra")
     parser.add_argument("--test", action="store_true", help="fit the default config and compare on test")
     args = parser.parse_args()
+    pin_blas_threads(Settings.from_env().num_threads)  # as every pipeline process does
     start = time.perf_counter()
     data, items, texts, fingerprint = load()
     print(f"ML-1M: {data.n_users} users, {data.n_items} items; split {fingerprint}; {time.perf_counter() - start:.1f}s")

@@ -1,31 +1,37 @@
-"""Ingestion throughput and memory of the validating loaders on a synthetic shop (no MovieLens needed).
+"""Ingestion throughput and memory on a synthetic shop (no MovieLens needed).
 
-Writes a dataset config with N interactions (Parquet, string ids, power-law item popularity, ISO-8601-free
-epoch timestamps, 0.1% planted bad rows), M items (JSON Lines with text) — then, in a fresh process per
-size, loads it through `load_dataset` (DuckDB readers, row validation, quarantine) and reports wall time,
-rows/s and the process's peak RSS.
+`--path bulk` (the default): `data.synthetic` writes N interactions (Parquet, string ids, power-law item
+popularity and user activity, epoch timestamps, 0.1% planted bad rows) and M items (Parquet, with text);
+then, in a fresh process per size, `data.bulk` reads, validates (bad rows to `quarantine`), inserts into
+`ratings`, splits (RecBole protocol) and counts popularity inside DuckDB, under a DuckDB memory_limit, on
+`--threads` threads. Reports each stage's seconds, rows/s and the process's peak RSS (DuckDB included).
 
-    .venv/bin/python benchmarks/ingest.py --interactions 1000000 2000000 --items 20000
+    nice -n 5 .venv/bin/python benchmarks/ingest.py --interactions 1000000 20000000 --items 100000
 
-The same sizes as a GroupLens-layout CSV (`--layout grouplens`) exercise the CSV path with store_rejects.
+`--path pandas` loads the same files through `load_dataset` (every row in pandas): the path the Dagster
+assets take, about 0.6 GiB per million rows. `--layout grouplens` (pandas path) exercises the CSV reader
+with store_rejects. Data goes to a temporary folder (`--tmp`, default the system's).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
+import os
+import platform
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+
+from llmrec_platform.data.synthetic import SyntheticSpec, write_synthetic
 
 
-def generate(folder: Path, n: int, n_items: int, layout: str, seed: int = 7) -> str:
-    """Synthetic interactions with power-law popularity; returns the dataset source (config path or folder)."""
+def generate_grouplens(folder: Path, n: int, n_items: int, seed: int = 7) -> str:
+    """A GroupLens-layout folder (u.data, u.item) with power-law popularity and 0.1% bad rows."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
@@ -34,27 +40,32 @@ def generate(folder: Path, n: int, n_items: int, layout: str, seed: int = 7) -> 
     stamps = rng.integers(1_577_836_800, 1_704_067_200, size=n)  # 2020 .. 2023
     stars = rng.integers(1, 6, size=n)
     bad = rng.choice(n, size=max(1, n // 1000), replace=False)
-    if layout == "grouplens":
-        lines = np.char.add(np.char.add(np.char.add(np.char.add(users.astype(str), "\t"), (items + 1).astype(str)),
-                                        "\t"), np.char.add(np.char.add(stars.astype(str), "\t"), stamps.astype(str)))
-        lines = lines.astype(object)
-        lines[bad] = [f"{u}\t{i + 1}\t9\t{t}" for u, i, t in zip(users[bad], items[bad], stamps[bad], strict=True)]
-        (folder / "u.data").write_text("\n".join(lines) + "\n")
-        flags = "|".join(["0"] * 19)
-        (folder / "u.item").write_text("\n".join(f"{i + 1}|Item {i + 1} (2020)|01-Jan-2020||http://x|{flags}"
-                                                 for i in range(n_items)) + "\n", encoding="latin-1")
-        return str(folder)
-    frame = pd.DataFrame({"customer": [f"U{u}" for u in users], "sku": [f"SKU-{i}" for i in items],
-                          "stars": stars.astype(float), "ts": stamps})
-    frame.loc[bad, "stars"] = 9.0  # outside rating_range: quarantined
-    frame.to_parquet(folder / "events.parquet", index=False)
-    with open(folder / "catalog.jsonl", "w") as f:
-        for i in range(n_items):
-            f.write(json.dumps({"sku": f"SKU-{i}", "name": f"Item {i}", "description": f"A thing of kind {i % 97}"}) + "\n")
-    (folder / "shop.yaml").write_text(
-        "interactions: {path: events.parquet, user: customer, item: sku, rating: stars, rating_range: [1, 5], "
-        "timestamp: ts}\nitems: {path: catalog.jsonl, id: sku, text: [name, description]}\n")
-    return str(folder / "shop.yaml")
+    lines = np.char.add(np.char.add(np.char.add(np.char.add(users.astype(str), "\t"), (items + 1).astype(str)),
+                                    "\t"), np.char.add(np.char.add(stars.astype(str), "\t"), stamps.astype(str)))
+    lines = lines.astype(object)
+    lines[bad] = [f"{u}\t{i + 1}\t9\t{t}" for u, i, t in zip(users[bad], items[bad], stamps[bad], strict=True)]
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    flags = "|".join(["0"] * 19)
+    (folder / "u.item").write_text("\n".join(f"{i + 1}|Item {i + 1} (2020)|01-Jan-2020||http://x|{flags}"
+                                             for i in range(n_items)) + "\n", encoding="latin-1")
+    return str(folder)
+
+
+def _bulk(source: str, workdir: str, memory_limit: str, threads: int, queue) -> None:
+    from llmrec_platform.data.bulk import bulk_load, bulk_split
+    from llmrec_platform.data.config import load_config
+    from llmrec_platform.data.datasets import partition_range
+    from llmrec_platform.data.split import SplitConfig
+    from llmrec_platform.storage.warehouse import Warehouse
+
+    store = Warehouse(Path(workdir) / "warehouse.duckdb")
+    start = time.perf_counter()
+    report = bulk_load(load_config(source), store, partition_range(), memory_limit=memory_limit, threads=threads)
+    report = bulk_split(store, SplitConfig(), report, memory_limit=memory_limit, threads=threads)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
+    queue.put((seconds, report.loaded, report.quarantined, peak, report.seconds, report.split_rows,
+               store.path.stat().st_size / 1024**3))
 
 
 def _load(source: str, queue) -> None:
@@ -72,12 +83,26 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--layout", choices=["config", "grouplens"], default="config")
+    parser.add_argument("--path", choices=["bulk", "pandas"], default="bulk")
+    parser.add_argument("--memory-limit", default="4GB", help="DuckDB's memory_limit (bulk path)")
+    parser.add_argument("--threads", type=int, default=2, help="DuckDB threads (bulk path)")
+    parser.add_argument("--tmp", default=None, help="folder for the generated data and the warehouse")
     args = parser.parse_args()
+    if args.path == "bulk" and args.layout == "grouplens":
+        parser.error("the bulk path reads Parquet: use --path pandas with --layout grouplens")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024**3:.0f} GiB; load average "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    if args.path == "bulk":
+        return bulk_main(args)
     print("| layout | interactions | load s | rows/s | loaded | quarantined | peak RSS GiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for n in args.interactions:
-            source = generate(Path(tmp) / f"n{n}", n, args.items, args.layout)
+            if args.layout == "config":
+                source = str(write_synthetic(Path(tmp) / f"n{n}", SyntheticSpec(n, args.items, bad_fraction=0.001)))
+            else:
+                source = generate_grouplens(Path(tmp) / f"n{n}", n, args.items)
             context = multiprocessing.get_context("spawn")  # a fresh process: its own peak RSS
             queue = context.Queue()
             process = context.Process(target=_load, args=(source, queue))
@@ -86,6 +111,33 @@ def main() -> None:
             process.join()
             print(f"| {args.layout} | {n:,} | {seconds:.1f} | {n / seconds:,.0f} | {loaded:,} | {quarantined:,} | "
                   f"{peak:.2f} |")
+
+
+
+def bulk_main(args) -> None:
+    stages = ["read + row checks", "repeated keys", "unknown items + insert ratings, quarantine", "filter + k-core",
+              "split", "popularity"]
+    print(f"\nbulk path (DuckDB memory_limit {args.memory_limit}, {args.threads} threads)\n")
+    print("| interactions | items | generate s | " + " | ".join(f"{s} s" for s in stages)
+          + " | total s | rows/s | loaded | quarantined | split rows | warehouse GiB | peak RSS GiB |")
+    print("|---:|---:|---:|" + "---:|" * (len(stages) + 7))
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        for n in args.interactions:
+            folder = Path(tmp) / f"n{n}"
+            start = time.perf_counter()
+            source = write_synthetic(folder / "data", SyntheticSpec(n, args.items, bad_fraction=0.001))
+            generated = time.perf_counter() - start
+            context = multiprocessing.get_context("spawn")  # a fresh process: its own peak RSS
+            queue = context.Queue()
+            process = context.Process(target=_bulk, args=(str(source), str(folder), args.memory_limit, args.threads,
+                                                           queue))
+            process.start()
+            seconds, loaded, quarantined, peak, per_stage, split_rows, size = queue.get()
+            process.join()
+            cells = " | ".join(f"{per_stage.get(s, 0.0):.1f}" for s in stages)
+            print(f"| {n:,} | {args.items:,} | {generated:.1f} | {cells} | {seconds:.1f} | {n / seconds:,.0f} | "
+                  f"{loaded:,} | {quarantined:,} | {split_rows:,} | {size:.2f} | {peak:.2f} |", flush=True)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

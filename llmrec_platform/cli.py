@@ -31,6 +31,7 @@ from llmrec_platform.settings import Settings, SettingsError
 
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 PROTOCOL_CHOICES = ("recbole", "temporal")
+TASK_CHOICES = ("ranking", "rating")  # rating: Surprise's k-fold RMSE protocol (job rating_pipeline)
 STOP_GRACE_S = 15.0
 
 
@@ -257,10 +258,10 @@ class PipelineResult:
 
 def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: str = "auto", seed: int = 2020,
                  finetune: bool = False, log_level: str = "WARNING", settings: Settings | None = None,
-                 console=None, fast: bool = False) -> tuple[Paths, PipelineResult]:
+                 console=None, fast: bool = False, task: str = "ranking") -> tuple[Paths, PipelineResult]:
     """Run the named job `full_pipeline` (all ratings partitions in one run), then `finetune_encoder` when
     asked, on the persistent Dagster instance of the settings' home (default: read from the environment).
-    `fast` runs `fast_pipeline` instead (no hybrid ablation).
+    `fast` runs `fast_pipeline` instead (no hybrid ablation); `task="rating"` runs `rating_pipeline` alone.
     `console` (an orchestration.console.RunConsole) receives the runs' step events."""
     from llmrec_platform.data.datasets import load_dataset_cached
 
@@ -275,14 +276,18 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
         fast_pipeline_job,
         finetune_encoder_job,
         full_pipeline_job,
+        rating_pipeline_job,
     )
 
     first, last = dataset_months(dataset)
     defs = build_definitions(resources=build_resources(paths, dataset=dataset, protocol=protocol,
                                                        cold_items=cold_items, device=device, seed=seed,
                                                        settings=settings), settings=settings)
-    loggers = {"console": dg.colored_console_logger}
-    logger_config = {"console": {"config": {"log_level": log_level}}}
+    # With our console, Dagster's own console logger speaks only with --verbose: its errors carry stack traces,
+    # and the failure's message is raised below in one line.
+    quiet = console is not None and log_level == "WARNING"
+    loggers = {} if quiet else {"console": dg.colored_console_logger}
+    logger_config = {} if quiet else {"console": {"config": {"log_level": log_level}}}
     if console is not None:
         from llmrec_platform.orchestration.console import console_logger
 
@@ -293,15 +298,28 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
             "llmrec/dataset": dataset, "llmrec/protocol": protocol, "llmrec/cold_items": str(cold_items),
             "llmrec/launched_by": "llmrec demo"}
     results = []
-    for job in [fast_pipeline_job if fast else full_pipeline_job] + ([finetune_encoder_job] if finetune else []):
+    jobs = [fast_pipeline_job if fast else full_pipeline_job] + ([finetune_encoder_job] if finetune else [])
+    for job in [rating_pipeline_job] if task == "rating" else jobs:
         result = defs.resolve_job_def(job.name).with_logger_defs(loggers).execute_in_process(
             run_config={"loggers": logger_config}, instance=instance, tags=tags, raise_on_error=False)
         results.append(result)
         if not result.success:
-            failures = [e.message for e in result.all_events if e.is_failure]
-            raise CliError(f"run {result.run_id} of {job.name} failed: "
-                           + (failures[-1] if failures else "see the Dagster logs"))
+            raise CliError(f"run {result.run_id} of {job.name} failed: {failure_message(result)}")
     return paths, PipelineResult(results)
+
+
+def failure_message(result) -> str:
+    """The failed step and its error in one line (the stack trace is in the Dagster UI and in --verbose)."""
+    for event in reversed(result.all_events):
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            cause = error.cause if error is not None and error.cause is not None else error  # a user error's own
+            detail = cause.message.strip() if cause is not None else event.message  # "ValueError: ..."
+            return f"step {event.step_key}: {detail} (the stack trace: llmrec ui, or --verbose)"
+    failures = [e.message for e in result.all_events if e.is_failure]
+    if any("interrupted" in (m or "") for m in failures):
+        return "interrupted (SIGINT/SIGTERM); Dagster marked the run failed"
+    return failures[-1] if failures else "see the Dagster logs"
 
 
 def champion_line(report: dict) -> str:
@@ -331,11 +349,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     start = time.perf_counter()
     paths = settings.paths
+    if args.task == "rating" and (args.finetune or args.fast or args.cold_items):
+        raise CliError("--finetune, --fast and --cold-items belong to --task ranking")
     with home_lock(paths, "demo") as lock:
         if lock.previous_holder:
             print(f"note: took over the lock of a run that did not finish ({lock.previous_holder})", file=sys.stderr)
-        print(f"llmrec demo: {args.dataset}, {args.protocol} protocol, device {args.device}, home {paths.home}",
-              flush=True)
+        what = "rating task (k-fold RMSE)" if args.task == "rating" else f"{args.protocol} protocol"
+        print(f"llmrec demo: {args.dataset}, {what}, device {args.device}, home {paths.home}", flush=True)
         configure_libraries(args.verbose)
         console = RunConsole()
         # SIGTERM stops the run like Ctrl-C: Dagster marks it failed, and the lock is released on the way out.
@@ -343,11 +363,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         try:
             paths, result = run_pipeline(args.dataset, args.protocol, args.cold_items, args.device, args.seed,
                                          finetune=args.finetune, log_level="DEBUG" if args.verbose else "WARNING",
-                                         fast=args.fast,
+                                         fast=args.fast, task=args.task,
                                          settings=settings, console=console)
         finally:
             signal.signal(signal.SIGTERM, previous)
     print(console.summary())
+    if args.task == "rating":
+        return print_rating(result, args, paths, start)
     report = result.output_for_node("evaluation_report")
     metrics = report["metrics"]
     for slice_name in sorted(metrics["slice"].unique()):
@@ -367,6 +389,26 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if (paths.bundles / "current").exists():
         print(f"Serving:   bundle {current_bundle(paths.bundles).name} in {paths.bundles}  (llmrec serve)")
     print(load_summary(Warehouse(paths.warehouse), args.dataset))
+    print(f"Done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def print_rating(result: PipelineResult, args: argparse.Namespace, paths: Paths, start: float) -> int:
+    """The mean table of `llmrec demo --task rating` (per-fold rows are in the warehouse's rating_metrics)."""
+    report = result.output_for_node("rating_report")
+    summary = report["summary"]
+    print(f"\nRating prediction, {args.dataset}, {int(report['metrics']['fold'].nunique())} random folds "
+          f"(seed {args.seed}), mean over folds:\n")
+    print("| model | RMSE | MAE |\n|---|---:|---:|")
+    for model, row in summary.iterrows():
+        print(f"| {model} | {row.rmse_mean:.4f} ± {row.rmse_std:.4f} | {row.mae_mean:.4f} ± {row.mae_std:.4f} |")
+    if report["ablation"]:
+        a = report["ablation"]
+        print(f"\nLLM features: RMSE {a['rmse_with']:.4f} with, {a['rmse_without']:.4f} without ({a['diff']:+.4f})")
+    print(f"\nBest: {report['best_model']}")
+    print(f"Report:    {report['report_path']}")
+    print(f"Warehouse: {paths.warehouse}  (table rating_metrics, run {result.run_id})")
+    print(f"MLflow:    {paths.mlflow_uri}  (llmrec mlflow-ui)")
     print(f"Done in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -393,6 +435,8 @@ def add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="run the whole graph (job full_pipeline) and print the metrics table")
     demo.add_argument("--dataset", default="ml-100k", type=dataset_option,
                       help="ml-100k (default), ml-1m, a GroupLens folder path or a dataset config (.yaml)")
+    demo.add_argument("--task", default="ranking", choices=TASK_CHOICES,
+                      help="ranking (default) or rating: 5-fold RMSE / MAE over all ratings (job rating_pipeline)")
     demo.add_argument("--protocol", default="recbole", choices=PROTOCOL_CHOICES)
     demo.add_argument("--cold-items", type=cold_items_option, default=0.0,
                       help="fraction of items held out of training (0-0.5)")

@@ -2,8 +2,22 @@
 
 import dagster as dg
 
-from llmrec_platform.assets import ablation, embeddings, evaluation, finetune, ingest, rankers, serving, split, text
-from llmrec_platform.data.config import config_encoder
+from llmrec_platform.assets import (
+    ablation,
+    descriptions,
+    embeddings,
+    evaluation,
+    finetune,
+    ingest,
+    rankers,
+    rating,
+    serving,
+    split,
+    text,
+)
+from llmrec_platform.data.config import config_encoder, config_pseudonymize, config_user_text_weight
+from llmrec_platform.data.datasets import DatasetError
+from llmrec_platform.data.privacy import missing_key_message
 from llmrec_platform.orchestration import (
     ASSET_CHECKS,
     build_nightly_retrain_schedule,
@@ -27,7 +41,8 @@ from llmrec_platform.resources import (
     WarehouseIOManager,
     WarehouseResource,
 )
-from llmrec_platform.settings import Settings
+from llmrec_platform.settings import PSEUDONYM_KEY_ENV, Settings
+from llmrec_platform.threads import pin_blas_threads
 
 # Catalogue-derived assets follow their inputs at once (the default automation sensor, when turned on,
 # launches them); everything computed from ratings is refreshed by the nightly retrain instead, so the
@@ -48,8 +63,17 @@ def _automate(assets_def):
 # gate guards every publication, `llmrec demo` included).
 ALL_ASSETS = [
     _automate(a) for a in dg.load_assets_from_modules([ingest, text, split, embeddings, rankers, evaluation, ablation, serving,
-                                                      finetune])
+                                                      finetune, descriptions, rating])
 ] + ASSET_CHECKS
+
+
+def all_assets(settings: Settings) -> list:
+    """ALL_ASSETS; with LLMREC_ITEM_DESCRIPTIONS=1, `item_texts` takes `item_descriptions` as an input."""
+    if not settings.item_descriptions:
+        return ALL_ASSETS
+    item_texts_key = {dg.AssetKey("item_texts")}
+    return [_automate(text.item_texts_with_descriptions())
+            if isinstance(a, dg.AssetsDefinition) and set(a.keys) == item_texts_key else a for a in ALL_ASSETS]
 
 
 def build_resources(
@@ -67,14 +91,26 @@ def build_resources(
     settings = settings or Settings.from_env()
     home = home or settings.paths
     warehouse_path = str(home.warehouse)
+    source = dataset or settings.dataset
+    pseudonymize = settings.pseudonymize or config_pseudonymize(source)
+    if pseudonymize and not settings.pseudonym_key:  # refuse before any run starts
+        raise DatasetError(missing_key_message(f"privacy.pseudonymize in {source}", PSEUDONYM_KEY_ENV))
     return {
         "io_manager": WarehouseIOManager(path=warehouse_path),
         "artifacts_io": dg.FilesystemIOManager(base_dir=str(home.artifacts)),
         "warehouse": WarehouseResource(path=warehouse_path),
-        "dataset": DatasetResource(source=dataset or settings.dataset),
+        # The key travels as an EnvVar: Dagster stores its name, never its value.
+        "dataset": DatasetResource(source=source, pseudonymize=pseudonymize,
+                                   pseudonym_key=dg.EnvVar(PSEUDONYM_KEY_ENV) if pseudonymize else None),
         "experiment": ExperimentResource(protocol=protocol or settings.protocol, cold_items=cold_items, seed=seed,
-                                         champion_tolerance=settings.champion_tolerance),
+                                         fit_cache=str(home.fit_cache) if settings.fit_cache else None,
+                                         dense_max_items=settings.dense_max_items,
+                                         champion_tolerance=settings.champion_tolerance,
+                                         # a dataset config's user_texts.weight, else LLMREC_USER_TEXT_WEIGHT
+                                         user_text_weight=settings.user_text_weight if (
+                                             w := config_user_text_weight(source)) is None else w),
         "device": DeviceResource(device=settings.device if device == "auto" else device),
+        "description_model": descriptions.DescriptionModelResource(model=settings.description_model),
         # A dataset config may name its encoder (`encoder:`); otherwise the platform default.
         "encoder": EncoderResource(**({"model": m} if (m := config_encoder(dataset or settings.dataset)) else {})),
         "tracking": TrackingResource(home=str(home.home)),
@@ -85,7 +121,10 @@ def build_resources(
 
 
 # The default graph leaves out the fine-tuning branch (minutes on a CPU); it has a job of its own.
-DEFAULT_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.groups(finetune.FINETUNE_GROUP)
+# What item_texts reads stays in (item_descriptions, with LLMREC_ITEM_DESCRIPTIONS=1).
+DEFAULT_SELECTION = dg.AssetSelection.all() - (
+    dg.AssetSelection.groups(finetune.FINETUNE_GROUP) - dg.AssetSelection.assets("item_texts").upstream()
+) - dg.AssetSelection.groups(rating.RATING_GROUP)  # rating prediction is a task of its own (rating_pipeline)
 
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline", selection=DEFAULT_SELECTION,
@@ -99,21 +138,36 @@ fast_pipeline_job = dg.define_asset_job(
 )
 
 finetune_encoder_job = dg.define_asset_job(
-    "finetune_encoder", selection=dg.AssetSelection.groups(finetune.FINETUNE_GROUP),
+    "finetune_encoder",
+    selection=dg.AssetSelection.groups(finetune.FINETUNE_GROUP) - dg.AssetSelection.assets("item_descriptions"),
     description="Fine-tune the encoder on the current split (asks for the GPU), then compare frozen and "
                 "fine-tuned content rankers on every slice.",
 )
 
-JOBS = [full_pipeline_job, fast_pipeline_job, finetune_encoder_job, ingest_ratings_job, nightly_retrain_job,
-        ingest_landed_file_job, events_refresh_job]
+describe_items_job = dg.define_asset_job(
+    "describe_items", selection=dg.AssetSelection.assets("item_descriptions"),
+    description="Write two sentences per item with a local instruct model (asks for the GPU; cached by prompt hash). "
+                "LLMREC_ITEM_DESCRIPTIONS=1 adds them to the item text.",
+)
+
+# `llmrec demo --task rating`: Surprise's k-fold rating protocol and what it reads (ratings, item and profile texts).
+rating_pipeline_job = dg.define_asset_job(
+    "rating_pipeline", selection=dg.AssetSelection.groups(rating.RATING_GROUP).upstream(),
+    description="Rating prediction: k random folds over all ratings (seeded), baseline, biased MF, SVD++ and a "
+                "LightGBM stacker with and without LLM features; RMSE / MAE to rating_metrics, MLflow and a report.",
+)
+
+JOBS = [full_pipeline_job, fast_pipeline_job, finetune_encoder_job, describe_items_job, ingest_ratings_job, nightly_retrain_job,
+        ingest_landed_file_job, events_refresh_job, rating_pipeline_job]
 
 
 def build_definitions(resources: dict | None = None, settings: Settings | None = None) -> dg.Definitions:
     """The code location; `settings` default to the environment (read once, here), `resources` to
     `build_resources(settings=settings)` (tests pass their own home)."""
     settings = settings or Settings.from_env()
+    pin_blas_threads(settings.num_threads)  # every process that loads the code location: UI, daemon, run steps
     return dg.Definitions(
-        assets=ALL_ASSETS,
+        assets=all_assets(settings),
         jobs=JOBS,
         schedules=[build_nightly_retrain_schedule(settings), monthly_ingest_schedule],
         sensors=[landing_sensor, events_sensor],

@@ -56,6 +56,11 @@ class Paths:
     def bundles(self) -> Path:
         return self.home / "bundles"
 
+    @property
+    def fit_cache(self) -> Path:
+        """Fitted rankers by the hash of their inputs (`rankers/fit_cache.py`): re-runs on unchanged data load them."""
+        return self.home / "cache" / "fits"
+
     def ensure(self) -> Paths:
         for path in (self.home, self.mlflow, self.artifacts, self.reports, self.dagster_home, self.landing):
             path.mkdir(parents=True, exist_ok=True)

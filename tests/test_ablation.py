@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from llmrec_platform.data.interactions import InteractionData
-from llmrec_platform.evaluation.ablation import ABLATION_COLUMNS, ablate, ablation_markdown, ablation_slices, constant_content
+from llmrec_platform.evaluation.ablation import (
+    ABLATION_COLUMNS,
+    ablate,
+    ablation_markdown,
+    ablation_slices,
+    constant_content,
+    hybrid_variants,
+)
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
@@ -87,3 +94,19 @@ def test_hybrid_without_llm_features_has_constant_llm_columns(data):
     _, features = hybrid.context_.candidates_and_features(hybrid.context_.batch(np.arange(data.n_users)), 4)
     assert np.ptp(features[:, llm], axis=0).max() == 0.0
     assert pd.Series(hybrid.training_log_.importances)[[names[i] for i in llm]].sum() == 0.0
+
+
+def test_variants_are_one_model_each_and_the_reference_is_the_hybrids_first(data):
+    content = LLMContentRanker(unit_embeddings(list(data.item_ids), "item_id", seed=1)).fit(data)
+    config = HybridConfig(n_candidates=4, n_estimators=10, min_child_samples=2, num_leaves=4, n_models=3,
+                          pseudo_label_share=0.0, seed=3, num_threads=1)
+    hybrid = HybridRanker({"ease": EASERanker(reg_weight=5.0).fit(data)}, content, {}, config).fit(data)
+    variants = hybrid_variants(hybrid, data)
+    assert set(variants) == {"with_llm", "without_llm"} and len(hybrid.extra_models_) == 2  # the hybrid keeps its 3
+    assert variants["without_llm"].config.n_models == 1 and not variants["without_llm"].extra_models_
+    users = np.arange(data.n_users)
+    _, features = hybrid.context_.candidates_and_features(hybrid.context_.batch(users), 4)
+    first = hybrid.model_.booster_.predict(features, num_iteration=hybrid.training_log_.best_iteration)
+    reference = variants["with_llm"]
+    np.testing.assert_allclose(reference.predict(features, hybrid.training_log_.best_iteration), first)
+    assert not np.allclose(hybrid.predict(features, hybrid.training_log_.best_iteration), first)  # the mean differs

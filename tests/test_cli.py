@@ -233,3 +233,36 @@ def test_a_home_made_before_the_nux_setting_gets_it(tmp_path):
     (paths.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     paths.ensure()
     assert (paths.dagster_home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+
+
+def test_a_failed_run_is_one_line_naming_the_step_and_an_assets_warning_is_shown():
+    import io
+
+    import dagster as dg
+
+    from llmrec_platform.cli import failure_message
+    from llmrec_platform.orchestration.console import RunConsole, console_logger
+
+    @dg.op
+    def warns(context) -> int:
+        context.log.warning("dense EASE skipped: 100,000 items")
+        return 1
+
+    @dg.op
+    def breaks(_value: int) -> None:
+        raise ValueError("column 'stars' not found")
+
+    @dg.job
+    def broken():
+        breaks(warns())
+
+    stream = io.StringIO()
+    console = RunConsole(stream=stream, live=False)
+    result = broken.with_logger_defs({"llmrec_console": console_logger(console)}).execute_in_process(
+        run_config={"loggers": {"llmrec_console": {}}}, raise_on_error=False)
+    assert not result.success
+    message = failure_message(result)
+    assert message.startswith("step breaks: ValueError: column 'stars' not found") and "\n" not in message
+    printed = stream.getvalue()
+    assert "warns: warning: dense EASE skipped: 100,000 items" in printed and "breaks" in printed
+    assert "Traceback" not in printed

@@ -59,14 +59,16 @@ def test_interest_vectors_weight_ratings_and_recency():
     assert blended[1, 1] > vectors[1, 1]
 
 
-def test_device_resolution_order(monkeypatch):
-    monkeypatch.setenv("LLMREC_DEVICE", "cpu")
-    assert resolve_device("auto") == ("cpu", None)
-    monkeypatch.setenv("LLMREC_DEVICE", "auto")
+def test_device_resolution_order():
+    """auto takes CUDA exactly when torch sees it; an explicit device wins (the LLMREC_DEVICE step of the order,
+    settings into DeviceResource, is tested in test_definitions)."""
     import torch
 
+    cuda = torch.cuda.is_available()
+    assert resolve_device("auto") == ("cuda" if cuda else "cpu", None)
+    assert resolve_device("cpu") == ("cpu", None)
     device, warning = resolve_device("cuda")
-    if torch.cuda.is_available():
+    if cuda:
         assert device == "cuda" and warning is None
     else:
         assert device == "cpu" and "falling back to the CPU" in warning

@@ -50,8 +50,12 @@ def rankers(ml100k) -> dict[str, Ranker]:
     return fitted
 
 
+# Measured trade-offs (this history; ML-100K valid NDCG@10 by id): ItemKNN with
+# k 50 instead of 250 returns 7 kids' films but scores 0.2082 instead of 0.2163; ALS with regularization 5 instead
+# of 50 returns 8 but scores 0.1602 instead of 0.2086 (a stronger fold-in confidence alone stays at 1). The defaults,
+# tuned on ML-1M, are kept: the metrics must not move.
 def short_of_target(name: str, measured: int):
-    """Rankers whose fold-in does not move this far yet (measured here; strict: a fix shows as XPASS)."""
+    """Rankers whose fold-in does not move this far with their defaults (strict: a fix shows as XPASS)."""
     return pytest.param(name, marks=pytest.mark.xfail(
         strict=True, reason=f"{name}'s top 10 holds {measured} Animation or Children's films, not 4: popular films dominate"))
 

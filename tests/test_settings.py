@@ -24,11 +24,12 @@ def test_every_variable_is_read(tmp_path):
     settings = Settings.from_env({
         "LLMREC_HOME": str(tmp_path / "home"), "LLMREC_DATASET": "ml-1m", "LLMREC_PROTOCOL": "temporal",
         "LLMREC_DEVICE": "cuda:1", "LLMREC_RETRAIN_CRON": "30 3 * * 1-5", "LLMREC_TIMEZONE": "Europe/Berlin",
-        "LLMREC_CHAMPION_TOLERANCE": "0.05", "LLMREC_EVENTS_BATCH": "500",
+        "LLMREC_CHAMPION_TOLERANCE": "0.05", "LLMREC_EVENTS_BATCH": "500", "LLMREC_NUM_THREADS": "4",
+        "LLMREC_FIT_CACHE": "off",
     })
     assert settings == Settings(home=tmp_path / "home", dataset="ml-1m", protocol="temporal", device="cuda:1",
                                 retrain_cron="30 3 * * 1-5", timezone="Europe/Berlin", champion_tolerance=0.05,
-                                events_batch=500)
+                                events_batch=500, num_threads=4, fit_cache=False)
 
 
 def test_empty_values_mean_the_default():
@@ -52,6 +53,8 @@ def test_a_relative_home_is_resolved_against_the_working_directory(tmp_path, mon
     ({"LLMREC_PROTOCOL": "random"}, "LLMREC_PROTOCOL='random': use one of recbole, temporal"),
     ({"LLMREC_DEVICE": "tpu"}, "LLMREC_DEVICE='tpu': use auto, cpu, cuda or cuda:N"),
     ({"LLMREC_DEVICE": "cuda:x"}, "LLMREC_DEVICE='cuda:x'"),
+    ({"LLMREC_NUM_THREADS": "0"}, "LLMREC_NUM_THREADS='0': must be >= 1"),
+    ({"LLMREC_FIT_CACHE": "maybe"}, "LLMREC_FIT_CACHE='maybe': use 1 (on) or 0 (off)"),
 ])
 def test_bad_settings_fail_with_the_variable_name(env, message):
     with pytest.raises(SettingsError, match=re.escape(message)):

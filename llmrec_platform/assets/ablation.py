@@ -23,7 +23,8 @@ def hybrid_ablation(
     seeds): test NDCG@10 per slice with paired per-user differences (95% bootstrap interval, Wilcoxon p), written
     to the `ablation` table, to the hybrid's MLflow run and as a section of the evaluation report."""
     data = InteractionData.from_split(split)
-    variants = hybrid_variants(hybrid_ranker.ranker, data, tfidf_content_ranker.ranker)
+    variants = hybrid_variants(hybrid_ranker.ranker, data, tfidf_content_ranker.ranker,
+                               experiment.fit_cache_store(), hybrid_ranker.data_fingerprint)
     table = ablate(variants, data, seed=experiment.seed)
     rows = table.assign(run_id=context.run_id, created_at=datetime.now(UTC).replace(tzinfo=None))
     # One run's rows replace that run's rows only: the table keeps every run's ablation, re-runs do not duplicate.

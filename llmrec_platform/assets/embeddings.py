@@ -6,9 +6,9 @@ import pandas as pd
 
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.encoders.cache import embed_texts
-from llmrec_platform.encoders.models import model_id
-from llmrec_platform.encoders.vectors import align, user_interest_vectors
-from llmrec_platform.resources import DeviceResource, EncoderResource, WarehouseResource
+from llmrec_platform.encoders.models import model_id, runs_on_gpu
+from llmrec_platform.encoders.vectors import DEFAULT_TEXT_WEIGHT, align, user_interest_vectors
+from llmrec_platform.resources import DeviceResource, EncoderResource, ExperimentResource, WarehouseResource
 
 # What a Kubernetes executor (dagster-k8s) turns into a GPU request; the `gpu` pool runs one GPU step at a time.
 GPU_OP_TAGS = {
@@ -33,6 +33,9 @@ def encode_with_cache(
     cache = store.read(CACHE_TABLE, "model = ?", [model]) if store.has_table(CACHE_TABLE) else pd.DataFrame(
         columns=["model", "text_hash", "embedding"])
     used_device = device.resolve(context.log)
+    if used_device != "cpu" and not runs_on_gpu(encoder.model):
+        context.log.warning(f"encoder {encoder.model} is numpy only: it runs on the CPU, not on {used_device}")
+        used_device = "cpu"
 
     def encode(batch: list[str]) -> tuple[np.ndarray, float]:
         vectors, stats = encoder.load(used_device, device.precision, device.batch_size).encode(batch)
@@ -78,7 +81,8 @@ def item_embeddings(
 
 
 class UserEmbeddingsConfig(dg.Config):
-    profile_weight: float = 0.05
+    # None: the experiment's user_text_weight (a dataset config's user_texts.weight, else LLMREC_USER_TEXT_WEIGHT)
+    profile_weight: float | None = None
     half_life_days: float = 365.0
 
 
@@ -95,14 +99,19 @@ def user_embeddings(
     device: DeviceResource,
     encoder: EncoderResource,
     warehouse: WarehouseResource,
+    experiment: ExperimentResource,
 ) -> pd.DataFrame:
-    """Interest vectors: rating- and recency-weighted mean of training items, blended with the profile text."""
-    return user_embedding_frame(context, config, split, item_embeddings, user_texts, device, encoder, warehouse)
+    """Interest vectors: rating- and recency-weighted mean of training items, blended with the user's own text
+    (profile, reviews, queries) with weight user_text_weight."""
+    return user_embedding_frame(context, config, split, item_embeddings, user_texts, device, encoder, warehouse,
+                                text_weight=experiment.user_text_weight)
 
 
 def user_embedding_frame(context, config: UserEmbeddingsConfig, split: pd.DataFrame, item_embeddings: pd.DataFrame,
                          user_texts: pd.DataFrame, device: DeviceResource, encoder: EncoderResource,
-                         warehouse: WarehouseResource) -> pd.DataFrame:
+                         warehouse: WarehouseResource, text_weight: float = DEFAULT_TEXT_WEIGHT) -> pd.DataFrame:
+    """The `profile_weight` column records the text weight used, so the content ranker folds histories in alike."""
+    weight = text_weight if config.profile_weight is None else config.profile_weight
     data = InteractionData.from_split(split)
     profiles = user_texts[user_texts["user_id"].isin(data.user_ids)].reset_index(drop=True)
     profile_matrix, model, metadata = encode_with_cache(context, profiles, device, encoder, warehouse)
@@ -112,8 +121,9 @@ def user_embedding_frame(context, config: UserEmbeddingsConfig, split: pd.DataFr
         profile_vectors[positions] = profile_matrix
     vectors = user_interest_vectors(
         data.train, data.train_timestamps, align(data.item_ids, item_embeddings, "item_id", "items"), profile_vectors,
-        profile_weight=config.profile_weight, half_life_days=config.half_life_days,
+        profile_weight=weight, half_life_days=config.half_life_days,
     )
-    context.add_output_metadata({**metadata, "users": data.n_users, "with_profile": len(profiles)})
+    context.add_output_metadata({**metadata, "users": data.n_users, "with_profile": len(profiles),
+                                 "user_text_weight": weight})
     return pd.DataFrame({"user_id": data.user_ids, "model": model, "embedding": list(vectors),
-                         "profile_embedding": list(profile_vectors)})
+                         "profile_embedding": list(profile_vectors), "profile_weight": weight})

@@ -24,6 +24,7 @@ from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
 from llmrec_platform.rankers.implicit_models import AdamBPRRanker, ALSRanker, BPRRanker
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.multvae import MultVAERanker
+from llmrec_platform.rankers.scale import fit_within
 from llmrec_platform.rankers.simple import PopularityRanker
 from llmrec_platform.rankers.tfidf import TfidfContentRanker
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource
@@ -48,18 +49,31 @@ def train_ranker(
     experiment: ExperimentResource,
 ) -> TrainedRanker:
     data = InteractionData.from_split(split)
-    start = time.perf_counter()
-    ranker.fit(data)
-    fit_seconds = time.perf_counter() - start
-    # A ranker trained on part of the validation fold (the hybrid) is scored on the users it did not see.
-    valid = evaluate(ranker, data, "valid", users=getattr(ranker, "validation_users_", None)).summary
+    ranker, skipped = fit_within(ranker, data.n_items, experiment.dense_max_items)
+    if skipped:  # a dense model that does not fit the catalogue: a sparse one stands in
+        context.log.warning(skipped)
+        context.add_output_metadata({"skipped": skipped})
+        params = {"in_place_of": context.asset_key.to_user_string(), "k": ranker.k}
     fingerprint = data_fingerprint(split)
+
+    def fit_and_validate() -> tuple[Ranker, float, dict]:
+        start = time.perf_counter()
+        ranker.fit(data)
+        seconds = time.perf_counter() - start
+        # A ranker trained on part of the validation fold (the hybrid) is scored on the users it did not see.
+        return ranker, seconds, evaluate(ranker, data, "valid", users=getattr(ranker, "validation_users_", None)).summary
+
+    cache = experiment.fit_cache_store()
+    (ranker, fit_seconds, valid), cached = cache.get_or_fit(context.asset_key.to_user_string(), ranker, fingerprint,
+                                                            fit_and_validate)
+    if cached:
+        context.log.info(f"{ranker.name}: inputs unchanged, loaded from the fit cache (first fit took {fit_seconds:.1f} s)")
     tracker = tracking.tracker()
     run_id = tracker.start_run(
         ranker.name,
         {**params, "dataset": dataset.source, "protocol": experiment.protocol, "seed": experiment.seed,
          "cold_items": experiment.cold_items, "data_fingerprint": fingerprint},
-        tags={"dagster_run_id": context.run_id, "ranker": ranker.name},
+        tags={"dagster_run_id": context.run_id, "ranker": ranker.name, "fit_cache": "hit" if cached else "miss"},
     )
     tracker.log_metrics(run_id, {**valid, "fit_seconds": fit_seconds}, prefix="valid_")
     tracker.end_run(run_id)
@@ -68,6 +82,7 @@ def train_ranker(
         "data_fingerprint": fingerprint,
         "valid_ndcg@10": dg.MetadataValue.float(round(valid["ndcg@10"], 5)),
         "fit_seconds": dg.MetadataValue.float(round(fit_seconds, 3)),
+        "fit_cache": "hit" if cached else "miss",
     })
     return TrainedRanker(ranker, run_id, fingerprint, valid, fit_seconds)
 
@@ -94,8 +109,12 @@ def llm_content_ranker(
     item); the interest vectors are `user_embeddings`', rebuilt for any live history."""
     encoder = str(item_embeddings["model"].iloc[0])
     profiles = user_embeddings[["user_id", "profile_embedding"]].rename(columns={"profile_embedding": "embedding"})
-    ranker = LLMContentRanker(item_embeddings, profiles, encoder=encoder)
-    trained = train_ranker(context, ranker, split, {"encoder": encoder}, tracking, dataset, experiment)
+    weight = float(user_embeddings["profile_weight"].iloc[0]) if "profile_weight" in user_embeddings else None
+    ranker = LLMContentRanker(item_embeddings, profiles, encoder=encoder,
+                              **({} if weight is None else {"profile_weight": weight}))  # the weight user_embeddings used
+    trained = train_ranker(context, ranker, split, {"encoder": encoder, "user_text_weight": ranker.profile_weight},
+                           tracking, dataset, experiment)
+    ranker = trained.ranker  # the fitted one (possibly from the fit cache)
     stored = align(ranker.user_ids_, user_embeddings, "user_id", "users")
     if not np.allclose(ranker.user_vectors_, stored, atol=1e-5):
         raise dg.Failure("llm_content_ranker's interest vectors differ from user_embeddings': both must weight "
@@ -174,7 +193,7 @@ def tfidf_content_ranker(
     params = {**config.model_dump(), "seed": experiment.seed}
     ranker = TfidfContentRanker(item_texts, user_texts, **params)
     trained = train_ranker(context, ranker, split, params, tracking, dataset, experiment)
-    context.add_output_metadata({"text_dim": ranker.vectorizer.dim})
+    context.add_output_metadata({"text_dim": trained.ranker.vectorizer.dim})
     return trained
 
 
@@ -191,7 +210,7 @@ def llm_ease_map_ranker(
     ranker = CollabMapRanker(item_embeddings, **config.model_dump())
     trained = train_ranker(context, ranker, split, {**config.model_dump(), "encoder": encoder}, tracking, dataset,
                            experiment)
-    context.add_output_metadata({"cold_items_mapped": int(ranker.cold_.sum())})
+    context.add_output_metadata({"cold_items_mapped": int(getattr(trained.ranker, "cold_", np.zeros(0)).sum())})
     return trained
 
 
@@ -218,7 +237,7 @@ def hybrid_ranker(
     params = {**config.model_dump(), "candidates": ",".join(candidates), "encoder": llm_content_ranker.ranker.name}
     trained = train_ranker(context, ranker, split, params, tracking, dataset, experiment)
     log_hybrid_training(tracking, trained)
-    log = ranker.training_log_
+    log = trained.ranker.training_log_
     context.add_output_metadata({
         "best_iteration": log.best_iteration,
         "candidate_recall_valid": dg.MetadataValue.float(round(log.candidate_recall, 4)),

@@ -49,8 +49,6 @@ from llmrec_platform.data.text import normalize_text
 
 IMPLICIT_RATING = 4.0  # what an interaction without a rating counts as (as the events refresh does)
 NO_TIMESTAMP = 946_684_800  # 2000-01-01 UTC: the timestamp of interactions when the config has none
-ENCODERS = {"minilm": "all-MiniLM-L6-v2"}
-PLANNED_ENCODERS = ("usem3", "e5-small")
 MAX_USER_TEXTS = 20  # most recent reviews / queries joined into a user's profile text
 _CATEGORY_SPLIT = re.compile(r"\s*[|;,]\s*")
 
@@ -59,9 +57,9 @@ _SECTIONS = {
     "interactions": ({"user", "item"}, {"rating", "rating_range", "timestamp"}),
     "items": ({"id"}, {"text", "categories", "title", "year"}),
     "users": ({"id"}, {"text"}),
-    "user_texts": ({"user", "text"}, {"timestamp"}),
+    "user_texts": ({"user", "text"}, {"timestamp", "weight"}),
 }
-_TOP_KEYS = {"name", "interactions", "items", "users", "user_texts", "encoder", "error_budget"}
+_TOP_KEYS = {"name", "interactions", "items", "users", "user_texts", "encoder", "error_budget", "privacy"}
 
 
 class ConfigError(DatasetError):
@@ -86,8 +84,10 @@ class DatasetConfig:
     users: Section | None = None
     user_texts: Section | None = None
     encoder: str | None = None
+    user_text_weight: float | None = None  # user_texts.weight: the user's own text in the interest vector
     error_budget: float = DEFAULT_ERROR_BUDGET
     sections: tuple = field(default=())
+    pseudonymize: bool = False  # privacy.pseudonymize: user ids become keyed pseudonyms (data.privacy)
 
 
 def load_config(path: str | Path) -> DatasetConfig:
@@ -116,13 +116,20 @@ def load_config(path: str | Path) -> DatasetConfig:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}: name = {name!r}: expected a non-empty string")
     encoder = _encoder(where, path.parent, raw.get("encoder"))
+    user_text_weight = _user_text_weight(where, raw.get("user_texts"))
+    privacy = raw.get("privacy") or {}
+    if not isinstance(privacy, dict) or set(privacy) - {"pseudonymize"} or not isinstance(
+            privacy.get("pseudonymize", False), bool):
+        raise ConfigError(f"{where}: privacy = {privacy!r}: expected {{pseudonymize: true}} or {{pseudonymize: false}}")
     rng = sections["interactions"].columns.get("rating_range")
     if rng is not None and not (isinstance(rng, list) and len(rng) == 2 and all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in rng) and rng[0] < rng[1]):
         raise ConfigError(f"{where}: interactions.rating_range = {rng!r}: expected [low, high], e.g. [1, 5]")
     return DatasetConfig(file=path, name=name.strip(), interactions=sections["interactions"], items=sections["items"],
                          users=sections.get("users"), user_texts=sections.get("user_texts"), encoder=encoder,
-                         error_budget=float(budget), sections=tuple(sections.values()))
+                         user_text_weight=user_text_weight,
+                         error_budget=float(budget), sections=tuple(sections.values()),
+                         pseudonymize=privacy.get("pseudonymize", False))
 
 
 def _section(where: str, folder: Path, key: str, raw) -> Section:
@@ -137,7 +144,7 @@ def _section(where: str, folder: Path, key: str, raw) -> Section:
         if name not in raw or raw[name] in (None, "", []):
             raise ConfigError(f"{where}: {key}.{name} is required")
     for name, value in raw.items():
-        if name in ("options", "rating_range"):
+        if name in ("options", "rating_range", "weight"):
             continue
         if name == "text":
             ok = isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
@@ -153,26 +160,31 @@ def _section(where: str, folder: Path, key: str, raw) -> Section:
         raise ConfigError(f"{where}: {key}.format = {fmt!r}: use csv, parquet or jsonl")
     pattern = Path(raw["path"]).expanduser()
     pattern = pattern if pattern.is_absolute() else folder / pattern
-    columns = {k: v for k, v in raw.items() if k not in _FILE_KEYS}
+    columns = {k: v for k, v in raw.items() if k not in _FILE_KEYS and k != "weight"}
     return Section(key, str(pattern), fmt, dict(options), columns)
 
 
 def _encoder(where: str, folder: Path, value) -> str | None:
+    """The registry entry or model folder `encoder:` names (llmrec_platform.encoders.models.ENCODERS)."""
+    from llmrec_platform.encoders.models import EncoderError, encoder_choices, resolve_encoder
+
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: encoder = {value!r}: use minilm or a local sentence-transformers folder")
-    if value in ENCODERS:
-        return ENCODERS[value]
-    if value in PLANNED_ENCODERS:
-        raise ConfigError(f"{where}: encoder = {value!r} is not available yet: use minilm or a local "
-                          "sentence-transformers folder")
-    candidate = Path(value).expanduser()
-    candidate = candidate if candidate.is_absolute() else folder / candidate
-    if (candidate / "modules.json").exists() or (candidate / "config.json").exists():
-        return str(candidate)
-    raise ConfigError(f"{where}: encoder = {value!r} is neither minilm nor a sentence-transformers folder "
-                      f"(looked in {candidate})")
+        raise ConfigError(f"{where}: encoder = {value!r}: use {encoder_choices()}")
+    try:
+        return resolve_encoder(value, folder)
+    except EncoderError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _user_text_weight(where: str, raw) -> float | None:
+    value = raw.get("weight") if isinstance(raw, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"{where}: user_texts.weight = {value!r}: expected a weight between 0 and 1, e.g. 0.3")
+    return float(value)
 
 
 def config_files(path: str | Path) -> list[Path]:
@@ -190,6 +202,16 @@ def config_files(path: str | Path) -> list[Path]:
     return files
 
 
+def config_user_text_weight(source: str) -> float | None:
+    """The `user_texts.weight` of a dataset config (None: not a config, none given, or a broken config)."""
+    if not str(source).lower().endswith((".yaml", ".yml")):
+        return None
+    try:
+        return load_config(source).user_text_weight
+    except DatasetError:
+        return None
+
+
 def config_encoder(source: str) -> str | None:
     """The encoder a dataset config asks for (None: not a config, none given, or a broken config: the
     load reports that)."""
@@ -199,6 +221,17 @@ def config_encoder(source: str) -> str | None:
         return load_config(source).encoder
     except DatasetError:
         return None
+
+
+def config_pseudonymize(source: str) -> bool:
+    """Whether a dataset config asks for pseudonymized user ids (False for any other source or a broken
+    config: the load reports that)."""
+    if not str(source).lower().endswith((".yaml", ".yml")):
+        return False
+    try:
+        return load_config(source).pseudonymize
+    except DatasetError:
+        return False
 
 
 def config_error_budget(source: str) -> float:
@@ -339,7 +372,8 @@ def load_config_dataset(config: DatasetConfig, name: str | None = None,
         (texts_read.notes if texts_read else [])
     return Dataset(name=name or config.name, ratings=ratings, items=items[ITEMS_COLUMNS + ["text"]], users=users,
                    quarantine=quarantine, rows=rows, notes=notes, error_budget=config.error_budget,
-                   has_timestamps="timestamp" in inter, encoder=config.encoder, rating_range=rating_range)
+                   has_timestamps="timestamp" in inter, encoder=config.encoder, rating_range=rating_range,
+                   pseudonymize=config.pseudonymize)
 
 
 def _finish_users(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

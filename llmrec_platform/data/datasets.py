@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llmrec_platform.data.privacy import Pseudonymizer, missing_key_message, pseudonymize_dataset
 from llmrec_platform.data.readers import (  # QUARANTINE_COLUMNS is re-exported
     QUARANTINE_COLUMNS,  # noqa: F401
     ROW_FILE,
@@ -97,6 +98,7 @@ class Dataset:
     has_timestamps: bool = True
     encoder: str | None = None  # the encoder a dataset config asks for (None: the platform default)
     rating_range: tuple[float, float] = RATING_RANGE
+    pseudonymize: bool = False  # the config asks for pseudonymized user ids (`load_pseudonymized`)
 
     def quarantined(self, part: str) -> pd.DataFrame:
         return self.quarantine[self.quarantine["part"] == part].reset_index(drop=True)
@@ -183,6 +185,19 @@ def load_dataset_cached(name_or_path: str) -> Dataset:
 @functools.lru_cache(maxsize=4)
 def _load_memo(name_or_path: str, stamp: tuple, valid_range: tuple[int, int]) -> Dataset:
     return load_dataset(name_or_path, valid_range)
+
+
+def load_pseudonymized(name_or_path: str, pseudonym_key: str | None) -> Dataset:
+    """`load_dataset_cached` with user ids replaced by keyed pseudonyms (`privacy`), memoised alike; without
+    a key it refuses (the message says which variable to set)."""
+    if not pseudonym_key:
+        raise DatasetError(missing_key_message(f"dataset {name_or_path}", "LLMREC_PSEUDONYM_KEY"))
+    return _pseudonymized_memo(name_or_path, _stamp(name_or_path), partition_range(), pseudonym_key)
+
+
+@functools.lru_cache(maxsize=2)
+def _pseudonymized_memo(name_or_path: str, stamp: tuple, valid_range: tuple[int, int], key: str) -> Dataset:
+    return pseudonymize_dataset(_load_memo(name_or_path, stamp, valid_range), Pseudonymizer(key))
 
 
 def load_dataset(name_or_path: str, valid_range: tuple[int, int] | None = None) -> Dataset:

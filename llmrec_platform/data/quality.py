@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec_platform.data.datasets import RATING_KEY, RATING_RANGE, RATINGS_COLUMNS
-from llmrec_platform.encoders.models import model_path
+from llmrec_platform.encoders.models import encoder_dim, model_path
 
 NORM_TOLERANCE = 1e-3
 
@@ -80,7 +80,10 @@ def ratings_unique_keys(frame: pd.DataFrame) -> CheckOutcome:
 
 
 def expected_dim(model: str) -> int:
-    """Output dimension of a sentence-transformers folder, read from its config (the model is not loaded)."""
+    """Output dimension of a registry encoder or a sentence-transformers folder, read from its config (the
+    model is not loaded)."""
+    if (registered := encoder_dim(model)) is not None:
+        return registered
     folder = model_path(model)
     dim = None
     modules_file = folder / "modules.json"

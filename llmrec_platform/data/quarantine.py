@@ -3,12 +3,15 @@
 Columns: source_file, row_number, field, reason, raw, dataset, part (ratings / items / users / user_texts).
 A load replaces every row of its (dataset, part) — or, for a landed file, of its source file — in one
 transaction, including with nothing: re-loading a fixed file leaves none of its old rows behind.
+The raw rows of the text parts (items, users, user texts) are PII-scrubbed before they are written; with
+pseudonymization on, those of the parts that carry user ids arrive withheld (`privacy`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from llmrec_platform.data.privacy import scrub_pii
 from llmrec_platform.data.readers import QUARANTINE_COLUMNS
 from llmrec_platform.storage.warehouse import Warehouse
 
@@ -18,6 +21,7 @@ CREATE = (f"CREATE TABLE IF NOT EXISTS {TABLE} (source_file VARCHAR, row_number 
           "raw VARCHAR, dataset VARCHAR, part VARCHAR)")
 # A warehouse made before `part` existed gains the column.
 MIGRATE = f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS part VARCHAR"
+TEXT_PARTS = ("items", "users", "user_texts")
 QUERY_HINT = "SELECT source_file, row_number, field, reason, raw FROM quarantine WHERE dataset = '{dataset}' ORDER BY ALL"
 
 
@@ -25,7 +29,9 @@ def typed(frame: pd.DataFrame, dataset: str, part: str) -> pd.DataFrame:
     """`frame` (QUARANTINE_COLUMNS) with dataset and part, in the table's column order and types."""
     out = pd.DataFrame({c: frame[c].astype("object") if c != "row_number" else frame[c].astype("int64")
                         for c in QUARANTINE_COLUMNS})
-    out["raw"] = out["raw"].map(lambda v: "" if v is None else str(v))
+    raw = out["raw"].map(lambda v: "" if v is None else str(v))
+    # Text parts' raw rows are texts on their way into the warehouse: scrubbed like every other text.
+    out["raw"] = raw.map(scrub_pii) if part in TEXT_PARTS else raw
     return out.assign(dataset=dataset, part=part)[COLUMNS]
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import ftfy
 import pandas as pd
 
+from llmrec_platform.data.privacy import scrub_pii
+
 _ARTICLE_SUFFIX = re.compile(r"^(?P<rest>.*),\s*(?P<article>the|a|an|les|la|le|il|el|das|der|die)$", re.IGNORECASE)
 _PARENS = re.compile(r"\s*\([^)]*\)")
 OMDB_FIELDS = ["director", "cast", "writer", "language", "country"]
@@ -24,31 +26,6 @@ MAX_CAST = 4
 
 
 _SPACES = re.compile(r"\s+")
-# Personal data scrubbed from every text: e-mail addresses, URLs, phone numbers (9+ digits with the usual
-# separators) and other long digit runs (7+: card, account, id numbers). Years and short numbers stay.
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_URL = re.compile(r"(?:\bhttps?://|\bwww\.)[^\s<>\"']+", re.IGNORECASE)
-_PHONE = re.compile(r"(?<![\w+(])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,5}\)[ .-]?)?\d{2,5}(?:[ ./-]\d{2,8}){1,4}(?!\w)")
-_DIGITS = re.compile(r"\d{7,}")
-
-
-_YEAR = re.compile(r"(?:1[89]|20)\d\d")
-
-
-def _phone_like(match: str) -> bool:
-    """9+ digits, and not a run of years such as "1995 1996 1997"."""
-    groups = re.findall(r"\d+", match)
-    return sum(map(len, groups)) >= 9 and not all(_YEAR.fullmatch(g) for g in groups)
-
-
-def scrub_pii(text: str) -> str:
-    """`text` with e-mail addresses, URLs, phone numbers and long digit runs replaced by a tag."""
-    if not any(ch.isdigit() or ch in "@/." for ch in text):
-        return text
-    text = _EMAIL.sub("[email]", text)
-    text = _URL.sub("[url]", text)
-    text = _PHONE.sub(lambda m: "[phone]" if _phone_like(m[0]) else m[0], text)
-    return _DIGITS.sub("[number]", text)
 
 
 def normalize_text(value) -> str:

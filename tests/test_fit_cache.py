@@ -1,0 +1,47 @@
+"""The fit cache: a re-run on the same inputs loads the fitted ranker; any change to them fits again."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.rankers.ease import EASERanker
+from llmrec_platform.rankers.fit_cache import KEEP_PER_NAME, FitCache
+from llmrec_platform.testing import two_group_split
+
+
+def fitter(ranker, data, calls):
+    def fit():
+        calls.append(ranker.reg_weight)
+        return ranker.fit(data)
+    return fit
+
+
+def test_same_inputs_load_and_changed_inputs_refit(tmp_path):
+    data = InteractionData.from_split(two_group_split())
+    cache, calls = FitCache(tmp_path), []
+    first, hit = cache.get_or_fit("ease", EASERanker(reg_weight=5.0), "data-a", fitter(EASERanker(reg_weight=5.0), data, calls))
+    assert not hit and calls == [5.0]
+    again, hit = cache.get_or_fit("ease", EASERanker(reg_weight=5.0), "data-a", fitter(EASERanker(reg_weight=5.0), data, calls))
+    assert hit and calls == [5.0]  # not fitted again
+    users = np.arange(data.n_users)
+    np.testing.assert_array_equal(again.score(users), first.score(users))
+    _, hit = cache.get_or_fit("ease", EASERanker(reg_weight=5.0), "data-b", fitter(EASERanker(reg_weight=5.0), data, calls))
+    assert not hit  # other data
+    _, hit = cache.get_or_fit("ease", EASERanker(reg_weight=7.0), "data-a", fitter(EASERanker(reg_weight=7.0), data, calls))
+    assert not hit and calls == [5.0, 5.0, 7.0]  # other parameters
+    assert len(list((tmp_path / "ease").glob("*.pkl"))) == KEEP_PER_NAME  # older entries pruned
+
+
+def test_an_unreadable_entry_is_refitted_and_no_folder_means_no_cache(tmp_path):
+    data = InteractionData.from_split(two_group_split())
+    cache, calls = FitCache(tmp_path), []
+    cache.get_or_fit("ease", EASERanker(), "d", fitter(EASERanker(), data, calls))
+    (entry,) = (tmp_path / "ease").glob("*.pkl")
+    entry.write_bytes(b"not a pickle")
+    _, hit = cache.get_or_fit("ease", EASERanker(), "d", fitter(EASERanker(), data, calls))
+    assert not hit and len(calls) == 2
+    off = FitCache(None)
+    for _ in range(2):
+        assert off.get_or_fit("ease", EASERanker(), "d", fitter(EASERanker(), data, calls))[1] is False
+    assert len(calls) == 4
