@@ -45,3 +45,14 @@ def test_an_unreadable_entry_is_refitted_and_no_folder_means_no_cache(tmp_path):
     for _ in range(2):
         assert off.get_or_fit("ease", EASERanker(), "d", fitter(EASERanker(), data, calls))[1] is False
     assert len(calls) == 4
+
+
+def test_the_key_does_not_depend_on_what_the_process_imported_first():
+    """A warm run imports torch later than a cold one (nothing to encode): the key must not see that."""
+    import subprocess
+    import sys
+
+    script = "from llmrec_platform.rankers.fit_cache import environment_digest; print(environment_digest())"
+    digests = {subprocess.run([sys.executable, "-c", first + script], capture_output=True, text=True, check=True).stdout
+               for first in ("", "import torch, lightgbm; ")}
+    assert len(digests) == 1

@@ -23,7 +23,11 @@ LIBRARIES = ("numpy", "scipy", "scikit-learn", "lightgbm", "implicit", "torch", 
 
 @cache
 def environment_digest() -> str:
-    """The package's source files and the numeric libraries (versions, BLAS builds and threads)."""
+    """The package's source files and the numeric libraries (versions, BLAS builds and threads). Only BLAS
+    pools count: which OpenMP runtimes are loaded depends on what the process imported first (torch's comes
+    with the encoder), so they would make the key differ between a cold and a warm run."""
+    import numpy  # noqa: F401 - load both OpenBLAS builds, so the digest never depends on import order
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_info
 
     digest = hashlib.sha256()
@@ -36,8 +40,9 @@ def environment_digest() -> str:
             digest.update(f"{name}={metadata.version(name)}".encode())
         except metadata.PackageNotFoundError:
             digest.update(f"{name}=absent".encode())
-    for pool in threadpool_info():
-        digest.update(repr((pool.get("internal_api"), pool.get("version"), pool.get("num_threads"))).encode())
+    for pool in sorted(threadpool_info(), key=lambda pool: pool.get("filepath", "")):
+        if pool.get("user_api") == "blas":
+            digest.update(repr((pool.get("internal_api"), pool.get("version"), pool.get("num_threads"))).encode())
     return digest.hexdigest()
 
 
