@@ -161,16 +161,23 @@ def stop_group(pgid: int, grace_s: float = STOP_GRACE_S) -> None:
 def run_child(command: list[str], env: dict[str, str] | None = None, grace_s: float = STOP_GRACE_S) -> int:
     """Run a long-lived child (a UI, a server) in its own process group until it exits or we get SIGINT /
     SIGTERM; either way no process of its group outlives this call."""
-    child = subprocess.Popen(command, env=env, start_new_session=True)
     stopping: list[int] = []
+    children: list[subprocess.Popen] = []
 
     def forward(signum, _frame):
         if not stopping:
             stopping.append(signum)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGTERM)  # the child stops its own children; stop_group is the backstop
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)  # it stops its own children; stop_group is the backstop
 
+    # Handlers first: a signal the parent ignores (SIG_IGN) is inherited through exec, a handled one is reset to
+    # the default, so the child always stops on SIGTERM whatever our own parent left us.
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+    children.append(child)
+    if stopping:  # a signal arrived while the child was starting
+        os.kill(child.pid, signal.SIGTERM)
     try:
         code = child.wait()  # PEP 475: resumes after `forward` runs, until the child has exited
     finally:
@@ -445,7 +452,7 @@ def add_demo(commands) -> None:
     demo.add_argument("--finetune", action="store_true",
                       help="then fine-tune the encoder (job finetune_encoder; minutes on a CPU) and compare")
     demo.add_argument("--fast", action="store_true",
-                      help="job fast_pipeline: skip the hybrid ablation (about half of the ML-100K demo)")
+                      help="job fast_pipeline: skip the hybrid ablation (about a quarter of the ML-100K demo)")
     demo.add_argument("--verbose", action="store_true",
                       help="Dagster's step-by-step log, library progress bars and notices")
     demo.set_defaults(func=cmd_demo)

@@ -131,7 +131,7 @@ full_pipeline_job = dg.define_asset_job(
     description="Ingest, embed, train, evaluate and publish recommendations (all ratings partitions in one run).",
 )
 
-# `llmrec demo --fast`: the same graph without the hybrid ablation (two more hybrid fits, half the ML-100K demo).
+# `llmrec demo --fast`: the same graph without the hybrid ablation (two one-model hybrid variants, a quarter of the ML-100K demo).
 fast_pipeline_job = dg.define_asset_job(
     "fast_pipeline", selection=DEFAULT_SELECTION - dg.AssetSelection.assets("hybrid_ablation"),
     description="full_pipeline without the hybrid ablation: the same rankers, metrics and recommendations.",

@@ -152,7 +152,9 @@ def test_run_child_stops_the_whole_group_on_sigterm(tmp_path):
               "child = ('import subprocess, time; subprocess.Popen([\"sleep\", \"600\"]); print(\"up\", flush=True); "
               "time.sleep(600)')\n"
               "sys.exit(run_child([sys.executable, '-c', child], grace_s=2))\n")
-    cli = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    # Started with SIGTERM ignored, as a parent may leave it: the child must still stop.
+    cli = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     assert cli.stdout.readline().strip() == "up"
     family = descendants(cli.pid)
     assert len(family) == 2  # the child and its sleeping grandchild
