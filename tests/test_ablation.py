@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +19,7 @@ from llmrec_platform.evaluation.ablation import (
 )
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
+from llmrec_platform.rankers.fit_cache import FitCache
 from llmrec_platform.rankers.genre import GenreMatchRanker
 from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
 from llmrec_platform.rankers.simple import PopularityRanker
@@ -110,3 +113,35 @@ def test_variants_are_one_model_each_and_the_reference_is_the_hybrids_first(data
     reference = variants["with_llm"]
     np.testing.assert_allclose(reference.predict(features, hybrid.training_log_.best_iteration), first)
     assert not np.allclose(hybrid.predict(features, hybrid.training_log_.best_iteration), first)  # the mean differs
+
+
+class RecordingCache(FitCache):
+    """A real fit cache that also records which entries were hits."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.calls: list[tuple[str, bool]] = []
+
+    def get_or_fit(self, name, unfitted, data_fingerprint, fit):
+        result, hit = super().get_or_fit(name, unfitted, data_fingerprint, fit)
+        self.calls.append((name, hit))
+        return result, hit
+
+
+def test_variants_reuse_the_hybrids_pseudo_label_refits(data, tmp_path):
+    content = LLMContentRanker(unit_embeddings(list(data.item_ids), "item_id", seed=1)).fit(data)
+    config = HybridConfig(n_candidates=4, n_estimators=10, min_child_samples=2, num_leaves=4, n_models=2,
+                          pseudo_label_share=0.3, seed=3, num_threads=1)
+    rankers = {"ease": EASERanker(reg_weight=5.0).fit(data), "popularity": PopularityRanker().fit(data)}
+    cache = RecordingCache(tmp_path)
+    hybrid = HybridRanker(rankers, content, {}, config, refit_cache=cache).fit(data)
+    refits = {name for name, _ in cache.calls}
+    assert refits == {"hybrid_pseudo_ease", "hybrid_pseudo_popularity", "hybrid_pseudo_sequence"}
+    assert not any(hit for _, hit in cache.calls)
+    cache.calls.clear()
+    cached = hybrid_variants(hybrid, data, cache=cache)["without_llm"]
+    assert {name: hit for name, hit in cache.calls if name in refits} == dict.fromkeys(refits, True)
+    fresh = hybrid_variants(hybrid, data)["without_llm"]  # no cache: every refit fitted again
+    users = np.arange(data.n_users)
+    np.testing.assert_array_equal(cached.score(users), fresh.score(users))
+    assert pickle.loads(pickle.dumps(hybrid)).refit_cache is None  # the cache is not part of the model

@@ -233,7 +233,8 @@ def hybrid_ranker(
     candidates = {t.ranker.name: t.ranker
                   for t in (ease_ranker, itemknn_ranker, als_ranker, bpr_adam_ranker, multvae_ranker)}
     hybrid_config = HybridConfig(**config.model_dump(), seed=experiment.seed)
-    ranker = HybridRanker(candidates, llm_content_ranker.ranker, {"genre_match": genre_match_ranker.ranker}, hybrid_config)
+    ranker = HybridRanker(candidates, llm_content_ranker.ranker, {"genre_match": genre_match_ranker.ranker}, hybrid_config,
+                          refit_cache=experiment.fit_cache_store())
     params = {**config.model_dump(), "candidates": ",".join(candidates), "encoder": llm_content_ranker.ranker.name}
     trained = train_ranker(context, ranker, split, params, tracking, dataset, experiment)
     log_hybrid_training(tracking, trained)

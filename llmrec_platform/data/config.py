@@ -7,6 +7,10 @@ keys and says which one is wrong; `load_config_dataset` reads the files through 
 validates every row like the GroupLens loaders do (bad rows to the quarantine, with file, row, field and
 reason) and returns the canonical `Dataset`.
 
+The same mapping can be given inline (`datasets.InlineConfig`, e.g. the `dataset` resource's `inline` run
+config): `load_config` parses it with the same checks; its relative paths resolve against its `base_dir`
+(default: the working directory when it is given), and its errors name the key path instead of a file.
+
 Ratings on a scale other than 0.5..5 (`rating_range`) are mapped linearly onto 1..5, so the protocol's
 "rating >= 3" keeps the upper half of any scale; implicit feedback (no `rating`) counts as IMPLICIT_RATING.
 Without `timestamp`, every interaction gets NO_TIMESTAMP (one partition) and the temporal protocol is refused.
@@ -29,8 +33,11 @@ from llmrec_platform.data.datasets import (
     USERS_COLUMNS,
     Dataset,
     DatasetError,
+    InlineConfig,
+    Source,
     check_ratings,
     finish_items,
+    is_config_path,
     parse_timestamps,
     tag_parts,
     validate_ratings,
@@ -63,7 +70,7 @@ _TOP_KEYS = {"name", "interactions", "items", "users", "user_texts", "encoder", 
 
 
 class ConfigError(DatasetError):
-    """The config file is wrong; the message names the file and the key."""
+    """The config is wrong; the message names the file (or the inline config's key path) and the key."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ class Section:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    file: Path
+    file: str  # the config file's absolute path, or how an inline config is named (InlineConfig.where)
     name: str
     interactions: Section
     items: Section
@@ -90,16 +97,22 @@ class DatasetConfig:
     pseudonymize: bool = False  # privacy.pseudonymize: user ids become keyed pseudonyms (data.privacy)
 
 
-def load_config(path: str | Path) -> DatasetConfig:
-    """Parse and check a dataset config (every problem names the file and the key)."""
-    path = Path(path).resolve()
-    where = str(path)
+def load_config(source: str | Path | InlineConfig) -> DatasetConfig:
+    """Parse and check a dataset config file or an inline one (every problem names the file and the key)."""
+    if isinstance(source, InlineConfig):
+        return _parse(source.mapping(), source.where, Path(source.base_dir), default_name="inline")
+    path = Path(source).resolve()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot read the config ({exc})") from exc
+        raise ConfigError(f"{path}: cannot read the config ({exc})") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return _parse(raw, str(path), path.parent, default_name=path.stem)
+
+
+def _parse(raw, where: str, folder: Path, default_name: str) -> DatasetConfig:
+    """The checks shared by a config file and an inline config; relative paths resolve against `folder`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of keys ({', '.join(sorted(_TOP_KEYS))})")
     unknown = sorted(set(raw) - _TOP_KEYS)
@@ -108,14 +121,14 @@ def load_config(path: str | Path) -> DatasetConfig:
     for required in ("interactions", "items"):
         if required not in raw:
             raise ConfigError(f"{where}: the key {required!r} is required")
-    sections = {key: _section(where, path.parent, key, raw[key]) for key in _SECTIONS if raw.get(key) is not None}
+    sections = {key: _section(where, folder, key, raw[key]) for key in _SECTIONS if raw.get(key) is not None}
     budget = raw.get("error_budget", DEFAULT_ERROR_BUDGET)
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 <= budget <= 1:
         raise ConfigError(f"{where}: error_budget = {budget!r}: expected a share between 0 and 1, e.g. 0.01")
-    name = raw.get("name", path.stem)
+    name = raw.get("name", default_name)
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}: name = {name!r}: expected a non-empty string")
-    encoder = _encoder(where, path.parent, raw.get("encoder"))
+    encoder = _encoder(where, folder, raw.get("encoder"))
     user_text_weight = _user_text_weight(where, raw.get("user_texts"))
     privacy = raw.get("privacy") or {}
     if not isinstance(privacy, dict) or set(privacy) - {"pseudonymize"} or not isinstance(
@@ -125,7 +138,7 @@ def load_config(path: str | Path) -> DatasetConfig:
     if rng is not None and not (isinstance(rng, list) and len(rng) == 2 and all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in rng) and rng[0] < rng[1]):
         raise ConfigError(f"{where}: interactions.rating_range = {rng!r}: expected [low, high], e.g. [1, 5]")
-    return DatasetConfig(file=path, name=name.strip(), interactions=sections["interactions"], items=sections["items"],
+    return DatasetConfig(file=where, name=name.strip(), interactions=sections["interactions"], items=sections["items"],
                          users=sections.get("users"), user_texts=sections.get("user_texts"), encoder=encoder,
                          user_text_weight=user_text_weight,
                          error_budget=float(budget), sections=tuple(sections.values()),
@@ -187,11 +200,20 @@ def _user_text_weight(where: str, raw) -> float | None:
     return float(value)
 
 
-def config_files(path: str | Path) -> list[Path]:
-    """Every data file the config names (to notice when one changes); none for a broken config."""
+def _config_of(source: Source) -> DatasetConfig | None:
+    """The config `source` is (None: not a config, or a broken one: the load reports that)."""
+    if not is_config_path(source):
+        return None
     try:
-        config = load_config(path)
+        return load_config(source)
     except DatasetError:
+        return None
+
+
+def config_files(source: str | Path | InlineConfig) -> list[Path]:
+    """Every data file the config names (to notice when one changes); none for a broken config."""
+    config = _config_of(source if isinstance(source, InlineConfig) else str(source))
+    if config is None:
         return []
     files = []
     for section in config.sections:
@@ -202,46 +224,30 @@ def config_files(path: str | Path) -> list[Path]:
     return files
 
 
-def config_user_text_weight(source: str) -> float | None:
+def config_user_text_weight(source: Source) -> float | None:
     """The `user_texts.weight` of a dataset config (None: not a config, none given, or a broken config)."""
-    if not str(source).lower().endswith((".yaml", ".yml")):
-        return None
-    try:
-        return load_config(source).user_text_weight
-    except DatasetError:
-        return None
+    config = _config_of(source)
+    return None if config is None else config.user_text_weight
 
 
-def config_encoder(source: str) -> str | None:
+def config_encoder(source: Source) -> str | None:
     """The encoder a dataset config asks for (None: not a config, none given, or a broken config: the
     load reports that)."""
-    if not str(source).lower().endswith((".yaml", ".yml")):
-        return None
-    try:
-        return load_config(source).encoder
-    except DatasetError:
-        return None
+    config = _config_of(source)
+    return None if config is None else config.encoder
 
 
-def config_pseudonymize(source: str) -> bool:
+def config_pseudonymize(source: Source) -> bool:
     """Whether a dataset config asks for pseudonymized user ids (False for any other source or a broken
     config: the load reports that)."""
-    if not str(source).lower().endswith((".yaml", ".yml")):
-        return False
-    try:
-        return load_config(source).pseudonymize
-    except DatasetError:
-        return False
+    config = _config_of(source)
+    return config is not None and config.pseudonymize
 
 
-def config_error_budget(source: str) -> float:
+def config_error_budget(source: Source) -> float:
     """The error budget of a dataset config, or the default for any other source."""
-    if not str(source).lower().endswith((".yaml", ".yml")):
-        return DEFAULT_ERROR_BUDGET
-    try:
-        return load_config(source).error_budget
-    except DatasetError:
-        return DEFAULT_ERROR_BUDGET
+    config = _config_of(source)
+    return DEFAULT_ERROR_BUDGET if config is None else config.error_budget
 
 
 # --- loading ---------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ Canonical frames (ids are strings everywhere):
   users:   user_id, age (Int64), gender, occupation, zip_code, age_group [+ text: the profile text]
 
 Sources: the `ml-100k` and `ml-1m` carrier packages (RecBole atomic files), GroupLens folders given by
-path (`u.data`/`u.item`/`u.user` or `ratings.dat`/`movies.dat`/`users.dat`), and dataset config files
-(`*.yaml`, see `llmrec_platform.data.config`).
+path (`u.data`/`u.item`/`u.user` or `ratings.dat`/`movies.dat`/`users.dat`), dataset config files
+(`*.yaml`, see `llmrec_platform.data.config`) and the same config given as a mapping (`InlineConfig`, e.g.
+from Dagster run config). Every function that takes a source takes any of them.
 
 Bad rows never stop a load: every row-isolable problem (too many or too few fields, bytes invalid in the
 file's encoding, an empty id, a rating that is not a number or outside the range, an unparseable
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,12 +129,43 @@ def over_budget(dataset: Dataset, part: str) -> list[str]:
     return problems
 
 
-def is_config_path(name_or_path: str) -> bool:
-    return str(name_or_path).lower().endswith((".yaml", ".yml"))
+@dataclass(frozen=True)
+class InlineConfig:
+    """A dataset config given as a mapping rather than a file. Hashable: its canonical JSON (sorted keys) and
+    the folder its relative paths resolve against are the memo key (with the data files' stamps)."""
+
+    canonical: str  # the mapping as canonical JSON
+    base_dir: str  # absolute
+    where: str  # how error messages name it, e.g. the run config key path
+
+    @classmethod
+    def of(cls, mapping, base_dir: str | Path | None = None, where: str = "inline dataset config") -> InlineConfig:
+        """`base_dir` None: the current working directory (read now, so the memo key holds it)."""
+        try:
+            canonical = json.dumps(mapping, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{where}: expected plain YAML/JSON values (mappings, lists, strings, numbers): {exc}") from exc
+        return cls(canonical, str(Path(base_dir or Path.cwd()).expanduser().resolve()), where)
+
+    def mapping(self):
+        return json.loads(self.canonical)
+
+    def __str__(self) -> str:
+        return self.where
 
 
-def resolve_source(name_or_path: str) -> tuple[str, Path]:
-    """Return (format, folder) for a packaged dataset name, a GroupLens folder path or a config file."""
+Source = str | InlineConfig  # a dataset name, a folder, a config file, or an inline config
+
+
+def is_config_path(name_or_path: Source) -> bool:
+    return isinstance(name_or_path, InlineConfig) or str(name_or_path).lower().endswith((".yaml", ".yml"))
+
+
+def resolve_source(name_or_path: Source) -> tuple[str, Path]:
+    """Return (format, folder) for a packaged dataset name, a GroupLens folder path or a config file (for an
+    inline config: its base folder)."""
+    if isinstance(name_or_path, InlineConfig):
+        return "config", Path(name_or_path.base_dir)
     if name_or_path in PACKAGED:
         module, sub, _ = PACKAGED[name_or_path]
         spec = importlib.util.find_spec(module)
@@ -165,29 +198,31 @@ def resolve_source(name_or_path: str) -> tuple[str, Path]:
     )
 
 
-def _stamp(name_or_path: str) -> tuple:
+def _stamp(name_or_path: Source) -> tuple:
     fmt, path = resolve_source(name_or_path)
     if fmt == "config":
         from llmrec_platform.data.config import config_files
 
-        files = [path, *config_files(path)]
+        # An inline config is its own key (the memo's first argument): only its data files can change.
+        config = [] if isinstance(name_or_path, InlineConfig) else [path]
+        files = [*config, *config_files(name_or_path)]
     else:
         files = [p for p in path.iterdir() if p.is_file()]
     return tuple(sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
 
 
-def load_dataset_cached(name_or_path: str) -> Dataset:
+def load_dataset_cached(name_or_path: Source) -> Dataset:
     """`load_dataset`, memoised per process until a file of the source changes (and per month: the
     partitions grow)."""
     return _load_memo(name_or_path, _stamp(name_or_path), partition_range())
 
 
 @functools.lru_cache(maxsize=4)
-def _load_memo(name_or_path: str, stamp: tuple, valid_range: tuple[int, int]) -> Dataset:
+def _load_memo(name_or_path: Source, stamp: tuple, valid_range: tuple[int, int]) -> Dataset:
     return load_dataset(name_or_path, valid_range)
 
 
-def load_pseudonymized(name_or_path: str, pseudonym_key: str | None) -> Dataset:
+def load_pseudonymized(name_or_path: Source, pseudonym_key: str | None) -> Dataset:
     """`load_dataset_cached` with user ids replaced by keyed pseudonyms (`privacy`), memoised alike; without
     a key it refuses (the message says which variable to set)."""
     if not pseudonym_key:
@@ -196,11 +231,11 @@ def load_pseudonymized(name_or_path: str, pseudonym_key: str | None) -> Dataset:
 
 
 @functools.lru_cache(maxsize=2)
-def _pseudonymized_memo(name_or_path: str, stamp: tuple, valid_range: tuple[int, int], key: str) -> Dataset:
+def _pseudonymized_memo(name_or_path: Source, stamp: tuple, valid_range: tuple[int, int], key: str) -> Dataset:
     return pseudonymize_dataset(_load_memo(name_or_path, stamp, valid_range), Pseudonymizer(key))
 
 
-def load_dataset(name_or_path: str, valid_range: tuple[int, int] | None = None) -> Dataset:
+def load_dataset(name_or_path: Source, valid_range: tuple[int, int] | None = None) -> Dataset:
     """Load and validate a dataset. Ratings outside `valid_range` ([start, end) epoch seconds; default:
     the partitioned months) are quarantined."""
     valid_range = valid_range or partition_range()
@@ -208,6 +243,8 @@ def load_dataset(name_or_path: str, valid_range: tuple[int, int] | None = None) 
     if fmt == "config":
         from llmrec_platform.data.config import load_config, load_config_dataset
 
+        if isinstance(name_or_path, InlineConfig):  # named by its `name:` key
+            return load_config_dataset(load_config(name_or_path), valid_range=valid_range)
         return load_config_dataset(load_config(folder), name=name_or_path, valid_range=valid_range)
     try:
         if fmt.startswith("atomic:"):

@@ -18,6 +18,12 @@ Ingesting it:
    duplicates — and replaces the file's quarantine rows (a fixed file leaves none of its old ones);
 4. moves the file to `landing/processed/`.
 
+With pseudonymization on (a `privacy.Pseudonymizer`, the dataset's key), step 3 writes pseudonyms, never
+the raw user ids: the good rows' ids are replaced by the same pseudonyms the dataset's own rows get (one
+user, one history), the quarantine rows keep file, row, field and reason but their raw text is withheld,
+and step 4 deletes the file instead of keeping a raw copy in `processed/`. A rejected file still moves to
+`rejected/` as it came (it is to be fixed and dropped again); its reason file names rows, never values.
+
 Writers should create the file under a temporary name (a leading dot, or `.tmp` / `.part`) and rename it
 when complete: those names are ignored. The `raw_ratings` asset re-reads `landed_ratings` for its window,
 so re-materializing a month keeps the landed rows.
@@ -41,6 +47,7 @@ from llmrec_platform.data.datasets import (
     check_ratings,
     validate_ratings,
 )
+from llmrec_platform.data.privacy import WITHHELD, Pseudonymizer
 from llmrec_platform.data.readers import (
     QUARANTINE_COLUMNS,
     ROW_FILE,
@@ -82,12 +89,18 @@ class LandedFile:
 class LandingResult:
     file: str
     status: str  # "processed" or "rejected"
-    destination: Path
+    destination: Path | None  # None: deleted after loading (pseudonymization is on)
     rows: int = 0
     loaded: int = 0
     quarantined: int = 0
     reason: str | None = None
     timestamps: list[int] = field(default_factory=list)  # of the loaded rows (to name the touched partitions)
+
+    @property
+    def disposition(self) -> str:
+        if self.destination is None:
+            return "deleted (pseudonymization is on: no raw copy is kept; its rows are in the warehouse)"
+        return f"moved to {self.destination}"
 
 
 def pending_files(landing_dir: Path) -> list[LandedFile]:
@@ -217,8 +230,10 @@ def known_items(store: Warehouse) -> pd.Series | None:
 
 
 def ingest_landed_file(path: Path, store: Warehouse, dataset: str, valid_range: tuple[int, int] | None = None,
-                       error_budget: float = DEFAULT_ERROR_BUDGET) -> LandingResult:
-    """Read, validate, load and file away one landed ratings file (see the module docstring)."""
+                       error_budget: float = DEFAULT_ERROR_BUDGET,
+                       pseudonymizer: Pseudonymizer | None = None) -> LandingResult:
+    """Read, validate, load and file away one landed ratings file (see the module docstring); with a
+    `pseudonymizer`, only pseudonyms reach the warehouse."""
     path = Path(path)
     landing_dir = path.parent
     if not path.is_file():
@@ -241,7 +256,14 @@ def ingest_landed_file(path: Path, store: Warehouse, dataset: str, valid_range: 
         reason_file = destination.with_name(destination.name + ".reason.txt")
         reason_file.write_text(f"{path.name} was rejected: {exc}\nFix the file and drop it into {landing_dir} again.\n")
         return LandingResult(path.name, "rejected", destination, rows=rows, reason=str(exc).splitlines()[0])
+    if pseudonymizer is not None:
+        good = good.assign(user_id=pseudonymizer.series(good["user_id"]))
+        quarantine = quarantine.assign(raw=WITHHELD)  # every landed row carries a user id
     load_landed(store, path.name, good, quarantine, dataset)
-    destination = move(path, landing_dir / PROCESSED)
+    if pseudonymizer is not None:
+        path.unlink()
+        destination = None
+    else:
+        destination = move(path, landing_dir / PROCESSED)
     return LandingResult(path.name, "processed", destination, rows=rows, loaded=len(good),
                          quarantined=len(quarantine), timestamps=good["timestamp"].astype(int).tolist())

@@ -4,7 +4,11 @@ Pseudonymization: with it on (a dataset config's `privacy: {pseudonymize: true}`
 every user id is replaced by `u` + the first 24 hex digits of HMAC-SHA256(key, id) when the dataset
 resource loads the data (`datasets.load_pseudonymized`; `bulk.bulk_load` likewise), before any asset sees
 it, so the warehouse, MLflow, the reports, the recommendations and the serving bundle only ever hold
-pseudonyms. Not yet covered: landed files and events posted to the serving API (send pseudonyms there).
+pseudonyms. The other ways in use the same key, so one user has one pseudonym everywhere: a file dropped
+into the landing folder is pseudonymized before its rows reach the warehouse (`landing.ingest_landed_file`;
+the processed file is then deleted rather than kept), and the serving API maps the raw id of every request
+(events, histories, recommendations, queries) before the event log, the impression log or the live
+histories see it. Clients send raw ids; a pseudonym sent as an id would be hashed again.
 The key is a secret (LLMREC_PSEUDONYM_KEY, read by `settings`): the same key gives the same pseudonym in
 every run (histories join across loads), another key gives unrelated ones, and without the key a
 pseudonym cannot be recomputed from a guessed id. Quarantine rows of the parts that carry user ids keep
@@ -30,6 +34,7 @@ MIN_KEY_CHARS = 16
 WITHHELD = "[withheld: pseudonymization is on; the source file and row locate it]"
 # Quarantine parts whose raw rows carry user ids.
 USER_PARTS = ("ratings", "users", "user_texts")
+KEY_VARIABLE = "LLMREC_PSEUDONYM_KEY"  # settings.PSEUDONYM_KEY_ENV (this module never reads the environment)
 
 
 class PrivacyError(ValueError):
@@ -40,6 +45,15 @@ def missing_key_message(where: str, variable: str) -> str:
     return (f"pseudonymization is on ({where}) but {variable} is not set: the run refuses to start rather than "
             f"write raw user ids. Set {variable} to a secret of at least {MIN_KEY_CHARS} characters (keep it: "
             "the same key gives the same pseudonyms next time), or turn pseudonymization off.")
+
+
+def pseudonymizer_for(on: bool, key: str | None, where: str, variable: str = KEY_VARIABLE) -> Pseudonymizer | None:
+    """The Pseudonymizer when pseudonymization is on (None when off); on without a key refuses (PrivacyError)."""
+    if not on:
+        return None
+    if not key:
+        raise PrivacyError(missing_key_message(where, variable))
+    return Pseudonymizer(key)
 
 
 @dataclass(frozen=True)

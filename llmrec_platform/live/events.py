@@ -13,7 +13,9 @@ interleave. A line left half-written by a crashed writer is terminated by the ne
 on reads as malformed. Readers address the log by byte offset: `read(offset)` parses the complete lines
 after `offset` (at most `max_events` events, none past byte `until`), returns malformed lines apart from
 the events, and the offset to continue from; a partially written last line is left for the next read.
-That offset is the events sensor's cursor.
+That offset is the events sensor's cursor. With pseudonymization on, the `user_id`s in the log are the
+keyed pseudonyms (the serving API maps the raw ids it receives; `data.privacy`): a writer that appends
+directly must do the same, with the same key.
 """
 
 from __future__ import annotations

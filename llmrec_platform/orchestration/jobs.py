@@ -63,7 +63,7 @@ def ingest_landed_ratings(
     """Validate a landed ratings file, load its good rows into `ratings` (idempotently, keyed by file name),
     quarantine the bad ones, and move it to landing/processed/ (or landing/rejected/ with a reason)."""
     result = ingest_landed_file(Path(config.path), warehouse.warehouse(), dataset.source, partitioned_range(),
-                                error_budget=dataset.budget())
+                                error_budget=dataset.budget(), pseudonymizer=dataset.pseudonymizer())
     if result.status == "rejected":
         raise dg.Failure(
             description=f"{result.file} rejected: {result.reason}",
@@ -83,7 +83,7 @@ def ingest_landed_ratings(
             metadata={"source_file": result.file, "landed_rows": rows},
         )
     context.log.info(f"{result.file}: {result.loaded} rows loaded, {result.quarantined} quarantined, "
-                     f"moved to {result.destination}")
+                     f"{result.disposition}")
 
 
 @dg.job(name="ingest_landed_file", description="Ingest one file from LLMREC_HOME/landing/ (launched by landing_sensor).")

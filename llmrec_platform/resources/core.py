@@ -4,12 +4,21 @@ import dataclasses
 import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from llmrec_platform.data.config import config_error_budget
-from llmrec_platform.data.datasets import Dataset, load_dataset_cached, load_pseudonymized
+from llmrec_platform.data.config import ConfigError, config_error_budget, config_pseudonymize, load_config
+from llmrec_platform.data.datasets import (
+    Dataset,
+    DatasetError,
+    InlineConfig,
+    Source,
+    load_dataset_cached,
+    load_pseudonymized,
+)
+from llmrec_platform.data.privacy import Pseudonymizer, pseudonymizer_for
 from llmrec_platform.data.split import SplitConfig
 from llmrec_platform.encoders.models import DEFAULT_MODEL, TextEncoder, resolve_device
 from llmrec_platform.encoders.vectors import DEFAULT_TEXT_WEIGHT
@@ -53,11 +62,22 @@ class EventLogResource(dg.ConfigurableResource):
         return EventLog(self.folder)
 
 
-class DatasetResource(dg.ConfigurableResource):
-    """Where ratings, items and users come from: `ml-100k`, `ml-1m`, a GroupLens folder path or a dataset
-    config file (`.yaml`, see llmrec_platform.data.config)."""
+INLINE = "inline"
+INLINE_WHERE = "resources.dataset.config.inline"  # how errors in an inline config name it
 
-    source: str = "ml-100k"
+
+class DatasetResource(dg.ConfigurableResource):
+    """Where ratings, items and users come from: `ml-100k`, `ml-1m`, a GroupLens folder path, a dataset
+    config file (`.yaml`, see llmrec_platform.data.config), or `inline`: the same config as a mapping in
+    `inline` (run config), its relative paths resolved against `base_dir` (default: the working directory)."""
+
+    source: str = Field(default="ml-100k", description="ml-100k, ml-1m, a GroupLens folder, a dataset config "
+                                                       "(.yaml), or `inline` (the config given in `inline`)")
+    inline: dict[str, Any] | None = Field(
+        default=None, description="with source `inline`: the dataset config mapping (the keys of a config file)")
+    base_dir: str | None = Field(
+        default=None, description="folder an inline config's relative paths resolve against; empty: the working "
+                                  "directory of the process that loads it")
     error_budget: float | None = Field(
         default=None, description="share of rejected rows per file above which a run fails; empty: the config's "
                                   "error_budget, else 0.05")
@@ -66,20 +86,53 @@ class DatasetResource(dg.ConfigurableResource):
     # Give it as dg.EnvVar(...): a plain value would be stored in the run storage's job snapshot.
     pseudonym_key: str | None = Field(default=None, description="the pseudonyms' secret HMAC key")
 
+    def dataset_source(self) -> Source:
+        """`source`, or for `inline` the inline config (a memo key: canonical JSON + base folder)."""
+        if self.source != INLINE:
+            if self.inline is not None or self.base_dir is not None:
+                raise DatasetError(f"resources.dataset.config: inline / base_dir are set but source is "
+                                   f"{self.source!r}: set source: {INLINE} to use the inline config")
+            return self.source
+        if not self.inline:
+            raise DatasetError(f"resources.dataset.config.source is {INLINE!r} but {INLINE_WHERE} is empty: give the "
+                               "dataset config mapping there (name, interactions, items, ...)")
+        source = InlineConfig.of(self.inline, self.base_dir, INLINE_WHERE)
+        config = load_config(source)
+        # A config file's encoder and user_texts.weight configure other resources when the code location is
+        # built; a run's inline config comes too late for that, so say where they go rather than drop them.
+        for key, value, instead in (("encoder", config.encoder, "resources.encoder.config.model"),
+                                    ("user_texts.weight", config.user_text_weight,
+                                     "resources.experiment.config.user_text_weight")):
+            if value is not None:
+                raise ConfigError(f"{INLINE_WHERE}.{key}: an inline config cannot set it (it configures another "
+                                  f"resource); set {instead} in the same run config instead")
+        return source
+
+    def _key(self) -> str | None:
+        key = self.pseudonym_key
+        if isinstance(key, dg.EnvVar):  # used outside a run: Dagster has not resolved it (else: its name)
+            key = key.get_value()
+        return key
+
     def load(self) -> Dataset:
-        loaded = load_dataset_cached(self.source)
+        source = self.dataset_source()
+        loaded = load_dataset_cached(source)
         if self.pseudonymize or loaded.pseudonymize:
-            key = self.pseudonym_key
-            if isinstance(key, dg.EnvVar):  # used outside a run: Dagster has not resolved it (else: its name)
-                key = key.get_value()
-            loaded = load_pseudonymized(self.source, key)
+            loaded = load_pseudonymized(source, self._key())
         if self.error_budget is not None:
             loaded = dataclasses.replace(loaded, error_budget=self.error_budget)
         return loaded
 
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The dataset's Pseudonymizer (None with pseudonymization off), for rows that arrive another way
+        (landed files); on without a key refuses."""
+        source = self.dataset_source()
+        where = "resources.dataset.config.pseudonymize" if self.pseudonymize else f"privacy.pseudonymize in {source}"
+        return pseudonymizer_for(self.pseudonymize or config_pseudonymize(source), self._key(), where)
+
     def budget(self) -> float:
         """The error budget: this resource's, else the dataset config's, else the default (0.05)."""
-        return self.error_budget if self.error_budget is not None else config_error_budget(self.source)
+        return self.error_budget if self.error_budget is not None else config_error_budget(self.dataset_source())
 
 
 class ExperimentResource(dg.ConfigurableResource):

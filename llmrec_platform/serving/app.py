@@ -3,7 +3,10 @@
 `create_app(settings)` serves the bundle that `<LLMREC_HOME>/bundles/current` points at and follows it when
 a new one is published (checked twice a second; the swap happens between requests, so none fails). Every
 answer first catches up on the shared event log (`LiveService.catch_up`), so a client reads its own writes
-through any worker. OpenAPI is at /docs; the web page at /.
+through any worker. With pseudonymization on (LLMREC_PSEUDONYMIZE or the dataset config's `privacy`), every
+user id a request names is mapped to its keyed pseudonym (`data.privacy`, the training data's key) before
+the event log, the impression log or the live histories see it; answers echo the id the client sent.
+OpenAPI is at /docs; the web page at /.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmrec_platform.data.config import config_pseudonymize
+from llmrec_platform.data.privacy import pseudonymizer_for
 from llmrec_platform.live.events import Event, EventLog
 from llmrec_platform.live.online import ImpressionLog
 from llmrec_platform.serving.bundle import BundleError, current_bundle, current_version, load_bundle
@@ -120,6 +125,13 @@ def create_app(settings: Settings | None = None, writer: Writer | None = None) -
     paths = settings.paths
     metrics = Metrics()
     state: dict = {}
+    # The bundle's histories hold the training pseudonyms: a raw id must map onto the same one (same key).
+    pseudonymizer = pseudonymizer_for(settings.pseudonymize or config_pseudonymize(settings.dataset),
+                                      settings.pseudonym_key, f"privacy.pseudonymize in {settings.dataset}")
+
+    def stored_id(user_id: str) -> str:
+        """The id the platform stores for a user id a client sends."""
+        return user_id if pseudonymizer is None else pseudonymizer(user_id)
 
     def new_service(version_path) -> LiveService:
         bundle = load_bundle(version_path)
@@ -213,10 +225,10 @@ def create_app(settings: Settings | None = None, writer: Writer | None = None) -
     async def recommendations(user_id: UserId, k: K = 10, explain: bool = False):
         """Top-k from the champion over the user's history and live events; unknown users get a cold start."""
         live = service()
-        result = live.recommend(user_id, k, explain)
+        result = live.recommend(stored_id(user_id), k, explain)
         state["impressions"].append(result.request_id, result.user_id, result.model_version, result.ranker, result.arm,
                                     [item["item_id"] for item in result.items])
-        return {"user_id": result.user_id, "model_version": result.model_version, "request_id": result.request_id,
+        return {"user_id": user_id, "model_version": result.model_version, "request_id": result.request_id,
                 "ranker": result.ranker, "arm": result.arm, "cold_start": result.cold_start, "items": result.items}
 
     @app.get("/users/{user_id}/history")
@@ -226,7 +238,7 @@ def create_app(settings: Settings | None = None, writer: Writer | None = None) -
         live.catch_up()
         return {"user_id": user_id, "items": [
             {"item_id": h.item_id, "rating": h.rating, "timestamp": h.timestamp, "event": h.event}
-            for h in live.history(user_id)]}
+            for h in live.history(stored_id(user_id))]}
 
     @app.post("/events", status_code=202, dependencies=[Depends(authorized)])
     async def events(event: EventIn):
@@ -235,7 +247,7 @@ def create_app(settings: Settings | None = None, writer: Writer | None = None) -
         live.check_item(event.item_id)
         if event.type == "rate" and event.value is None:
             raise HTTPException(422, "value: a `rate` event needs the rating as `value`")
-        stored = Event(user_id=event.user_id, item_id=event.item_id, event_type=event.type,
+        stored = Event(user_id=stored_id(event.user_id), item_id=event.item_id, event_type=event.type,
                        value=1.0 if event.value is None else float(event.value),
                        timestamp=event.timestamp if event.timestamp is not None else int(time.time()),
                        request_id=event.request_id)
@@ -252,7 +264,8 @@ def create_app(settings: Settings | None = None, writer: Writer | None = None) -
         except Exception as exc:
             raise HTTPException(503, f"free-text queries are unavailable: {exc}") from None
         vectors, _ = await asyncio.to_thread(encoder.encode, [body.text])
-        items, personal = service().query(vectors[0], body.user_id, body.k)
+        user = None if body.user_id is None else stored_id(body.user_id)
+        items, personal = service().query(vectors[0], user, body.k)
         return {"text": body.text, "user_id": body.user_id, "personalised": personal,
                 "model_version": service().bundle.version, "items": items}
 
@@ -264,7 +277,7 @@ def create_app(settings: Settings | None = None, writer: Writer | None = None) -
     async def explanation(user_id: UserId, item_id: ItemId):
         """One or two sentences on why `item_id` suits the user, from evidence only (never in the recommend path)."""
         live = service()
-        found = live.explain(user_id, item_id)
+        found = live.explain(stored_id(user_id), item_id)
         if found is None:
             return {"user_id": user_id, "item_id": item_id, "writer": "template", "text": "Popular with people like you.",
                     "evidence": None}

@@ -21,6 +21,7 @@ candidate, in the order of the first candidate ranker, so every score is finite.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from llmrec_platform.data.interactions import InteractionData, binarize
 from llmrec_platform.encoders.vectors import user_interest_vectors
 from llmrec_platform.rankers.base import Histories, Ranker
 from llmrec_platform.rankers.content import LLMContentRanker
+from llmrec_platform.rankers.fit_cache import FitCache
 from llmrec_platform.rankers.hybrid.config import HybridConfig, HybridTrainingLog
 from llmrec_platform.rankers.hybrid.features import FeatureContext, UserBatch
 from llmrec_platform.rankers.sequence import SequenceNeighbourRanker
@@ -68,6 +70,17 @@ class RankingSet:
         return float((dcg / ideal).sum() / self.n_users)
 
 
+def fold_fingerprint(*matrices: sp.spmatrix) -> str:
+    """A hash of sparse matrices' contents (a fold the pseudo-label refits are fitted on)."""
+    digest = hashlib.sha256()
+    for matrix in matrices:
+        csr = sp.csr_matrix(matrix)
+        csr.sort_indices()
+        for part in (np.asarray(csr.shape), csr.indptr, csr.indices, csr.data):
+            digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()
+
+
 def concat_sets(sets: list[RankingSet]) -> RankingSet:
     return RankingSet(np.vstack([s.X for s in sets]), np.concatenate([s.y for s in sets]),
                       np.concatenate([s.groups for s in sets]), np.concatenate([s.n_relevant for s in sets]),
@@ -78,13 +91,20 @@ class HybridRanker(Ranker):
     name = "hybrid"
 
     def __init__(self, candidate_rankers: dict[str, Ranker], content: LLMContentRanker,
-                 feature_rankers: dict[str, Ranker] | None = None, config: HybridConfig | None = None):
+                 feature_rankers: dict[str, Ranker] | None = None, config: HybridConfig | None = None,
+                 refit_cache: FitCache | None = None):
         if not candidate_rankers:
             raise ValueError("the hybrid needs at least one candidate ranker")
         self.candidate_rankers = candidate_rankers
         self.content = content
         self.feature_rankers = feature_rankers or {}
         self.config = config or HybridConfig()
+        # Where the pseudo-label refits are memoised: the ablation's variants refit the same rankers on the same
+        # reduced fold, and a re-run on unchanged inputs does too. Not part of the model (see __getstate__).
+        self.refit_cache = refit_cache
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "refit_cache": None}
 
     @property
     def feature_names(self) -> list[str]:
@@ -183,8 +203,9 @@ class HybridRanker(Ranker):
         users = np.flatnonzero(take > 0)
         if cfg.pseudo_users < 1:
             users = np.sort(rng.choice(users, size=int(round(cfg.pseudo_users * len(users))), replace=False))
-        rankers = {name: r.refit_copy(inner) for name, r in self.candidate_rankers.items()}
-        features = {name: r.refit_copy(inner) for name, r in self._all_feature_rankers().items()}
+        fingerprint = fold_fingerprint(inner.train, inner.train_timestamps)
+        rankers = {name: self._pseudo_refit(name, r, inner, fingerprint) for name, r in self.candidate_rankers.items()}
+        features = {name: self._pseudo_refit(name, r, inner, fingerprint) for name, r in self._all_feature_rankers().items()}
         # The interest vectors are rebuilt from the reduced history (user_interest_vectors' defaults).
         user_vectors = user_interest_vectors(inner.train, inner.train_timestamps, self.content.item_vectors_)
         context = FeatureContext(rankers, lambda batch: user_vectors[batch.histories.users], self.content.item_vectors_,
@@ -196,6 +217,11 @@ class HybridRanker(Ranker):
             labels = (labels + sp.diags(training_users) @ binarize(data.valid)).tocsr()
         result, retrieved = self._ranking_set(context, users, labels)
         return result, retrieved / max(int(labels[users].nnz), 1)
+
+    def _pseudo_refit(self, name: str, ranker: Ranker, inner: InteractionData, fingerprint: str) -> Ranker:
+        cache = self.refit_cache or FitCache(None)
+        refit, _ = cache.get_or_fit(f"hybrid_pseudo_{name}", ranker, fingerprint, lambda: ranker.refit_copy(inner))
+        return refit
 
     def make_model(self, seed_offset: int = 0):
         """An unfitted LGBMRanker with the config's settings (random_state seed + seed_offset)."""
