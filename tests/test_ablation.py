@@ -139,7 +139,7 @@ def test_variants_reuse_the_hybrids_pseudo_label_refits(data, tmp_path):
     assert refits == {"hybrid_pseudo_ease", "hybrid_pseudo_popularity", "hybrid_pseudo_sequence"}
     assert not any(hit for _, hit in cache.calls)
     cache.calls.clear()
-    cached = hybrid_variants(hybrid, data, cache=cache)["without_llm"]
+    cached = hybrid_variants(hybrid, data, refit_cache=cache)["without_llm"]
     assert {name: hit for name, hit in cache.calls if name in refits} == dict.fromkeys(refits, True)
     fresh = hybrid_variants(hybrid, data)["without_llm"]  # no cache: every refit fitted again
     users = np.arange(data.n_users)

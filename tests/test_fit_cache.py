@@ -6,7 +6,7 @@ import numpy as np
 
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.rankers.ease import EASERanker
-from llmrec_platform.rankers.fit_cache import KEEP_PER_NAME, FitCache
+from llmrec_platform.rankers.fit_cache import KEEP_PER_NAME, FitCache, derived_key
 from llmrec_platform.testing import two_group_split
 
 
@@ -56,3 +56,20 @@ def test_the_key_does_not_depend_on_what_the_process_imported_first():
     digests = {subprocess.run([sys.executable, "-c", first + script], capture_output=True, text=True, check=True).stdout
                for first in ("", "import torch, lightgbm; ")}
     assert len(digests) == 1
+
+
+def test_derived_results_are_keyed_on_fit_keys_and_an_unkeyed_one_is_never_cached(tmp_path):
+    cache, calls = FitCache(tmp_path), []
+
+    def compute():
+        calls.append(1)
+        return {"ndcg@10": 0.3}
+
+    key = derived_key(2020, "ease", "k1")
+    assert key == derived_key(2020, "ease", "k1") and key != derived_key(2021, "ease", "k1")
+    assert cache.get_or_compute("suite", key, compute) == ({"ndcg@10": 0.3}, False)
+    assert cache.get_or_compute("suite", key, compute) == ({"ndcg@10": 0.3}, True) and len(calls) == 1
+    assert derived_key(2020, "ease", "") == ""  # a fit made without a key: its results are not cached either
+    for _ in range(2):
+        assert cache.get_or_compute("suite", "", compute)[1] is False
+    assert len(calls) == 3

@@ -66,10 +66,12 @@ def test_second_run_encodes_nothing_and_is_reproducible(first_run):
     _, again = run_pipeline(str(dataset_dir), "recbole")
     meta = materialization_metadata(again, "item_embeddings")
     assert meta["encoded"] == 0 and meta["cached"] > 0
-    # Unchanged inputs: every ranker (and the ablation's variants, the other fits) comes from the fit cache.
-    assert {name: materialization_metadata(again, name)["fit_cache"] for name in RANKER_ASSETS} == \
-        {name: "hit" for name in RANKER_ASSETS}
-    assert {p.parent.name for p in (paths.fit_cache).glob("*/*.pkl")} >= {"hybrid_without_llm", "hybrid_tfidf"}
+    # Unchanged inputs: every ranker, the evaluation suite and the ablation table come from the fit cache.
+    cached_assets = [*RANKER_ASSETS, "evaluation_report", "hybrid_ablation"]
+    assert {name: materialization_metadata(again, name)["fit_cache"] for name in cached_assets} == \
+        dict.fromkeys(cached_assets, "hit")
+    assert {p.parent.name for p in (paths.fit_cache).glob("*/*.pkl")} >= {
+        "hybrid_ablation", "evaluation_suite", "recommendations", "hybrid_pseudo_multvae"}
     first = result.output_for_node("evaluation_report")["metrics"]
     second = again.output_for_node("evaluation_report")["metrics"]
     assert first.sort_values(["ranker", "slice", "metric", "k"]).reset_index(drop=True)["value"].tolist() == \

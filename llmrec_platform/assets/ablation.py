@@ -10,6 +10,7 @@ from llmrec_platform.assets.rankers import ARTIFACTS_IO
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.ablation import ABLATION_COLUMNS, ablate, ablation_markdown, hybrid_variants
 from llmrec_platform.rankers.base import TrainedRanker
+from llmrec_platform.rankers.fit_cache import derived_key
 from llmrec_platform.resources import ExperimentResource, TrackingResource, WarehouseResource
 
 
@@ -23,9 +24,17 @@ def hybrid_ablation(
     seeds): test NDCG@10 per slice with paired per-user differences (95% bootstrap interval, Wilcoxon p), written
     to the `ablation` table, to the hybrid's MLflow run and as a section of the evaluation report."""
     data = InteractionData.from_split(split)
-    variants = hybrid_variants(hybrid_ranker.ranker, data, tfidf_content_ranker.ranker,
-                               experiment.fit_cache_store(), hybrid_ranker.data_fingerprint)
-    table = ablate(variants, data, seed=experiment.seed)
+    cache = experiment.fit_cache_store()
+
+    def compute() -> pd.DataFrame:
+        variants = hybrid_variants(hybrid_ranker.ranker, data, tfidf_content_ranker.ranker, refit_cache=cache)
+        return ablate(variants, data, seed=experiment.seed)
+
+    # The table follows from the two fits and the seed: a re-run on unchanged inputs loads it.
+    key = derived_key(hybrid_ranker.fit_key, tfidf_content_ranker.fit_key, experiment.seed)
+    table, cached = cache.get_or_compute("hybrid_ablation", key, compute)
+    if cached:
+        context.log.info("hybrid_ablation: inputs unchanged, the table is loaded from the fit cache")
     rows = table.assign(run_id=context.run_id, created_at=datetime.now(UTC).replace(tzinfo=None))
     # One run's rows replace that run's rows only: the table keeps every run's ablation, re-runs do not duplicate.
     warehouse.warehouse().replace_where("ablation", rows[["run_id", *ABLATION_COLUMNS, "created_at"]], "run_id = ?",
@@ -42,5 +51,6 @@ def hybrid_ablation(
         if path.exists():
             path.write_text(path.read_text().rstrip("\n") + "\n\n" + markdown + "\n")
     tracker.log_artifact(hybrid_ranker.mlflow_run_id, report, "report")
-    context.add_output_metadata({"ablation": dg.MetadataValue.md(markdown), "rows": len(rows)})
+    context.add_output_metadata({"ablation": dg.MetadataValue.md(markdown), "rows": len(rows),
+                                 "fit_cache": "hit" if cached else "miss"})
     return rows

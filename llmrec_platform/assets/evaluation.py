@@ -14,6 +14,7 @@ from llmrec_platform.evaluation.suite import CHAMPION_METRIC, evaluate_suite
 from llmrec_platform.live.online import online_markdown
 from llmrec_platform.live.recommendations import recommend_all
 from llmrec_platform.rankers.base import TrainedRanker, excluded_items
+from llmrec_platform.rankers.fit_cache import derived_key
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource, WarehouseResource
 
 RANKER_INS = {name: dg.AssetIn(name) for name in RANKER_ASSETS}
@@ -38,7 +39,13 @@ def evaluation_report(
     `evaluation_metrics`, to each ranker's MLflow run and to a Markdown report with a plot."""
     data = InteractionData.from_split(split)
     trained = {t.ranker.name: t for t in rankers.values()}
-    suite = evaluate_suite(trained, data, seed=experiment.seed, progress=None)  # bars with --verbose only
+    names = sorted(trained)
+    # The suite follows from the fits and the seed: a re-run on unchanged inputs loads it.
+    key = derived_key(experiment.seed, *names, *(trained[name].fit_key for name in names))
+    suite, cached = experiment.fit_cache_store().get_or_compute(
+        "evaluation_suite", key, lambda: evaluate_suite(trained, data, seed=experiment.seed, progress=None))
+    if cached:
+        context.log.info("evaluation_report: inputs unchanged, the metrics are loaded from the fit cache")
     now = datetime.now(UTC).replace(tzinfo=None)
     rows = suite.metrics.assign(run_id=context.run_id, created_at=now)
     warehouse.warehouse().append(
@@ -75,6 +82,7 @@ def evaluation_report(
         "report": dg.MetadataValue.md(markdown),
         "report_path": dg.MetadataValue.path(str(report_path)),
         "champion": suite.champion,
+        "fit_cache": "hit" if cached else "miss",
         f"champion_valid_{CHAMPION_METRIC}": dg.MetadataValue.float(round(suite.valid_scores[suite.champion], 5)),
         **{f"test_ndcg@10/{r}": dg.MetadataValue.float(round(float(v), 5)) for r, v in table["ndcg@10"].items()},
     })
@@ -103,7 +111,9 @@ def recommendations(
     asset_name, champion = next((name, t) for name, t in rankers.items()
                                 if t.ranker.name == evaluation_report["champion"])
     data = InteractionData.from_split(split)
-    frame = recommend_all(champion.ranker, excluded_items(data.train, data.valid, data.test), k=experiment.top_k)
+    frame, _ = experiment.fit_cache_store().get_or_compute(
+        "recommendations", derived_key(champion.fit_key, experiment.top_k),
+        lambda: recommend_all(champion.ranker, excluded_items(data.train, data.valid, data.test), k=experiment.top_k))
     record_publication(warehouse.warehouse(), Publication(
         run_id=context.run_id, ranker=champion.ranker.name, ranker_asset=asset_name, metric=CHAMPION_METRIC,
         valid_score=float(evaluation_report["valid_scores"][champion.ranker.name]), dataset=dataset.source,

@@ -19,6 +19,7 @@ from llmrec_platform.rankers.base import Ranker, TrainedRanker
 from llmrec_platform.rankers.collab_map import CollabMapRanker
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
+from llmrec_platform.rankers.fit_cache import fit_key
 from llmrec_platform.rankers.genre import GenreMatchRanker
 from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
 from llmrec_platform.rankers.implicit_models import AdamBPRRanker, ALSRanker, BPRRanker
@@ -64,8 +65,9 @@ def train_ranker(
         return ranker, seconds, evaluate(ranker, data, "valid", users=getattr(ranker, "validation_users_", None)).summary
 
     cache = experiment.fit_cache_store()
-    (ranker, fit_seconds, valid), cached = cache.get_or_fit(context.asset_key.to_user_string(), ranker, fingerprint,
-                                                            fit_and_validate)
+    key = fit_key(ranker, fingerprint) if cache.folder else ""  # hashed before fitting, which changes the ranker
+    (ranker, fit_seconds, valid), cached = cache.get_or_compute(context.asset_key.to_user_string(), key,
+                                                                fit_and_validate)
     if cached:
         context.log.info(f"{ranker.name}: inputs unchanged, loaded from the fit cache (first fit took {fit_seconds:.1f} s)")
     tracker = tracking.tracker()
@@ -84,7 +86,7 @@ def train_ranker(
         "fit_seconds": dg.MetadataValue.float(round(fit_seconds, 3)),
         "fit_cache": "hit" if cached else "miss",
     })
-    return TrainedRanker(ranker, run_id, fingerprint, valid, fit_seconds)
+    return TrainedRanker(ranker, run_id, fingerprint, valid, fit_seconds, key)
 
 
 RANKER_KWARGS = {"group_name": "rankers", "io_manager_key": ARTIFACTS_IO}

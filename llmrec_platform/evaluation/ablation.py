@@ -55,11 +55,11 @@ def constant_content(content: LLMContentRanker) -> LLMContentRanker:
 
 
 def hybrid_variants(hybrid: HybridRanker, data: InteractionData, tfidf_content: LLMContentRanker | None = None,
-                    cache: FitCache | None = None, data_fingerprint: str = "") -> dict[str, Ranker]:
+                    refit_cache: FitCache | None = None) -> dict[str, Ranker]:
     """The fitted hybrid's first model (`with_llm`) and one-model copies fitted on `data` with the same candidate
     and feature rankers, config and first seed, the LLM columns blanked (`without_llm`) or taken from
-    `tfidf_content` (`tfidf`). With a `cache`, variants fitted on the same inputs before are loaded from it, and
-    a variant's pseudo-label refits are the hybrid's own (the same rankers on the same reduced fold)."""
+    `tfidf_content` (`tfidf`). With the `refit_cache` the hybrid was fitted with, a variant's pseudo-label refits
+    are the hybrid's own (the same rankers on the same reduced fold), loaded instead of fitted again."""
     first_model = copy.copy(hybrid)  # shallow: shares the fitted parts, drops the other seeds' models
     first_model.extra_models_ = []
     variants: dict[str, Ranker] = {REFERENCE: first_model}
@@ -68,9 +68,8 @@ def hybrid_variants(hybrid: HybridRanker, data: InteractionData, tfidf_content: 
         contents["tfidf"] = tfidf_content
     config = dataclasses.replace(hybrid.config, n_models=1)
     for name, content in contents.items():
-        unfitted = HybridRanker(hybrid.candidate_rankers, content, hybrid.feature_rankers, config, refit_cache=cache)
-        variant, _ = (cache or FitCache(None)).get_or_fit(f"hybrid_{name}", unfitted, data_fingerprint,
-                                                          lambda unfitted=unfitted: unfitted.fit(data))
+        variant = HybridRanker(hybrid.candidate_rankers, content, hybrid.feature_rankers, config,
+                               refit_cache=refit_cache).fit(data)
         variant.name = f"hybrid_{name}"
         variants[name] = variant
     return variants

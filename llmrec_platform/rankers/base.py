@@ -305,3 +305,4 @@ class TrainedRanker:
     data_fingerprint: str
     valid_metrics: dict[str, float]
     fit_seconds: float
+    fit_key: str = ""  # what determines the fit (`fit_cache.fit_key`); results derived from it are memoised on it

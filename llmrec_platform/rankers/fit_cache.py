@@ -3,6 +3,8 @@
 The key hashes the unfitted ranker (its class, parameters and every input it holds: base rankers, embeddings),
 the data fingerprint, the package's source code, the versions of the numeric libraries and their BLAS thread
 setup. Fits are seeded and thread-pinned (`threads.py`), so a cached model is the model a refit would give.
+Results computed from fits (the evaluation suite, the ablation, the recommendations) are memoised on their fit
+keys (`derived_key`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ def fit_key(unfitted: Any, data_fingerprint: str) -> str:
     return digest.hexdigest()[:24]
 
 
+def derived_key(*parts: Any) -> str:
+    """The key of a result computed from fits (their `fit_key`s) and plain settings: the fit keys already hold
+    the code, the libraries and the data, so their repr is all that can change the result. An empty fit key
+    (a fit made without a key) makes the result unkeyed: "" (never cached)."""
+    if any(part == "" for part in parts):
+        return ""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+
+
 class FitCache:
     """`folder/<name>/<key>.pkl`; `folder=None` turns the cache off (every call fits)."""
 
@@ -64,14 +75,21 @@ class FitCache:
         is hashed before `fit` runs, since fitting changes it."""
         if self.folder is None:
             return fit(), False
-        path = self.folder / name / f"{fit_key(unfitted, data_fingerprint)}.pkl"
+        return self.get_or_compute(name, fit_key(unfitted, data_fingerprint), fit)
+
+    def get_or_compute(self, name: str, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        """(`compute()`'s result, or the one stored under `key`; whether it came from the cache). An empty key
+        is never cached."""
+        if self.folder is None or not key:
+            return compute(), False
+        path = self.folder / name / f"{key}.pkl"
         if path.exists():
             try:
                 with open(path, "rb") as handle:
                     return pickle.load(handle), True
             except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
                 path.unlink(missing_ok=True)  # unreadable (e.g. written by other code): fit again
-        result = fit()
+        result = compute()
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
             pickle.dump(result, handle, protocol=pickle.HIGHEST_PROTOCOL)
