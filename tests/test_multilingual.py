@@ -48,3 +48,5 @@ def test_recommendations_follow_the_chinese_reviews(llmrec_home):
     top = {user: ranker.recommend(user, k=5)["item_id"].tolist() for user in (READER, TWIN)}
     assert any(item.startswith("RUN") for item in top[READER]), top
     assert not any(item.startswith("RUN") for item in top[TWIN]), top
+    hybrid = result.output_for_node("hybrid_ranker").ranker  # --fast: one model, no pseudo-label refits
+    assert (hybrid.config.n_models, hybrid.config.pseudo_label_share, hybrid.extra_models_) == (1, 0.0, [])

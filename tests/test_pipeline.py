@@ -102,6 +102,20 @@ def test_cold_items_and_finetuned_encoder(llmrec_home, tiny_dataset_dir):
         compared = {r[0] for r in conn.execute(
             "SELECT DISTINCT ranker FROM evaluation_metrics WHERE slice = 'cold'").fetchall()}
         assert {"llm_content", "llm_content_finetuned"} <= compared
+        warm = {r[0] for r in conn.execute(
+            "SELECT DISTINCT ranker FROM evaluation_metrics WHERE slice = 'warm' AND run_id = ?",
+            [result.results[1].run_id]).fetchall()}
+        assert {"hybrid", "hybrid_finetuned", "llm_content", "llm_content_finetuned"} <= warm
+    # The fine-tuned hybrid: its own MLflow run, and compared with the frozen one per user on the warm slice only.
+    hybrid_meta = materialization_metadata(result, "hybrid_finetuned_ranker")
+    run = mlflow.tracking.MlflowClient(paths.mlflow_uri).get_run(hybrid_meta["mlflow_run_id"])
+    assert run.data.params["encoder"] == "llm_content_finetuned" and run.data.tags["ranker"] == "hybrid_finetuned"
+    assert "vs_hybrid_warm_ndcg10_diff" in run.data.metrics
+    comparison = result.output_for_node("encoder_comparison")
+    assert {(c["slice"], c["ranker"], c["baseline"]) for c in comparison["comparisons"]} == {
+        ("warm", "hybrid_finetuned", "hybrid"), ("warm", "llm_content_finetuned", "llm_content"),
+        ("cold", "llm_content_finetuned", "llm_content")}
+    assert "| hybrid_finetuned | hybrid | ndcg@10 |" in materialization_metadata(result, "encoder_comparison")["comparison"]
     meta = materialization_metadata(result, "finetuned_encoder")
     assert meta["n_pairs"] > 0 and meta["device"] == "cpu"
     finetuned = materialization_metadata(result, "item_embeddings_finetuned")

@@ -1,6 +1,6 @@
-"""The fine-tuned encoder branch: contrastive fine-tuning of MiniLM, its embeddings, its content ranker,
-and a frozen-vs-fine-tuned comparison. Its own group and job: a CPU fine-tune takes minutes, so the
-default `llmrec demo` leaves it out (`llmrec demo --finetune` includes it)."""
+"""The fine-tuned encoder branch: contrastive fine-tuning of MiniLM, its embeddings, its content ranker, the
+hybrid with its LLM features from it, and a frozen-vs-fine-tuned comparison. Its own group and job: a CPU
+fine-tune takes minutes, so the default `llmrec demo` leaves it out (`llmrec demo --finetune` includes it)."""
 
 from datetime import UTC, datetime
 
@@ -14,13 +14,16 @@ from llmrec_platform.assets.embeddings import (
     item_embedding_frame,
     user_embedding_frame,
 )
-from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_KWARGS, config_class, train_ranker
+from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_KWARGS, config_class, train_hybrid, train_ranker
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.encoders.finetune import FineTuneConfig, build_training_pairs, fine_tune
 from llmrec_platform.evaluation.report import format_table, metrics_table
-from llmrec_platform.evaluation.suite import evaluate_suite
+from llmrec_platform.evaluation.significance import PairedComparison, comparisons_markdown, paired_bootstrap
+from llmrec_platform.evaluation.suite import CHAMPION_METRIC, SuiteResult, evaluate_suite
 from llmrec_platform.rankers.base import TrainedRanker
 from llmrec_platform.rankers.content import LLMContentRanker
+from llmrec_platform.rankers.fit_cache import FitCache
+from llmrec_platform.rankers.hybrid import HybridRanker
 from llmrec_platform.resources import (
     DatasetResource,
     DeviceResource,
@@ -33,6 +36,8 @@ from llmrec_platform.resources import (
 from llmrec_platform.storage.tracking import data_fingerprint
 
 FINETUNE_GROUP = "finetune"
+# (fine-tuned, frozen): each pair is compared per user on test NDCG@10 by `encoder_comparison`.
+FINETUNED_PAIRS = (("llm_content_finetuned", "llm_content"), ("hybrid_finetuned", "hybrid"))
 
 
 FineTuneAssetConfig = config_class(FineTuneConfig, [
@@ -100,20 +105,67 @@ def llm_content_finetuned_ranker(
     return train_ranker(context, ranker, split, params, tracking, dataset, experiment)
 
 
-@dg.asset(group_name=FINETUNE_GROUP, io_manager_key=ARTIFACTS_IO, kinds={"duckdb"})
+def with_content(hybrid: HybridRanker, content: LLMContentRanker, name: str,
+                 refit_cache: FitCache | None = None) -> HybridRanker:
+    """An unfitted copy of `hybrid` (its candidate and feature rankers, config and seeds) whose four LLM columns
+    come from `content`: built from the trained hybrid so that only the encoder differs, whatever run config it had."""
+    copy = HybridRanker(hybrid.candidate_rankers, content, hybrid.feature_rankers, hybrid.config, refit_cache=refit_cache)
+    copy.name = name
+    return copy
+
+
+@dg.asset(kinds={"lightgbm", "mlflow"}, **{**RANKER_KWARGS, "group_name": FINETUNE_GROUP})
+def hybrid_finetuned_ranker(
+    context: dg.AssetExecutionContext, split: pd.DataFrame, hybrid_ranker: TrainedRanker,
+    llm_content_finetuned_ranker: TrainedRanker, tracking: TrackingResource, dataset: DatasetResource,
+    experiment: ExperimentResource,
+) -> TrainedRanker:
+    """The hybrid with its LLM features from the fine-tuned encoder: `hybrid_ranker`'s candidates, feature rankers,
+    config and seeds, only the content ranker swapped (its pseudo-label refits come from the fit cache)."""
+    ranker = with_content(hybrid_ranker.ranker, llm_content_finetuned_ranker.ranker, "hybrid_finetuned",
+                          refit_cache=experiment.fit_cache_store())
+    return train_hybrid(context, ranker, split, tracking, dataset, experiment)
+
+
+def paired_by_slice(suite: SuiteResult, pairs=FINETUNED_PAIRS, seed: int = 2020) -> list[tuple[str, PairedComparison]]:
+    """(slice, fine-tuned - frozen test NDCG@10, paired per user) for each pair on every slice where both were
+    evaluated (the hybrids have no cold slice)."""
+    evaluated = set(zip(suite.metrics["ranker"], suite.metrics["slice"], strict=True))
+    return [(s, paired_bootstrap(suite.per_user(a, "test", s), suite.per_user(b, "test", s), CHAMPION_METRIC, a, b,
+                                 seed=seed))
+            for s in sorted(suite.metrics["slice"].unique()) for a, b in pairs if {(a, s), (b, s)} <= evaluated]
+
+
+@dg.asset(group_name=FINETUNE_GROUP, io_manager_key=ARTIFACTS_IO, kinds={"duckdb", "mlflow"})
 def encoder_comparison(
     context: dg.AssetExecutionContext, split: pd.DataFrame, llm_content_ranker: TrainedRanker,
-    llm_content_finetuned_ranker: TrainedRanker, warehouse: WarehouseResource, experiment: ExperimentResource,
+    llm_content_finetuned_ranker: TrainedRanker, hybrid_ranker: TrainedRanker, hybrid_finetuned_ranker: TrainedRanker,
+    warehouse: WarehouseResource, tracking: TrackingResource, experiment: ExperimentResource,
 ) -> dict:
-    """Frozen vs fine-tuned encoder on every slice (warm and cold when cold items are held out), reported
-    whichever wins, and written to `evaluation_metrics`."""
+    """Frozen vs fine-tuned encoder, for the content ranker and for the hybrid, on every slice (warm and cold when
+    cold items are held out; the hybrids have no cold slice), reported whichever wins: the slice metrics go to
+    `evaluation_metrics`, the paired per-user differences (95% bootstrap interval, Wilcoxon p) to the metadata and
+    to the fine-tuned rankers' MLflow runs."""
     data = InteractionData.from_split(split)
-    trained = {t.ranker.name: t for t in (llm_content_ranker, llm_content_finetuned_ranker)}
+    trained = {t.ranker.name: t for t in (llm_content_ranker, llm_content_finetuned_ranker, hybrid_ranker,
+                                          hybrid_finetuned_ranker)}
     suite = evaluate_suite(trained, data, seed=experiment.seed)
     rows = suite.metrics.assign(run_id=context.run_id, created_at=datetime.now(UTC).replace(tzinfo=None))
     warehouse.warehouse().append(
         "evaluation_metrics", rows[["run_id", "ranker", "slice", "fold", "metric", "k", "value", "created_at"]])
-    sections = [f"### test fold, {s} items\n\n{format_table(metrics_table(suite.metrics, 'test', s))}"
+    paired = paired_by_slice(suite, FINETUNED_PAIRS, experiment.seed)
+    tracker = tracking.tracker()
+    for slice_name, c in paired:
+        tracker.log_metrics(trained[c.ranker].mlflow_run_id, {
+            "ndcg10_diff": c.mean_difference, "ndcg10_ci_low": c.ci_low, "ndcg10_ci_high": c.ci_high,
+            "wilcoxon_p": c.wilcoxon_p}, prefix=f"vs_{c.baseline}_{slice_name}_")
+    sections = [f"### test fold, {s} items\n\n{format_table(metrics_table(suite.metrics, 'test', s))}\n\n"
+                + comparisons_markdown([c for t, c in paired if t == s])
                 for s in sorted(suite.metrics["slice"].unique())]
-    context.add_output_metadata({"comparison": dg.MetadataValue.md("\n\n".join(sections))})
-    return {"metrics": suite.metrics, "valid_scores": suite.valid_scores}
+    context.add_output_metadata({
+        "comparison": dg.MetadataValue.md("\n\n".join(sections)),
+        **{f"ndcg@10_diff/{c.ranker}_vs_{c.baseline}/{s}": dg.MetadataValue.float(round(c.mean_difference, 5))
+           for s, c in paired},
+    })
+    return {"metrics": suite.metrics, "valid_scores": suite.valid_scores,
+            "comparisons": [{"slice": s, **c.as_dict()} for s, c in paired]}

@@ -218,7 +218,7 @@ def llm_ease_map_ranker(
 
 HybridAssetConfig = config_class(HybridConfig, [
     "n_candidates", "n_estimators", "learning_rate", "num_leaves", "min_child_samples", "feature_fraction",
-    "early_stopping_rounds", "holdout_users", "n_models",
+    "early_stopping_rounds", "holdout_users", "n_models", "pseudo_label_share",
 ])
 
 
@@ -237,7 +237,17 @@ def hybrid_ranker(
     hybrid_config = HybridConfig(**config.model_dump(), seed=experiment.seed)
     ranker = HybridRanker(candidates, llm_content_ranker.ranker, {"genre_match": genre_match_ranker.ranker}, hybrid_config,
                           refit_cache=experiment.fit_cache_store())
-    params = {**config.model_dump(), "candidates": ",".join(candidates), "encoder": llm_content_ranker.ranker.name}
+    return train_hybrid(context, ranker, split, tracking, dataset, experiment)
+
+
+def train_hybrid(
+    context: dg.AssetExecutionContext, ranker: HybridRanker, split: pd.DataFrame, tracking: TrackingResource,
+    dataset: DatasetResource, experiment: ExperimentResource,
+) -> TrainedRanker:
+    """`train_ranker` for a hybrid, plus its LightGBM model and training summary (MLflow, metadata). Shared by the
+    frozen-encoder hybrid and the fine-tuned one (assets/finetune.py)."""
+    params = {**{name: getattr(ranker.config, name) for name in HybridAssetConfig.model_fields},
+              "candidates": ",".join(ranker.candidate_rankers), "encoder": ranker.content.name}
     trained = train_ranker(context, ranker, split, params, tracking, dataset, experiment)
     log_hybrid_training(tracking, trained)
     log = trained.ranker.training_log_
