@@ -1,6 +1,6 @@
 """Wall time and peak memory of `llmrec demo`, per stage (cold embedding cache, then a second run).
 
-    .venv/bin/python benchmarks/demo.py [--dataset ml-100k] [--runs 2] [--show] [--keep-logs DIR]
+    .venv/bin/python benchmarks/demo.py [--dataset ml-100k] [--runs 2] [--fast] [--show] [--keep-logs DIR] [--home DIR]
 
 Each run is a fresh `llmrec demo` process in one temporary LLMREC_HOME, so the first run starts with an
 empty warehouse and embedding cache, and later runs find them warm. Per stage: the Dagster step's own
@@ -130,6 +130,8 @@ def run_once(home: Path, args: argparse.Namespace) -> RunProfile:
     command = [str(llmrec), "demo", "--dataset", args.dataset, "--protocol", args.protocol]
     if args.cold_items:
         command += ["--cold-items", str(args.cold_items)]
+    if args.fast:
+        command.append("--fast")
     return profile_demo(home, command, dict(os.environ))
 
 
@@ -139,6 +141,7 @@ def main() -> int:
     parser.add_argument("--protocol", default="recbole")
     parser.add_argument("--cold-items", type=float, default=0.0)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--fast", action="store_true", help="llmrec demo --fast (job fast_pipeline)")
     parser.add_argument("--show", action="store_true", help="print each run's CLI output")
     parser.add_argument("--keep-logs", type=Path, help="write each run's CLI output to DIR/run<N>.txt")
     parser.add_argument("--home", type=Path, help="run in (and keep) this LLMREC_HOME instead of a temporary one")

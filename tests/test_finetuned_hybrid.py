@@ -68,7 +68,10 @@ def test_paired_comparison_is_the_per_user_difference_and_skips_the_hybrids_cold
     assert [(s, c.ranker, c.baseline) for s, c in paired] == [
         ("cold", "llm_content_finetuned", "llm_content"),
         ("warm", "llm_content_finetuned", "llm_content"), ("warm", "hybrid_finetuned", "hybrid")]
-    for slice_name, c in paired:
+    # Every ranker is perfect on this toy data; against the random floor the differences are not zero.
+    against_random = paired_by_slice(suite, (("hybrid_finetuned", "random"),), seed=5)
+    assert [s for s, _ in against_random] == ["warm"] and against_random[0][1].mean_difference > 0.3
+    for slice_name, c in paired + against_random:
         a = suite.per_user(c.ranker, "test", slice_name).set_index("user_id")["ndcg@10"]
         b = suite.per_user(c.baseline, "test", slice_name).set_index("user_id")["ndcg@10"]
         assert c.users == len(a.index.intersection(b.index))
