@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-# Weight of the user's own text (profile, reviews, search queries) in the interest vector; chosen on ML-100K
-# demographics (see `llm_content`); LLMREC_USER_TEXT_WEIGHT or a config's `user_texts.weight` change it.
+# Weight of the user's own text (profile, reviews, search queries) in the interest vector: a conservative default
+# (on ML-100K's demographic profiles 0.25 scores best on valid; benchmarks/user_texts.py); LLMREC_USER_TEXT_WEIGHT
+# or a config's `user_texts.weight` change it.
 DEFAULT_TEXT_WEIGHT = 0.05
 
 
