@@ -70,9 +70,10 @@ def test_an_inline_config_materializes_the_ingest_assets(llmrec_home, tmp_path):
     with duckdb.connect(str(llmrec_home.warehouse), read_only=True) as conn:
         rows = conn.execute("SELECT user_id, item_id, rating, timestamp, dataset FROM ratings ORDER BY timestamp").fetchall()
         items = conn.execute("SELECT item_id, title FROM items ORDER BY item_id").fetchall()
-    assert rows == [("007", "A-1", 5.0, APRIL_2024, "inline"), ("007", "B-2", 3.0, APRIL_2024 + 3600, "inline"),
-                    ("C-42", "A-1", 4.0, APRIL_2024 + 7200, "inline"), ("C-42", "C-3", 2.0, APRIL_2024 + 10800, "inline"),
-                    ("ann b", "B-2", 1.0, APRIL_2024 + 14400, "inline")]
+    label = "inline:my-shop"  # the config's name labels the dataset
+    assert rows == [("007", "A-1", 5.0, APRIL_2024, label), ("007", "B-2", 3.0, APRIL_2024 + 3600, label),
+                    ("C-42", "A-1", 4.0, APRIL_2024 + 7200, label), ("C-42", "C-3", 2.0, APRIL_2024 + 10800, label),
+                    ("ann b", "B-2", 1.0, APRIL_2024 + 14400, label)]
     assert items == [("A-1", "Trail shoe"), ("B-2", "Road shoe"), ("C-3", "Frying pan")]
 
 

@@ -68,9 +68,9 @@ def evaluation_report(
     stem = f"evaluation_{now:%Y%m%dT%H%M%S}_{context.run_id[:8]}"
     main_slice = "all" if "all" in set(rows["slice"]) else "warm"
     table = metrics_table(suite.metrics, "test", main_slice)
-    plot_path = plot_metrics(table, reports / f"{stem}.png", f"{dataset.source} / {experiment.protocol}: test ({main_slice})")
+    plot_path = plot_metrics(table, reports / f"{stem}.png", f"{dataset.label()} / {experiment.protocol}: test ({main_slice})")
     markdown = render_report(suite.metrics, suite.champion, {
-        "dataset": dataset.source, "protocol": experiment.protocol, "seed": str(experiment.seed),
+        "dataset": dataset.label(), "protocol": experiment.protocol, "seed": str(experiment.seed),
         "users evaluated": str(int(suite.per_user(suite.champion, "test", main_slice).shape[0])),
         "dagster run": context.run_id,
     }, plot_path, extra_sections=[comparisons_markdown(suite.comparisons)] + online_section(warehouse.warehouse()))
@@ -116,7 +116,7 @@ def recommendations(
         lambda: recommend_all(champion.ranker, excluded_items(data.train, data.valid, data.test), k=experiment.top_k))
     record_publication(warehouse.warehouse(), Publication(
         run_id=context.run_id, ranker=champion.ranker.name, ranker_asset=asset_name, metric=CHAMPION_METRIC,
-        valid_score=float(evaluation_report["valid_scores"][champion.ranker.name]), dataset=dataset.source,
+        valid_score=float(evaluation_report["valid_scores"][champion.ranker.name]), dataset=dataset.label(),
         protocol=experiment.protocol, cold_items=experiment.cold_items, mlflow_run_id=champion.mlflow_run_id,
         data_fingerprint=champion.data_fingerprint,
     ))

@@ -64,20 +64,20 @@ def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, war
     start, end = int(window.start.timestamp()), int(window.end.timestamp())
     loaded = dataset.load()
     if experiment.protocol == "temporal" and not loaded.has_timestamps:
-        raise dg.Failure(f"dataset {dataset.source} has no timestamps (interactions.timestamp is not set), so the "
+        raise dg.Failure(f"dataset {dataset.label()} has no timestamps (interactions.timestamp is not set), so the "
                          "temporal protocol cannot cut it in time: use the recbole protocol")
     in_window = loaded.ratings["timestamp"].between(start, end - 1)
     store = warehouse.warehouse()
-    landed = landed_in_window(store, start, end, dataset.source)
-    ratings = with_landed(loaded.ratings[in_window].reset_index(drop=True).assign(dataset=dataset.source), landed)
+    landed = landed_in_window(store, start, end, dataset.label())
+    ratings = with_landed(loaded.ratings[in_window].reset_index(drop=True).assign(dataset=dataset.label()), landed)
     if store.has_table("ratings"):
         # The warehouse holds one dataset at a time: switching datasets drops the other one's rows.
-        dropped = store.delete("ratings", "dataset <> ?", [dataset.source])
+        dropped = store.delete("ratings", "dataset <> ?", [dataset.label()])
         if dropped:
             context.log.warning(f"removed {dropped} ratings of another dataset from the warehouse")
-    quality = _quarantine(context, loaded, dataset.source, store, "ratings")
+    quality = _quarantine(context, loaded, dataset.label(), store, "ratings")
     context.add_output_metadata({
-        "dataset": dataset.source,
+        "dataset": dataset.label(),
         "window": f"{window.start:%Y-%m} .. {window.end:%Y-%m} (exclusive)",
         "users": int(ratings["user_id"].nunique()),
         "items": int(ratings["item_id"].nunique()),
@@ -92,7 +92,7 @@ def raw_items(context: dg.AssetExecutionContext, dataset: DatasetResource, wareh
     """Item catalogue: id, title, year, genres (+ text for a dataset config); bad rows to `quarantine`."""
     loaded = dataset.load()
     context.add_output_metadata({"items": len(loaded.items),
-                                 **_quarantine(context, loaded, dataset.source, warehouse.warehouse(), "items")})
+                                 **_quarantine(context, loaded, dataset.label(), warehouse.warehouse(), "items")})
     return loaded.items
 
 
@@ -101,9 +101,9 @@ def raw_users(context: dg.AssetExecutionContext, dataset: DatasetResource, wareh
     """Users: demographics (ML-1M codes decoded) or a config's profile text; bad rows to `quarantine`."""
     loaded = dataset.load()
     store = warehouse.warehouse()
-    metadata = _quarantine(context, loaded, dataset.source, store, "users")
+    metadata = _quarantine(context, loaded, dataset.label(), store, "users")
     if "user_texts" in loaded.rows:
-        texts = _quarantine(context, loaded, dataset.source, store, "user_texts")
+        texts = _quarantine(context, loaded, dataset.label(), store, "user_texts")
         metadata.update({f"user_texts_{k}": v for k, v in texts.items()})
     context.add_output_metadata({"users": len(loaded.users), **metadata})
     return loaded.users

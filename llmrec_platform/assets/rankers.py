@@ -73,7 +73,7 @@ def train_ranker(
     tracker = tracking.tracker()
     run_id = tracker.start_run(
         ranker.name,
-        {**params, "dataset": dataset.source, "protocol": experiment.protocol, "seed": experiment.seed,
+        {**params, "dataset": dataset.label(), "protocol": experiment.protocol, "seed": experiment.seed,
          "cold_items": experiment.cold_items, "data_fingerprint": fingerprint},
         tags={"dagster_run_id": context.run_id, "ranker": ranker.name, "fit_cache": "hit" if cached else "miss"},
     )

@@ -66,7 +66,7 @@ def rating_report(
     warehouse.warehouse().replace_where(RATING_METRICS_TABLE, rows[list(RATING_METRICS_COLUMNS)].assign(created_at=now),
                                         "run_id = ?", [context.run_id])
     summary = result.summary()
-    markdown = "\n".join(["# Rating prediction report", "", f"- **dataset**: {dataset.source}",
+    markdown = "\n".join(["# Rating prediction report", "", f"- **dataset**: {dataset.label()}",
                           f"- **ratings**: {len(raw_ratings)}", f"- **seed**: {experiment.seed}",
                           f"- **dagster run**: {context.run_id}", "", summary_markdown(result), ""])
     reports = tracking.reports()
@@ -76,7 +76,7 @@ def rating_report(
     tracker = tracking.tracker()
     run_ids = {}
     for model, frame in rows.groupby("model", sort=False):
-        run_id = tracker.start_run(f"rating_{model}", {**result.params, "dataset": dataset.source, "task": "rating"},
+        run_id = tracker.start_run(f"rating_{model}", {**result.params, "dataset": dataset.label(), "task": "rating"},
                                    tags={"dagster_run_id": context.run_id, "task": "rating", "model": model})
         for r in frame.itertuples():
             tracker.log_metrics(run_id, {"rmse": r.rmse, "mae": r.mae, "fit_seconds": r.fit_seconds}, step=int(r.fold))

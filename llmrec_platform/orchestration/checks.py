@@ -67,7 +67,7 @@ def champion_not_regressed(
 ) -> dg.AssetCheckResult:
     tolerance = config.tolerance if config.tolerance is not None else experiment.champion_tolerance
     champion = evaluation_report["champion"]
-    last = last_publication(warehouse.warehouse(), dataset.source, experiment.protocol, experiment.cold_items)
+    last = last_publication(warehouse.warehouse(), dataset.label(), experiment.protocol, experiment.cold_items)
     decision = champion_gate(champion, float(evaluation_report["valid_scores"][champion]), last, tolerance,
                              CHAMPION_METRIC)
     return dg.AssetCheckResult(passed=decision.passed, description=decision.description, metadata=decision.metadata,

@@ -62,7 +62,7 @@ def ingest_landed_ratings(
 ):
     """Validate a landed ratings file, load its good rows into `ratings` (idempotently, keyed by file name),
     quarantine the bad ones, and move it to landing/processed/ (or landing/rejected/ with a reason)."""
-    result = ingest_landed_file(Path(config.path), warehouse.warehouse(), dataset.source, partitioned_range(),
+    result = ingest_landed_file(Path(config.path), warehouse.warehouse(), dataset.label(), partitioned_range(),
                                 error_budget=dataset.budget(), pseudonymizer=dataset.pseudonymizer())
     if result.status == "rejected":
         raise dg.Failure(

@@ -108,6 +108,13 @@ class DatasetResource(dg.ConfigurableResource):
                                   f"resource); set {instead} in the same run config instead")
         return source
 
+    def label(self) -> str:
+        """How the warehouse, MLflow and the reports name the dataset: `source`, or `inline:<name>` for an inline
+        config (so two inline datasets are told apart)."""
+        if self.source == INLINE and self.inline:
+            return f"{INLINE}:{self.inline.get('name') or 'unnamed'}"
+        return self.source
+
     def _key(self) -> str | None:
         key = self.pseudonym_key
         if isinstance(key, dg.EnvVar):  # used outside a run: Dagster has not resolved it (else: its name)
