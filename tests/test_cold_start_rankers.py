@@ -208,3 +208,15 @@ def test_ranker_assets_fit_log_and_report(tmp_path):
     [event] = result.asset_materializations_for_node("llm_ease_map_ranker")
     assert event.metadata["cold_items_mapped"].value == 2
     assert {"tfidf_content_ranker", "llm_ease_map_ranker"} <= set(RANKER_ASSETS)
+
+
+def test_tfidf_user_texts_of_no_split_user_give_no_profiles():
+    """A shop whose user texts name no user of the split (or has none) fits like one without user texts."""
+    data = InteractionData.from_split(two_group_split())
+    texts = item_texts(list(data.item_ids))
+    strangers = pd.DataFrame({"id": ["nobody"], "text": ["likes trail running"]})
+    plain = TfidfContentRanker(texts, svd_dims=0).fit(data)
+    for user_texts in (strangers, strangers.iloc[:0]):
+        ranker = TfidfContentRanker(texts, user_texts=user_texts, svd_dims=0).fit(data)
+        users = np.arange(data.n_users)
+        np.testing.assert_array_equal(ranker.score(users), plain.score(users))

@@ -103,9 +103,10 @@ class TfidfContentRanker(LLMContentRanker):
         vectors = self.vectorizer.fit_transform(texts_by_id(self._item_texts, data.item_ids, "item_id", "items"))
         self._item_frame = pd.DataFrame({"item_id": data.item_ids, "embedding": list(vectors)})
         self._profile_frame = None
-        if self._user_texts is not None and self.profile_weight > 0:
-            frame = self._user_texts.rename(columns={"id": "user_id"})
-            frame = frame[frame["user_id"].astype(str).isin(set(data.user_ids))]
+        use_texts = self._user_texts is not None and self.profile_weight > 0
+        frame = (self._user_texts if use_texts else pd.DataFrame(columns=["id", "text"])).rename(columns={"id": "user_id"})
+        frame = frame[frame["user_id"].astype(str).isin(set(data.user_ids))]
+        if len(frame):  # else no user of the split has a text (sklearn refuses an empty batch): no profiles
             self._profile_frame = pd.DataFrame({
                 "user_id": frame["user_id"].astype(str).to_numpy(),
                 "embedding": list(self.vectorizer.transform(frame["text"].fillna("").astype(str).tolist()))})
