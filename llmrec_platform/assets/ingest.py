@@ -62,22 +62,22 @@ def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, war
     `quarantine` table."""
     window = context.partition_time_window
     start, end = int(window.start.timestamp()), int(window.end.timestamp())
-    loaded = dataset.load()
+    loaded, label = dataset.load(), dataset.label()
     if experiment.protocol == "temporal" and not loaded.has_timestamps:
-        raise dg.Failure(f"dataset {dataset.label()} has no timestamps (interactions.timestamp is not set), so the "
+        raise dg.Failure(f"dataset {label} has no timestamps (interactions.timestamp is not set), so the "
                          "temporal protocol cannot cut it in time: use the recbole protocol")
     in_window = loaded.ratings["timestamp"].between(start, end - 1)
     store = warehouse.warehouse()
-    landed = landed_in_window(store, start, end, dataset.label())
-    ratings = with_landed(loaded.ratings[in_window].reset_index(drop=True).assign(dataset=dataset.label()), landed)
+    landed = landed_in_window(store, start, end, label)
+    ratings = with_landed(loaded.ratings[in_window].reset_index(drop=True).assign(dataset=label), landed)
     if store.has_table("ratings"):
         # The warehouse holds one dataset at a time: switching datasets drops the other one's rows.
-        dropped = store.delete("ratings", "dataset <> ?", [dataset.label()])
+        dropped = store.delete("ratings", "dataset <> ?", [label])
         if dropped:
             context.log.warning(f"removed {dropped} ratings of another dataset from the warehouse")
-    quality = _quarantine(context, loaded, dataset.label(), store, "ratings")
+    quality = _quarantine(context, loaded, label, store, "ratings")
     context.add_output_metadata({
-        "dataset": dataset.label(),
+        "dataset": label,
         "window": f"{window.start:%Y-%m} .. {window.end:%Y-%m} (exclusive)",
         "users": int(ratings["user_id"].nunique()),
         "items": int(ratings["item_id"].nunique()),
