@@ -48,12 +48,12 @@ def train_multvae(x: sp.csr_matrix, hidden: int, latent: int, dropout: float, ep
     encoder, decoder = layers[:2], layers[2:]
     parameters = [p for layer in layers for p in layer.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=learning_rate)
-    dense = torch.from_numpy(binarize(x).toarray())
+    binary = binarize(x).tocsr()  # densified a batch at a time: memory batch x items, not users x items
     step = 0
     for epoch in range(1, epochs + 1):
-        permutation = torch.from_numpy(rng.permutation(n_users))
+        permutation = rng.permutation(n_users)
         for start in range(0, n_users, batch_size):
-            batch = dense[permutation[start:start + batch_size]]
+            batch = torch.from_numpy(binary[permutation[start:start + batch_size]].toarray())
             h = torch.nn.functional.normalize(batch, dim=1)
             keep = (torch.rand(h.shape, generator=generator) >= dropout).float()
             h = h * keep / (1.0 - dropout)
