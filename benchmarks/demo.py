@@ -32,9 +32,10 @@ KNOWN_COSTS = {
     "hybrid_ranker": "five seeded LambdaRank models of 500 trees plus the base rankers refitted for pseudo-labels",
     "hybrid_ablation": "two one-model variants (their pseudo-label refits are the hybrid's) and scoring every "
                        "variant for every test user per slice",
-    "multvae_ranker": "Mult-VAE epochs in torch on the CPU (dense users x items batches)",
+    "multvae_ranker": "Mult-VAE epochs in torch on the CPU",
     "evaluation_report": "full-ranking evaluation of every ranker and the paired bootstraps",
     "start-up": "importing Dagster, pandas, DuckDB and the package, and checking the dataset",
+    "wrap-up": "printing the tables and closing the Dagster instance",
 }
 
 
