@@ -61,9 +61,15 @@ EASE_REG = 750.0  # EASERanker's default, tuned on valid for the warm ranking
 def minilm_vectors(inputs: dict, data: InteractionData, cache: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """Frozen MiniLM vectors of the split's item texts and user profiles, (item frame, profile frame, seconds)."""
     items = inputs["item_texts"].assign(item_id=inputs["item_texts"]["item_id"].astype(str))
-    items = items[items["item_id"].isin(set(data.item_ids))]
     users = inputs["user_texts"].assign(user_id=inputs["user_texts"]["user_id"].astype(str))
-    users = users[users["user_id"].isin(set(data.user_ids))]
+    return cached_minilm_vectors(items[items["item_id"].isin(set(data.item_ids))],
+                                 users[users["user_id"].isin(set(data.user_ids))], cache)
+
+
+def cached_minilm_vectors(items: pd.DataFrame, users: pd.DataFrame, cache: Path | None
+                          ) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """(item frame, profile frame, encode seconds) of frozen MiniLM vectors of `items` / `users` texts (string
+    ids); read from the `cache` .npz when it holds every id, else encoded and written there."""
     if cache and cache.exists():
         stored = np.load(cache, allow_pickle=True)
         if set(stored["item_ids"]) >= set(items["item_id"]) and set(stored["user_ids"]) >= set(users["user_id"]):

@@ -13,39 +13,28 @@ The LLM features use frozen MiniLM embeddings of the platform's item texts and u
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from llmrec_platform.data.datasets import load_dataset_cached
 from llmrec_platform.data.text import build_item_texts, build_user_texts
-from llmrec_platform.encoders.models import DEFAULT_MODEL, TextEncoder
 from llmrec_platform.rating.protocol import RatingProtocol, cross_validate
 from llmrec_platform.rating.report import summary_markdown
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cold_start_ml1m import cached_minilm_vectors  # noqa: E402 (the same cached encoding)
 
 
 def embeddings(dataset: str, cache: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """(item frame, profile frame, encode seconds) of frozen MiniLM vectors; read from `cache` when it exists."""
-    if cache and cache.exists():
-        stored = np.load(cache, allow_pickle=True)
-        return (pd.DataFrame({"item_id": stored["item_ids"], "embedding": list(stored["items"])}),
-                pd.DataFrame({"user_id": stored["user_ids"], "embedding": list(stored["profiles"])}), 0.0)
     loaded = load_dataset_cached(dataset)
     items, _ = build_item_texts(loaded.items)
     users = build_user_texts(loaded.users)
-    encoder = TextEncoder(DEFAULT_MODEL, device="cpu")
-    start = time.perf_counter()
-    item_vectors, _ = encoder.encode(items["text"].tolist())
-    profile_vectors, _ = encoder.encode(users["text"].tolist())
-    seconds = time.perf_counter() - start
-    if cache:
-        np.savez(cache, item_ids=items["item_id"].astype(str).to_numpy(), user_ids=users["user_id"].astype(str).to_numpy(),
-                 items=item_vectors, profiles=profile_vectors)
-    return (pd.DataFrame({"item_id": items["item_id"].astype(str).to_numpy(), "embedding": list(item_vectors)}),
-            pd.DataFrame({"user_id": users["user_id"].astype(str).to_numpy(), "embedding": list(profile_vectors)}),
-            seconds)
+    return cached_minilm_vectors(items.assign(item_id=items["item_id"].astype(str)),
+                                 users.assign(user_id=users["user_id"].astype(str)), cache)
 
 
 def main() -> None:

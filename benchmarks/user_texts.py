@@ -59,13 +59,7 @@ class InterestOnlyRanker(LLMContentRanker):
 
     def _score_histories(self, histories: Histories) -> np.ndarray:
         scores = self.interest_vectors(histories) @ self.item_vectors_.T
-        nearest = np.zeros_like(scores)
-        ratings = histories.ratings
-        for row in range(len(histories)):
-            history = ratings.indices[ratings.indptr[row]:ratings.indptr[row + 1]]
-            if len(history):
-                nearest[row] = self.item_similarity_[history].max(axis=0)
-        return (1.0 - self.history_weight) * scores + self.history_weight * nearest
+        return (1.0 - self.history_weight) * scores + self.history_weight * self.nearest_history_similarity(histories)
 
 
 def ndcg(ranker, data: InteractionData, fold: str, users: np.ndarray | None = None) -> float:

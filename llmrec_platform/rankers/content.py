@@ -107,18 +107,23 @@ class LLMContentRanker(Ranker):
         scores = self.interest_vectors(histories, texts) @ self.item_vectors_.T
         if self.history_weight == 0:
             return scores
-        nearest = np.zeros_like(scores)
-        ratings = histories.ratings
-        for row in range(len(histories)):
-            history = ratings.indices[ratings.indptr[row]:ratings.indptr[row + 1]]
-            if len(history):
-                nearest[row] = self.item_similarity_[history].max(axis=0)
+        nearest = self.nearest_history_similarity(histories).astype(scores.dtype, copy=False)
         with_text = np.flatnonzero(np.linalg.norm(texts, axis=1) > 0) if self.profile_weight > 0 else []
         if len(with_text):
             text_scores = normalize_rows(texts[with_text]) @ self.item_vectors_.T
             u = self.profile_weight
             nearest[with_text] = (1.0 - u) * nearest[with_text] + u * text_scores
         return (1.0 - self.history_weight) * scores + self.history_weight * nearest
+
+    def nearest_history_similarity(self, histories: Histories) -> np.ndarray:
+        """Each item's highest cosine with any item of each history (0 for an empty history)."""
+        nearest = np.zeros((len(histories), len(self.item_vectors_)), dtype=self.item_similarity_.dtype)
+        ratings = histories.ratings
+        for row in range(len(histories)):
+            history = ratings.indices[ratings.indptr[row]:ratings.indptr[row + 1]]
+            if len(history):
+                nearest[row] = self.item_similarity_[history].max(axis=0)
+        return nearest
 
     def _similar_item_scores(self, position: int) -> np.ndarray:
         return self.item_vectors_ @ self.item_vectors_[position]
