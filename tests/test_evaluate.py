@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from llmrec_platform.data.interactions import InteractionData
-from llmrec_platform.evaluation.evaluate import evaluate
+from llmrec_platform.evaluation.evaluate import evaluate, evaluate_slices
 from llmrec_platform.rankers.base import Ranker
 
 
@@ -82,3 +82,31 @@ def test_lists_stop_at_the_candidates(data):
     # u1: both candidates (c, d) relevant -> perfect list; precision still divides by k.
     assert result.summary["ndcg@10"] == pytest.approx(1.0)
     assert result.summary["precision@10"] == pytest.approx(0.2)
+
+
+class CountingScores(FixedScores):
+    """Counts the users it scores: evaluate_slices must score each one once, whatever the number of slices."""
+
+    def __init__(self, scores):
+        super().__init__(scores)
+        self.scored = []
+
+    def _score_histories(self, histories):
+        self.scored.extend(histories.users.tolist())
+        return super()._score_histories(histories)
+
+
+def test_slices_score_each_user_once_and_match_separate_evaluations(data):
+    rng = np.random.default_rng(1)
+    ranker = CountingScores(rng.random((3, 5))).fit(data)
+    only_c = np.array([False, False, True, False, False])
+    slices = {"all": (None, None), "u2": (np.array([1]), None), "c": (None, only_c), "nobody": (np.array([2]), None)}
+    together = evaluate_slices(ranker, data, slices, "test", ks=(1, 2), batch_size=1)
+    assert sorted(ranker.scored) == [0, 1]  # u1 and u2 once each; u3 has no test items
+    for name, (users, candidates) in slices.items():
+        alone = evaluate(ranker, data, "test", ks=(1, 2), slice_name=name, candidate_items=candidates, users=users)
+        assert together[name].n_users == alone.n_users
+        assert together[name].summary == pytest.approx(alone.summary, nan_ok=True)
+        pd.testing.assert_frame_equal(together[name].per_user, alone.per_user)
+    assert together["u2"].per_user["user_id"].tolist() == ["u2"]
+    assert together["c"].per_user["user_id"].tolist() == ["u1"] and together["nobody"].n_users == 0

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec_platform.data.interactions import InteractionData
-from llmrec_platform.evaluation.evaluate import evaluate
+from llmrec_platform.evaluation.evaluate import evaluate_slices
 from llmrec_platform.evaluation.significance import paired_bootstrap
 from llmrec_platform.rankers.base import Ranker
 from llmrec_platform.rankers.content import LLMContentRanker
@@ -100,17 +100,14 @@ def ablate(variants: dict[str, Ranker], data: InteractionData, fold: str = "test
     if REFERENCE not in variants:
         raise ValueError(f"the ablation needs the reference variant {REFERENCE!r}; got {sorted(variants)}")
     key = f"{metric}@{k}"
+    slices = {name: s for name, s in ablation_slices(data).items() if s[0] is None or len(s[0])}
+    results = {name: evaluate_slices(ranker, data, {n: s for n, s in slices.items()
+                                                    if n != "cold" or ranker.scores_cold_items}, fold, (k,))
+               for name, ranker in variants.items()}
     rows = []
-    for slice_name, (users, candidates) in ablation_slices(data).items():
-        if users is not None and not len(users):
-            continue
-        per_user = {}
-        for name, ranker in variants.items():
-            if slice_name == "cold" and not ranker.scores_cold_items:
-                continue
-            result = evaluate(ranker, data, fold, (k,), slice_name=slice_name, candidate_items=candidates, users=users)
-            if result.n_users:
-                per_user[name] = result.per_user
+    for slice_name in slices:
+        per_user = {name: by_slice[slice_name].per_user for name, by_slice in results.items()
+                    if slice_name in by_slice and by_slice[slice_name].n_users}
         if REFERENCE not in per_user:
             continue
         for name, frame in per_user.items():

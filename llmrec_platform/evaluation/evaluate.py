@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from llmrec_platform.data.interactions import InteractionData
@@ -55,41 +56,85 @@ def evaluate(
     evaluated, e.g. to the validation users a re-ranker did not train on. `progress=None`: a bar when this
     module's logger is at INFO (as sentence-transformers decides), i.e. `llmrec demo --verbose`.
     """
-    relevant = data.relevant(fold)
+    return evaluate_slices(ranker, data, {slice_name: (users, candidate_items)}, fold, ks, batch_size, progress)[slice_name]
+
+
+@dataclass
+class _SliceLists:
+    """One slice's evaluable users and, filled batch by batch, their top-k lists and hits."""
+
+    candidate_items: np.ndarray | None
+    relevant: sp.csr_matrix
+    n_relevant: np.ndarray
+    users: np.ndarray
+    top_lists: np.ndarray
+    hits: np.ndarray
+
+
+def evaluate_slices(
+    ranker: Ranker,
+    data: InteractionData,
+    slices: dict[str, tuple[np.ndarray | None, np.ndarray | None]],
+    fold: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 1024,
+    progress: bool | None = False,
+) -> dict[str, EvaluationResult]:
+    """`evaluate` on several slices (name -> (users or None, candidate item mask or None)), scoring each user once:
+    a slice takes its users' rows of the shared score batches, so every slice gets the scores it would get alone."""
     excluded = excluded_items(*data.seen_before(fold))
-    if candidate_items is not None:
-        relevant = relevant.multiply(candidate_items[None, :].astype(np.float32)).tocsr()
-        relevant.eliminate_zeros()
-    n_relevant = np.asarray(relevant.getnnz(axis=1))
-    evaluable = n_relevant > 0
-    if users is not None:
-        evaluable &= np.isin(np.arange(data.n_users), users)
-    users = np.flatnonzero(evaluable)
-    n_candidates = int(candidate_items.sum()) if candidate_items is not None else data.n_items
-    k_max = min(max(ks), n_candidates)  # lists never reach past the candidates
-    # Short lists (fewer unseen candidates than k) are padded with -1: never a hit, never an item.
-    top_lists = np.full((len(users), k_max), -1, dtype=np.int64)
-    hits = np.zeros((len(users), k_max), dtype=bool)
-    batches = range(0, len(users), batch_size)
+    lists: dict[str, _SliceLists] = {}
+    for name, (users, candidate_items) in slices.items():
+        relevant = data.relevant(fold)
+        if candidate_items is not None:
+            relevant = relevant.multiply(candidate_items[None, :].astype(np.float32)).tocsr()
+            relevant.eliminate_zeros()
+        n_relevant = np.asarray(relevant.getnnz(axis=1))
+        evaluable = n_relevant > 0
+        if users is not None:
+            evaluable &= np.isin(np.arange(data.n_users), users)
+        n_candidates = int(candidate_items.sum()) if candidate_items is not None else data.n_items
+        k_max = min(max(ks), n_candidates)  # lists never reach past the candidates
+        evaluable_users = np.flatnonzero(evaluable)
+        # Short lists (fewer unseen candidates than k) are padded with -1: never a hit, never an item.
+        lists[name] = _SliceLists(candidate_items, relevant, n_relevant, evaluable_users,
+                                  np.full((len(evaluable_users), k_max), -1, dtype=np.int64),
+                                  np.zeros((len(evaluable_users), k_max), dtype=bool))
+    scored = np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *(s.users for s in lists.values())]))
     show = log.isEnabledFor(logging.INFO) if progress is None else progress
-    for start in tqdm(batches, desc=f"evaluate {ranker.name} ({fold}/{slice_name})", disable=not show):
-        batch = users[start:start + batch_size]
-        lists = top_k_positions(ranker.score(batch), excluded[batch], k_max, candidate_items)
-        top = np.full((len(batch), k_max), -1, dtype=np.int64)
-        for row, positions in enumerate(lists):
-            top[row, :len(positions)] = positions
-        rel = relevant[batch].toarray().astype(bool)
-        top_lists[start:start + len(batch)] = top
-        hits[start:start + len(batch)] = np.take_along_axis(rel, np.maximum(top, 0), axis=1) & (top >= 0)
-    per_user = {"user_id": data.user_ids[users]}
-    summary: dict[str, float] = {}
+    label = "/".join(slices)
+    for start in tqdm(range(0, len(scored), batch_size), desc=f"evaluate {ranker.name} ({fold}/{label})", disable=not show):
+        batch = scored[start:start + batch_size]
+        scores = ranker.score(batch)
+        for s in lists.values():
+            rows = np.searchsorted(s.users, batch)
+            inside = rows < len(s.users)
+            inside[inside] = s.users[rows[inside]] == batch[inside]
+            if not inside.any():
+                continue
+            mine = batch[inside]
+            top = np.full((len(mine), s.top_lists.shape[1]), -1, dtype=np.int64)
+            for row, positions in enumerate(top_k_positions(scores[inside], excluded[mine], s.top_lists.shape[1],
+                                                            s.candidate_items)):
+                top[row, :len(positions)] = positions
+            rel = s.relevant[mine].toarray().astype(bool)
+            s.top_lists[rows[inside]] = top
+            s.hits[rows[inside]] = np.take_along_axis(rel, np.maximum(top, 0), axis=1) & (top >= 0)
     item_users = np.asarray(data.train.getnnz(axis=0))
+    return {name: _result(ranker.name, fold, name, s, ks, data, item_users) for name, s in lists.items()}
+
+
+def _result(ranker: str, fold: str, slice_name: str, s: _SliceLists, ks: Sequence[int], data: InteractionData,
+            item_users: np.ndarray) -> EvaluationResult:
+    per_user = {"user_id": data.user_ids[s.users]}
+    summary: dict[str, float] = {}
+    n_candidates = int(s.candidate_items.sum()) if s.candidate_items is not None else data.n_items
     for k in ks:
-        for metric, values in accuracy_at_k(hits, n_relevant[users], k).items():
+        for metric, values in accuracy_at_k(s.hits, s.n_relevant[s.users], k).items():
             per_user[f"{metric}@{k}"] = values
             summary[f"{metric}@{k}"] = float(values.mean()) if len(values) else float("nan")
-        lists = top_lists[:, :k]
-        summary[f"coverage@{k}"] = item_coverage(lists, n_candidates) if len(lists) else float("nan")
-        summary[f"novelty@{k}"] = novelty(lists, item_users, data.n_users) if len(lists) else float("nan")
-        summary[f"personalization@{k}"] = personalization(lists, data.n_items)
-    return EvaluationResult(ranker.name, fold, slice_name, pd.DataFrame(per_user), summary, len(users))
+        top = s.top_lists[:, :k]
+        summary[f"coverage@{k}"] = item_coverage(top, n_candidates) if len(top) else float("nan")
+        summary[f"novelty@{k}"] = novelty(top, item_users, data.n_users) if len(top) else float("nan")
+        summary[f"personalization@{k}"] = personalization(top, data.n_items)
+    return EvaluationResult(ranker, fold, slice_name, pd.DataFrame(per_user), summary, len(s.users))

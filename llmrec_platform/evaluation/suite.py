@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec_platform.data.interactions import InteractionData
-from llmrec_platform.evaluation.evaluate import DEFAULT_KS, EvaluationResult, evaluate
+from llmrec_platform.evaluation.evaluate import DEFAULT_KS, EvaluationResult, evaluate_slices
 from llmrec_platform.evaluation.significance import PairedComparison, paired_bootstrap
 from llmrec_platform.rankers.base import TrainedRanker
 from llmrec_platform.rankers.simple import RandomRanker
@@ -50,12 +50,12 @@ def evaluate_suite(
     rankers["random"] = RandomRanker(seed=seed).fit(data)
     results = []
     for fold in folds:
-        for slice_name, candidates in slices(data).items():
-            for ranker in rankers.values():
-                if slice_name == "cold" and not ranker.scores_cold_items:
-                    continue  # cannot score cold items: report nothing for that slice, not zero
-                results.append(evaluate(ranker, data, fold, ks, slice_name=slice_name,
-                                        candidate_items=candidates, progress=progress))
+        # Each ranker scores its users once for every slice; one that cannot score cold items reports nothing
+        # for that slice, not zero.
+        by_ranker = [evaluate_slices(ranker, data, {name: (None, candidates) for name, candidates in slices(data).items()
+                                                    if name != "cold" or ranker.scores_cold_items},
+                                     fold, ks, progress=progress) for ranker in rankers.values()]
+        results.extend(by_slice[name] for name in slices(data) for by_slice in by_ranker if name in by_slice)
     metrics = pd.concat([r.long() for r in results], ignore_index=True)
     valid_scores = {t.ranker.name: t.valid_metrics[CHAMPION_METRIC] for t in trained.values()}
     champion = max(valid_scores, key=valid_scores.get)
