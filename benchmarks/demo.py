@@ -31,7 +31,7 @@ KNOWN_COSTS = {
     "item_embeddings": "every item text through MiniLM on the CPU (cached by text: nothing to encode when warm)",
     "hybrid_ranker": "five seeded LambdaRank models of 500 trees plus the base rankers refitted for pseudo-labels",
     "hybrid_ablation": "two one-model variants (their pseudo-label refits are the hybrid's) and scoring every "
-                       "variant for every test user per slice",
+                       "variant once for every test user",
     "multvae_ranker": "Mult-VAE epochs in torch on the CPU",
     "evaluation_report": "full-ranking evaluation of every ranker and the paired bootstraps",
     "start-up": "importing Dagster, pandas, DuckDB and the package, and checking the dataset",

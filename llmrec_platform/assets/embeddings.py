@@ -32,12 +32,15 @@ def encode_with_cache(
     model = model_id(encoder.model)
     cache = store.read(CACHE_TABLE, "model = ?", [model]) if store.has_table(CACHE_TABLE) else pd.DataFrame(
         columns=["model", "text_hash", "embedding"])
-    used_device = device.resolve(context.log)
-    if used_device != "cpu" and not runs_on_gpu(encoder.model):
-        context.log.warning(f"encoder {encoder.model} is numpy only: it runs on the CPU, not on {used_device}")
-        used_device = "cpu"
+    # Resolved only when something is to be encoded: a run with every text cached never imports torch.
+    used_device = "none (all cached)"
 
     def encode(batch: list[str]) -> tuple[np.ndarray, float]:
+        nonlocal used_device
+        used_device = device.resolve(context.log)
+        if used_device != "cpu" and not runs_on_gpu(encoder.model):
+            context.log.warning(f"encoder {encoder.model} is numpy only: it runs on the CPU, not on {used_device}")
+            used_device = "cpu"
         vectors, stats = encoder.load(used_device, device.precision, device.batch_size).encode(batch)
         return vectors, stats.seconds
 

@@ -68,3 +68,19 @@ def test_embeddings_on_the_gpu_match_the_cpu(home, tiny_dataset_dir, instance, m
     cpu, _ = TextEncoder(device="cpu").encode(texts)
     gpu = np.stack(frame["embedding"].to_numpy()[:8])
     assert (np.sum(cpu * gpu, axis=1) > 0.999).all()
+
+
+def test_a_run_with_every_text_cached_resolves_no_device(home, tiny_dataset_dir, instance, monkeypatch):
+    """Nothing to encode: no device is resolved (so torch is not imported for it) and the metadata says so."""
+    assert _embed_items(home, tiny_dataset_dir, instance).success
+    import llmrec_platform.assets.embeddings as embeddings
+
+    def no_resolution(*_args, **_kwargs):
+        raise AssertionError("resolved a device with nothing to encode")
+
+    monkeypatch.setattr(embeddings.DeviceResource, "resolve", no_resolution)
+    result = _embed_items(home, tiny_dataset_dir, instance)
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("item_embeddings")
+    assert materialization.metadata["encoded"].value == 0 and materialization.metadata["cached"].value > 0
+    assert materialization.metadata["device"].value == "none (all cached)"
