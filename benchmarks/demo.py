@@ -29,11 +29,14 @@ TARGETS: dict[str, tuple[float, float | None]] = {"ml-100k": (60.0, 20.0), "ml-1
 # What a stage costs that no cache or setting removes without moving a metric, for the verdict lines.
 KNOWN_COSTS = {
     "item_embeddings": "every item text through MiniLM on the CPU (cached by text: nothing to encode when warm)",
-    "hybrid_ranker": "five seeded LambdaRank models of 500 trees plus the base rankers refitted for pseudo-labels",
+    "hybrid_ranker": "seeded LambdaRank models of 500 trees (five; one with --fast) and, unless --fast, the base "
+                     "rankers refitted for pseudo-labels",
     "hybrid_ablation": "two one-model variants (their pseudo-label refits are the hybrid's) and scoring every "
                        "variant once for every test user",
     "multvae_ranker": "Mult-VAE epochs in torch on the CPU",
+    "bpr_adam_ranker": "mini-batch Adam BPR epochs in torch on one thread (small batches: more threads add contention)",
     "evaluation_report": "full-ranking evaluation of every ranker and the paired bootstraps",
+    "recommendations": "the champion's top-k for every user, and every ranker loaded from the artifacts",
     "start-up": "importing Dagster, pandas, DuckDB and the package, and checking the dataset",
     "wrap-up": "printing the tables and closing the Dagster instance",
 }
