@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from llmrec_platform import progress
 from llmrec_platform.assets.rankers import ARTIFACTS_IO
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.ablation import ABLATION_COLUMNS, ablate, ablation_markdown, hybrid_variants
@@ -32,7 +33,8 @@ def hybrid_ablation(
 
     # The table follows from the two fits and the seed: a re-run on unchanged inputs loads it.
     key = derived_key(hybrid_ranker.fit_key, tfidf_content_ranker.fit_key, experiment.seed)
-    table, cached = cache.get_or_compute("hybrid_ablation", key, compute)
+    with progress.listening(progress.throttled(context.log.debug)):
+        table, cached = cache.get_or_compute("hybrid_ablation", key, compute)
     if cached:
         context.log.info("hybrid_ablation: inputs unchanged, the table is loaded from the fit cache")
     rows = table.assign(run_id=context.run_id, created_at=datetime.now(UTC).replace(tzinfo=None))

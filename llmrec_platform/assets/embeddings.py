@@ -4,6 +4,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from llmrec_platform import progress
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.encoders.cache import embed_texts
 from llmrec_platform.encoders.models import model_id, runs_on_gpu
@@ -44,7 +45,8 @@ def encode_with_cache(
         vectors, stats = encoder.load(used_device, device.precision, device.batch_size).encode(batch)
         return vectors, stats.seconds
 
-    matrix, new_rows, report = embed_texts(texts, model, cache, encode)
+    with progress.listening(progress.throttled(context.log.debug)):
+        matrix, new_rows, report = embed_texts(texts, model, cache, encode)
     store.append(CACHE_TABLE, new_rows)
     metadata = {
         "model": model,

@@ -12,6 +12,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from llmrec_platform import progress
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.encoders.vectors import align
 from llmrec_platform.evaluation.evaluate import evaluate
@@ -66,8 +67,9 @@ def train_ranker(
 
     cache = experiment.fit_cache_store()
     key = fit_key(ranker, fingerprint) if cache.folder else ""  # hashed before fitting, which changes the ranker
-    (ranker, fit_seconds, valid), cached = cache.get_or_compute(context.asset_key.to_user_string(), key,
-                                                                fit_and_validate)
+    with progress.listening(progress.throttled(context.log.debug)):  # the CLI's progress bar for the step
+        (ranker, fit_seconds, valid), cached = cache.get_or_compute(context.asset_key.to_user_string(), key,
+                                                                    fit_and_validate)
     if cached:
         context.log.info(f"{ranker.name}: inputs unchanged, loaded from the fit cache (first fit took {fit_seconds:.1f} s)")
     tracker = tracking.tracker()

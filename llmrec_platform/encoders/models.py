@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec_platform.progress import report as report_progress
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -254,10 +256,22 @@ class TextEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), EncodeStats(0, 0.0)
         if self.spec is not None:
-            return self._encode_numpy(list(texts)), EncodeStats(len(texts), time.perf_counter() - start)
-        vectors = self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=progress,
-        )
+            vectors = self._encode_numpy(list(texts))
+            report_progress(len(texts), len(texts), "texts")
+            return vectors, EncodeStats(len(texts), time.perf_counter() - start)
+        encoded = [0]
+
+        def count(_module, _args, output) -> None:  # a forward hook: reports progress per batch, computes nothing
+            encoded[0] += len(output["sentence_embedding"])
+            report_progress(encoded[0], len(texts), "texts")
+
+        hook = self.model.register_forward_hook(count)
+        try:
+            vectors = self.model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                show_progress_bar=progress,
+            )
+        finally:
+            hook.remove()
         vectors = np.asarray(vectors, dtype=np.float32)
         return vectors, EncodeStats(len(texts), time.perf_counter() - start)

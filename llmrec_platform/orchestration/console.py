@@ -1,5 +1,6 @@
 """What `llmrec demo` prints while a run executes: one line per finished step with its time, failed checks,
-an asset's own warnings, and (on a terminal only) one live status line for the running step.
+an asset's own warnings, and (on a terminal only) one live status line for the running step: its time and, for
+long work that reports its progress (`llmrec_platform.progress`: texts encoded, epochs, trees), a progress bar.
 
 It is a Dagster logger, so it sees the run's own step events whichever job runs; Dagster's console logger
 (stack traces included) is on only with `--verbose`.
@@ -15,7 +16,10 @@ from typing import TextIO
 
 import dagster as dg
 
+from llmrec_platform import progress
+
 _EVENTS = dg.DagsterEventType
+BAR_WIDTH = 24
 
 
 class RunConsole(logging.Handler):
@@ -30,6 +34,7 @@ class RunConsole(logging.Handler):
         self.checks_failed: list[str] = []
         self.step_seconds: dict[str, float] = {}
         self._running: tuple[str, float] | None = None
+        self._progress: dict[str, tuple[int, int, str]] = {}  # step -> its latest (done, total, unit)
         self._lock = threading.Lock()
         self._ticker: threading.Thread | None = None
 
@@ -38,8 +43,13 @@ class RunConsole(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None) or {}
         event = meta.get("dagster_event")
-        if event is None and record.levelno >= logging.WARNING and meta.get("step_key"):  # an asset's own warning
-            self._line(f"  {meta['step_key']}: {record.levelname.lower()}: {meta.get('orig_message', record.getMessage())}")
+        if event is None and meta.get("step_key"):
+            text = meta.get("orig_message", record.getMessage())
+            if record.levelno >= logging.WARNING:  # an asset's own warning
+                self._line(f"  {meta['step_key']}: {record.levelname.lower()}: {text}")
+            elif (reported := progress.parse(text)) is not None:
+                with self._lock:
+                    self._progress[meta["step_key"]] = reported
         if event is None or event.step_key is None:
             return
         step, kind = event.step_key, event.event_type
@@ -78,6 +88,7 @@ class RunConsole(logging.Handler):
 
     def _done(self, step: str) -> None:
         with self._lock:
+            self._progress.pop(step, None)
             if self._running and self._running[0] == step:
                 self._running = None
 
@@ -91,11 +102,21 @@ class RunConsole(logging.Handler):
                 with self._lock:
                     if self._running:
                         step, since = self._running
-                        self.stream.write(f"\r\033[K  {step:<34} {time.monotonic() - since:7.0f} s ...")
+                        self.stream.write(f"\r\033[K{self.status_line(step, time.monotonic() - since)}")
                         self.stream.flush()
 
         self._ticker = threading.Thread(target=tick, name="llmrec-console", daemon=True)
         self._ticker.start()
+
+    def status_line(self, step: str, seconds: float) -> str:
+        """The running step, its time and, once it has reported any, its progress bar."""
+        line = f"  {step:<34} {seconds:7.0f} s"
+        if step not in self._progress:
+            return line + " ..."
+        done, total, unit = self._progress[step]
+        share = min(done / total, 1.0) if total > 0 else 0.0
+        filled = int(round(share * BAR_WIDTH))
+        return f"{line} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done:,}/{total:,} {unit}"
 
     def summary(self) -> str:
         total = sum(self.step_seconds.values())

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from llmrec_platform.data.interactions import InteractionData, binarize
+from llmrec_platform.progress import report as report_progress
 from llmrec_platform.rankers.base import Histories, Ranker
 
 
@@ -205,6 +206,7 @@ def train_bpr_adam(x, factors: int, learning_rate: float, epochs: int, batch_siz
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        report_progress(epoch, epochs, "epochs")
         if callback is not None:
             callback(epoch, user_emb.detach().numpy(), item_emb.detach().numpy())
     return user_emb.detach().numpy().astype(np.float32), item_emb.detach().numpy().astype(np.float32)

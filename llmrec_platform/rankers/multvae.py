@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData, binarize
 from llmrec_platform.encoders.vectors import normalize_rows
+from llmrec_platform.progress import report as report_progress
 from llmrec_platform.rankers.base import Histories, Ranker
 
 
@@ -69,6 +70,7 @@ def train_multvae(x: sp.csr_matrix, hidden: int, latent: int, dropout: float, ep
             loss.backward()
             optimizer.step()
             step += 1
+        report_progress(epoch, epochs, "epochs")
         if callback is not None:
             callback(epoch, _weights(layers))
     return _weights(layers)

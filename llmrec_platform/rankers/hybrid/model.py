@@ -29,6 +29,7 @@ import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData, binarize
 from llmrec_platform.encoders.vectors import user_interest_vectors
+from llmrec_platform.progress import report as report_progress
 from llmrec_platform.rankers.base import Histories, Ranker
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.fit_cache import FitCache
@@ -204,8 +205,13 @@ class HybridRanker(Ranker):
         if cfg.pseudo_users < 1:
             users = np.sort(rng.choice(users, size=int(round(cfg.pseudo_users * len(users))), replace=False))
         fingerprint = fold_fingerprint(inner.train, inner.train_timestamps)
-        rankers = {name: self._pseudo_refit(name, r, inner, fingerprint) for name, r in self.candidate_rankers.items()}
-        features = {name: self._pseudo_refit(name, r, inner, fingerprint) for name, r in self._all_feature_rankers().items()}
+        to_refit = [*self.candidate_rankers.items(), *self._all_feature_rankers().items()]
+        refits = []
+        for name, ranker in to_refit:
+            refits.append(self._pseudo_refit(name, ranker, inner, fingerprint))
+            report_progress(len(refits), len(to_refit), "base rankers refitted")
+        rankers = dict(zip(self.candidate_rankers, refits[:len(self.candidate_rankers)], strict=True))
+        features = dict(zip(self._all_feature_rankers(), refits[len(self.candidate_rankers):], strict=True))
         # The interest vectors are rebuilt from the reduced history (user_interest_vectors' defaults).
         user_vectors = user_interest_vectors(inner.train, inner.train_timestamps, self.content.item_vectors_)
         context = FeatureContext(rankers, lambda batch: user_vectors[batch.histories.users], self.content.item_vectors_,
@@ -260,16 +266,24 @@ class HybridRanker(Ranker):
             evaluation = {"eval_X": (hold.X,), "eval_y": (hold.y,), "eval_group": [hold.groups],
                           "eval_metric": full_ranking_ndcg}
         early_stopping = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
+        total_trees = cfg.n_estimators * cfg.n_models  # until early stopping sizes the other models
+
+        def trees_done(before: int):
+            return lambda env: report_progress(before + env.iteration + 1, total_trees, "trees")
+
         self.model_.fit(train.X, train.y, group=train.groups, feature_name=names, **evaluation,
-                        callbacks=early_stopping if cfg.early_stopping_rounds and evaluation else [])
+                        callbacks=[*(early_stopping if cfg.early_stopping_rounds and evaluation else []), trees_done(0)])
         curve = self.model_.evals_result_["valid_0"]["full_ranking_ndcg@10"] if evaluation else []
         best_iteration = int(self.model_.best_iteration_ or self.model_.booster_.current_iteration())
         gains = self.model_.booster_.feature_importance("gain", iteration=best_iteration)
         holdout_ndcg = float(curve[best_iteration - 1]) if evaluation else (0.0 if hold.n_users else float("nan"))
         self.extra_models_ = []
+        first_trees = self.model_.booster_.current_iteration()
+        total_trees = first_trees + (cfg.n_models - 1) * best_iteration
         for offset in range(1, cfg.n_models):
             model = self.make_model(offset).set_params(n_estimators=best_iteration)
-            self.extra_models_.append(model.fit(train.X, train.y, group=train.groups, feature_name=names))
+            self.extra_models_.append(model.fit(train.X, train.y, group=train.groups, feature_name=names,
+                                                callbacks=[trees_done(first_trees + (offset - 1) * best_iteration)]))
         if self.extra_models_ and evaluation:
             holdout_ndcg = hold.full_ranking_ndcg(self.predict(hold.X, best_iteration))
         self.training_log_ = HybridTrainingLog(
