@@ -110,3 +110,23 @@ def test_slices_score_each_user_once_and_match_separate_evaluations(data):
         pd.testing.assert_frame_equal(together[name].per_user, alone.per_user)
     assert together["u2"].per_user["user_id"].tolist() == ["u2"]
     assert together["c"].per_user["user_id"].tolist() == ["u1"] and together["nobody"].n_users == 0
+
+
+def test_the_champions_lists_reuse_the_evaluation_scores(data):
+    """TopKLists takes the evaluation's score batches and scores only the users they missed (u3: no test items)."""
+    from llmrec_platform.live.recommendations import TopKLists
+    from llmrec_platform.rankers.base import excluded_items
+
+    scores = [[9, 8, 1, 7, 6], [1, 9, 2, 3, 4], [5, 1, 4, 3, 2]]
+    ranker = CountingScores(scores).fit(data)
+    lists = TopKLists(ranker, excluded_items(data.train, data.valid, data.test), k=2)
+    evaluate_slices(ranker, data, {"all": (None, None)}, "test", ks=(2,), on_scores=lists)
+    assert sorted(ranker.scored) == [0, 1]
+    frame = lists.frame()
+    assert sorted(ranker.scored) == [0, 1, 2]  # u3 scored once, by the lists themselves
+    # By hand, everything each user interacted with excluded: u1 (a, b, c, d seen) -> e; u2 (b, a seen) -> e, d;
+    # u3 (e seen) -> a, c.
+    assert list(frame.itertuples(index=False, name=None)) == [
+        ("u1", 1, "e", 6.0), ("u2", 1, "e", 4.0), ("u2", 2, "d", 3.0), ("u3", 1, "a", 5.0), ("u3", 2, "c", 4.0)]
+    fresh = CountingScores(scores).fit(data)
+    pd.testing.assert_frame_equal(TopKLists(fresh, excluded_items(data.train, data.valid, data.test), k=2).frame(), frame)

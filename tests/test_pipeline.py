@@ -71,7 +71,7 @@ def test_second_run_encodes_nothing_and_is_reproducible(first_run):
     assert {name: materialization_metadata(again, name)["fit_cache"] for name in cached_assets} == \
         dict.fromkeys(cached_assets, "hit")
     assert {p.parent.name for p in (paths.fit_cache).glob("*/*.pkl")} >= {
-        "hybrid_ablation", "evaluation_suite", "recommendations", "hybrid_pseudo_multvae"}
+        "hybrid_ablation", "evaluation_suite", "hybrid_pseudo_multvae"}
     first = result.output_for_node("evaluation_report")["metrics"]
     second = again.output_for_node("evaluation_report")["metrics"]
     assert first.sort_values(["ranker", "slice", "metric", "k"]).reset_index(drop=True)["value"].tolist() == \

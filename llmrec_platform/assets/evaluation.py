@@ -12,8 +12,7 @@ from llmrec_platform.evaluation.report import metrics_table, plot_metrics, rende
 from llmrec_platform.evaluation.significance import comparisons_markdown
 from llmrec_platform.evaluation.suite import CHAMPION_METRIC, evaluate_suite
 from llmrec_platform.live.online import online_markdown
-from llmrec_platform.live.recommendations import recommend_all
-from llmrec_platform.rankers.base import TrainedRanker, excluded_items
+from llmrec_platform.rankers.base import TrainedRanker
 from llmrec_platform.rankers.fit_cache import derived_key
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource, WarehouseResource
 
@@ -41,9 +40,10 @@ def evaluation_report(
     trained = {t.ranker.name: t for t in rankers.values()}
     names = sorted(trained)
     # The suite follows from the fits and the seed: a re-run on unchanged inputs loads it.
-    key = derived_key(experiment.seed, *names, *(trained[name].fit_key for name in names))
+    key = derived_key(experiment.seed, experiment.top_k, *names, *(trained[name].fit_key for name in names))
     suite, cached = experiment.fit_cache_store().get_or_compute(
-        "evaluation_suite", key, lambda: evaluate_suite(trained, data, seed=experiment.seed, progress=None))
+        "evaluation_suite", key,
+        lambda: evaluate_suite(trained, data, seed=experiment.seed, progress=None, top_k=experiment.top_k))
     if cached:
         context.log.info("evaluation_report: inputs unchanged, the metrics are loaded from the fit cache")
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -92,6 +92,7 @@ def evaluation_report(
         "metrics": suite.metrics,
         "comparisons": [c.as_dict() for c in suite.comparisons],
         "report_path": str(report_path),
+        "recommendations": suite.recommendations,  # the champion's top-k, published by `recommendations`
     }
 
 
@@ -99,21 +100,17 @@ def evaluation_report(
 def recommendations(
     context: dg.AssetExecutionContext,
     evaluation_report: dict,
-    split: pd.DataFrame,
     experiment: ExperimentResource,
     dataset: DatasetResource,
     warehouse: WarehouseResource,
     **rankers: TrainedRanker,
 ) -> pd.DataFrame:
-    """Top-k per user from the champion, excluding everything the user already interacted with. Each
-    publication is appended to `champion_history` (the blocking `champion_not_regressed` check compares
-    the next champion with it)."""
+    """Top-k per user from the champion, excluding everything the user already interacted with (computed by the
+    evaluation from the champion's test scores, `evaluate_suite(top_k=...)`). Each publication is appended to
+    `champion_history` (the blocking `champion_not_regressed` check compares the next champion with it)."""
     asset_name, champion = next((name, t) for name, t in rankers.items()
                                 if t.ranker.name == evaluation_report["champion"])
-    data = InteractionData.from_split(split)
-    frame, _ = experiment.fit_cache_store().get_or_compute(
-        "recommendations", derived_key(champion.fit_key, experiment.top_k),
-        lambda: recommend_all(champion.ranker, excluded_items(data.train, data.valid, data.test), k=experiment.top_k))
+    frame = evaluation_report["recommendations"]
     record_publication(warehouse.warehouse(), Publication(
         run_id=context.run_id, ranker=champion.ranker.name, ranker_asset=asset_name, metric=CHAMPION_METRIC,
         valid_score=float(evaluation_report["valid_scores"][champion.ranker.name]), dataset=dataset.label(),

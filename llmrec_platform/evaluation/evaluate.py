@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,9 +79,11 @@ def evaluate_slices(
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 1024,
     progress: bool | None = False,
+    on_scores: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> dict[str, EvaluationResult]:
     """`evaluate` on several slices (name -> (users or None, candidate item mask or None)), scoring each user once:
-    a slice takes its users' rows of the shared score batches, so every slice gets the scores it would get alone."""
+    a slice takes its users' rows of the shared score batches, so every slice gets the scores it would get alone.
+    `on_scores(users, scores)` sees every score batch too (the champion's recommendations reuse them)."""
     excluded = excluded_items(*data.seen_before(fold))
     lists: dict[str, _SliceLists] = {}
     for name, (users, candidate_items) in slices.items():
@@ -106,6 +108,8 @@ def evaluate_slices(
     for start in tqdm(range(0, len(scored), batch_size), desc=f"evaluate {ranker.name} ({fold}/{label})", disable=not show):
         batch = scored[start:start + batch_size]
         scores = ranker.score(batch)
+        if on_scores is not None:
+            on_scores(batch, scores)
         for s in lists.values():
             rows = np.searchsorted(s.users, batch)
             inside = rows < len(s.users)
