@@ -51,12 +51,13 @@ def parse(text: str) -> tuple[int, int, str] | None:
 
 def throttled(log: Callable[[str], None], every_s: float = 1.0) -> Listener:
     """A listener that passes `message(...)` to `log` at most every `every_s` seconds, and always when done."""
-    last = [-float("inf")]
+    last = -float("inf")
 
     def listener(done: int, total: int, unit: str) -> None:
+        nonlocal last
         now = time.monotonic()
-        if now - last[0] >= every_s or done >= total:
-            last[0] = now
+        if now - last >= every_s or done >= total:
+            last = now
             log(message(done, total, unit))
 
     return listener

@@ -259,11 +259,12 @@ class TextEncoder:
             vectors = self._encode_numpy(list(texts))
             report_progress(len(texts), len(texts), "texts")
             return vectors, EncodeStats(len(texts), time.perf_counter() - start)
-        encoded = [0]
+        encoded = 0
 
         def count(_module, _args, output) -> None:  # a forward hook: reports progress per batch, computes nothing
-            encoded[0] += len(output["sentence_embedding"])
-            report_progress(encoded[0], len(texts), "texts")
+            nonlocal encoded
+            encoded += len(output["sentence_embedding"])
+            report_progress(encoded, len(texts), "texts")
 
         hook = self.model.register_forward_hook(count)
         try:

@@ -64,6 +64,7 @@ class _SliceLists:
     """One slice's evaluable users and, filled batch by batch, their top-k lists and hits."""
 
     candidate_items: np.ndarray | None
+    n_candidates: int
     relevant: sp.csr_matrix
     n_relevant: np.ndarray
     users: np.ndarray
@@ -99,7 +100,7 @@ def evaluate_slices(
         k_max = min(max(ks), n_candidates)  # lists never reach past the candidates
         evaluable_users = np.flatnonzero(evaluable)
         # Short lists (fewer unseen candidates than k) are padded with -1: never a hit, never an item.
-        lists[name] = _SliceLists(candidate_items, relevant, n_relevant, evaluable_users,
+        lists[name] = _SliceLists(candidate_items, n_candidates, relevant, n_relevant, evaluable_users,
                                   np.full((len(evaluable_users), k_max), -1, dtype=np.int64),
                                   np.zeros((len(evaluable_users), k_max), dtype=bool))
     scored = np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *(s.users for s in lists.values())]))
@@ -132,13 +133,12 @@ def _result(ranker: str, fold: str, slice_name: str, s: _SliceLists, ks: Sequenc
             item_users: np.ndarray) -> EvaluationResult:
     per_user = {"user_id": data.user_ids[s.users]}
     summary: dict[str, float] = {}
-    n_candidates = int(s.candidate_items.sum()) if s.candidate_items is not None else data.n_items
     for k in ks:
         for metric, values in accuracy_at_k(s.hits, s.n_relevant[s.users], k).items():
             per_user[f"{metric}@{k}"] = values
             summary[f"{metric}@{k}"] = float(values.mean()) if len(values) else float("nan")
         top = s.top_lists[:, :k]
-        summary[f"coverage@{k}"] = item_coverage(top, n_candidates) if len(top) else float("nan")
+        summary[f"coverage@{k}"] = item_coverage(top, s.n_candidates) if len(top) else float("nan")
         summary[f"novelty@{k}"] = novelty(top, item_users, data.n_users) if len(top) else float("nan")
         summary[f"personalization@{k}"] = personalization(top, data.n_items)
     return EvaluationResult(ranker, fold, slice_name, pd.DataFrame(per_user), summary, len(s.users))
