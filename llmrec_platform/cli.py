@@ -385,10 +385,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"\nTest fold, {slice_name} items ({args.dataset}, {args.protocol} protocol):\n")
         print(format_table(metrics_table(metrics, "test", slice_name)))
     if args.finetune:
-        comparison = result.output_for_node("encoder_comparison")["metrics"]
-        for slice_name in sorted(comparison["slice"].unique()):
+        comparison = result.output_for_node("encoder_comparison")
+        for slice_name in sorted(comparison["metrics"]["slice"].unique()):
             print(f"\nFrozen vs fine-tuned encoder, test fold, {slice_name} items:\n")
-            print(format_table(metrics_table(comparison, "test", slice_name)))
+            print(format_table(metrics_table(comparison["metrics"], "test", slice_name)))
+        if comparison["comparisons"]:
+            print("\n" + "\n".join(paired_line(c) for c in comparison["comparisons"]))
     print(f"\n{champion_line(report)}")
     print(f"Report:    {report['report_path']}")
     print(f"Warehouse: {paths.warehouse}")
@@ -400,6 +402,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(load_summary(Warehouse(paths.warehouse), args.dataset))
     print(f"Done in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def paired_line(c: dict) -> str:
+    """One paired comparison (`PairedComparison.as_dict()` plus its slice) as a line of the demo's output."""
+    return (f"Paired, test fold, {c['slice']} items ({c['users']} users): {c['ranker']} - {c['baseline']} "
+            f"{c['metric']} {c['mean_difference']:+.4f} [95% CI {c['ci_low']:+.4f}, {c['ci_high']:+.4f}], "
+            f"Wilcoxon p {c['wilcoxon_p']:.2g}")
 
 
 def print_rating(result: PipelineResult, args: argparse.Namespace, paths: Paths, start: float) -> int:

@@ -268,3 +268,13 @@ def test_a_failed_run_is_one_line_naming_the_step_and_an_assets_warning_is_shown
     printed = stream.getvalue()
     assert "warns: warning: dense EASE skipped: 100,000 items" in printed and "breaks" in printed
     assert "Traceback" not in printed
+
+
+def test_the_finetuned_comparison_prints_one_line_per_pair():
+    from llmrec_platform.cli import paired_line
+    from llmrec_platform.evaluation.significance import PairedComparison
+
+    c = PairedComparison("hybrid_finetuned", "hybrid", "ndcg@10", 943, 0.3012, 0.2973, 0.0039, -0.0011, 0.0090, 0.031)
+    line = paired_line({"slice": "all", **c.as_dict()})
+    assert line == ("Paired, test fold, all items (943 users): hybrid_finetuned - hybrid ndcg@10 +0.0039 "
+                    "[95% CI -0.0011, +0.0090], Wilcoxon p 0.031")
