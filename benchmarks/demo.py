@@ -36,7 +36,7 @@ KNOWN_COSTS = {
     "multvae_ranker": "Mult-VAE epochs in torch on the CPU",
     "bpr_adam_ranker": "mini-batch Adam BPR epochs in torch on one thread (small batches: more threads add contention)",
     "evaluation_report": "full-ranking evaluation of every ranker and the paired bootstraps",
-    "recommendations": "the champion's top-k for every user, and every ranker loaded from the artifacts",
+    "recommendations": "every ranker loaded from the artifacts, and the champion's lists (from the evaluation) written",
     "start-up": "importing Dagster, pandas, DuckDB and the package, and checking the dataset",
     "wrap-up": "printing the tables and closing the Dagster instance",
 }

@@ -108,10 +108,8 @@ def load_champion(artifacts_io: dg.IOManager, asset_name: str) -> TrainedRanker:
     if asset_name not in RANKER_ASSETS:
         raise dg.Failure(f"the published champion asset {asset_name!r} is not a ranker asset of this code location "
                          f"({RANKER_ASSETS})")
-    trained = artifacts_io.load_input(dg.build_input_context(asset_key=dg.AssetKey(asset_name)))
-    if not isinstance(trained, TrainedRanker):
-        raise dg.Failure(f"{asset_name} holds a {type(trained).__name__}, not a TrainedRanker")
-    return trained
+    return TrainedRanker.checked(artifacts_io.load_input(dg.build_input_context(asset_key=dg.AssetKey(asset_name))),
+                                 asset_name)
 
 
 @dg.op(out={}, tags={"kind": "duckdb"})

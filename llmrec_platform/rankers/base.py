@@ -306,3 +306,10 @@ class TrainedRanker:
     valid_metrics: dict[str, float]
     fit_seconds: float
     fit_key: str = ""  # what determines the fit (`fit_cache.fit_key`); results derived from it are memoised on it
+
+    @staticmethod
+    def checked(stored: object, source: str) -> TrainedRanker:
+        """`stored` (what an artifact held) if it is a TrainedRanker; otherwise a TypeError naming `source`."""
+        if not isinstance(stored, TrainedRanker):
+            raise TypeError(f"{source} holds a {type(stored).__name__}, not a TrainedRanker")
+        return stored

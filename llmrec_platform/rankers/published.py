@@ -35,7 +35,4 @@ def load_ranker(home: str | Path, name: str) -> Ranker:
 
 def _read(path: Path) -> TrainedRanker:
     with open(path, "rb") as handle:
-        trained = pickle.load(handle)
-    if not isinstance(trained, TrainedRanker):
-        raise TypeError(f"{path} holds a {type(trained).__name__}, not a published ranker")
-    return trained
+        return TrainedRanker.checked(pickle.load(handle), str(path))
