@@ -26,15 +26,14 @@ from pathlib import Path
 import pandas as pd
 
 from llmrec_platform.data.datasets import load_dataset
+from llmrec_platform.data.text import item_facts, with_descriptions
 from llmrec_platform.encoders.descriptions import (
     CACHE_COLUMNS,
     SMOLLM2,
     describe_items,
     generate,
     instruct_model_id,
-    item_facts,
     load_instruct_model,
-    with_descriptions,
 )
 from llmrec_platform.storage.warehouse import Warehouse
 

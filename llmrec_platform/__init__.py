@@ -1,5 +1,10 @@
 """llmrec-platform: LLM-enhanced personalized recommendation on Dagster, DuckDB and MLflow."""
 
+from llmrec_platform.kernels import pin_cpu_kernels
+
+# Before any module loads numpy or torch: they read their kernel choice once (see kernels.py).
+pin_cpu_kernels()
+
 __version__ = "0.1.0"
 
 __all__ = ["load_ranker"]

@@ -265,16 +265,18 @@ class PipelineResult:
 
 def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: str = "auto", seed: int = 2020,
                  finetune: bool = False, log_level: str = "WARNING", settings: Settings | None = None,
-                 console=None, fast: bool = False, task: str = "ranking") -> tuple[Paths, PipelineResult]:
+                 console=None, fast: bool = False, task: str = "ranking",
+                 launched_by: str = "llmrec demo") -> tuple[Paths, PipelineResult]:
     """Run the named job `full_pipeline` (all ratings partitions in one run), then `finetune_encoder` when
     asked, on the persistent Dagster instance of the settings' home (default: read from the environment).
     `fast` runs `fast_pipeline` instead (no hybrid ablation, a one-model hybrid); `task="rating"` runs `rating_pipeline` alone.
-    `console` (an orchestration.console.RunConsole) receives the runs' step events."""
+    `console` (an orchestration.console.RunConsole) receives the runs' step events; `launched_by` tags the runs."""
     from llmrec_platform.data.datasets import load_dataset_cached
 
     load_dataset_cached(dataset)  # fail fast with one clear line, before Dagster starts
     settings = settings or Settings.from_env()
     paths = settings.paths.ensure()
+    finish_erasures(paths)  # an interrupted `llmrec forget` first: the run must not read what it was removing
     import dagster as dg
 
     from llmrec_platform.definitions import (
@@ -304,7 +306,7 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
     instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
             "llmrec/dataset": dataset, "llmrec/protocol": protocol, "llmrec/cold_items": str(cold_items),
-            "llmrec/launched_by": "llmrec demo"}
+            "llmrec/launched_by": launched_by}
     results = []
     jobs = [fast_pipeline_job if fast else full_pipeline_job] + ([finetune_encoder_job] if finetune else [])
     for job in [rating_pipeline_job] if task == "rating" else jobs:
@@ -349,7 +351,8 @@ def champion_line(report: dict) -> str:
             f"on test{on} it scores {test_score:.4f}")
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_pipeline(args: argparse.Namespace, settings: Settings) -> int:
+    """`llmrec demo` and `llmrec run`: the same graph and summary; `args.command` names the verb."""
     from llmrec_platform.data.quarantine import load_summary
     from llmrec_platform.evaluation.report import format_table, metrics_table
     from llmrec_platform.orchestration.console import RunConsole
@@ -360,11 +363,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     paths = settings.paths
     if args.task == "rating" and (args.finetune or args.fast or args.cold_items):
         raise CliError("--finetune, --fast and --cold-items belong to --task ranking")
-    with home_lock(paths, "demo") as lock:
+    verb = f"llmrec {args.command}"
+    with home_lock(paths, args.command) as lock:
         if lock.previous_holder:
             print(f"note: took over the lock of a run that did not finish ({lock.previous_holder})", file=sys.stderr)
         what = "rating task (k-fold RMSE)" if args.task == "rating" else f"{args.protocol} protocol"
-        print(f"llmrec demo: {args.dataset}, {what}, device {args.device}, home {paths.home}", flush=True)
+        print(f"{verb}: {args.dataset}, {what}, device {args.device}, home {paths.home}", flush=True)
         configure_libraries(args.verbose)
         console = RunConsole()
         # SIGTERM stops the run like Ctrl-C: Dagster marks it failed, and the lock is released on the way out.
@@ -372,7 +376,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         try:
             paths, result = run_pipeline(args.dataset, args.protocol, args.cold_items, args.device, args.seed,
                                          finetune=args.finetune, log_level="DEBUG" if args.verbose else "WARNING",
-                                         fast=args.fast, task=args.task,
+                                         fast=args.fast, task=args.task, launched_by=verb,
                                          settings=settings, console=console)
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -412,7 +416,7 @@ def paired_line(c: dict) -> str:
 
 
 def print_rating(result: PipelineResult, args: argparse.Namespace, paths: Paths, start: float) -> int:
-    """The mean table of `llmrec demo --task rating` (per-fold rows are in the warehouse's rating_metrics)."""
+    """The mean table of `llmrec demo|run --task rating` (per-fold rows are in the warehouse's rating_metrics)."""
     report = result.output_for_node("rating_report")
     summary = report["summary"]
     print(f"\nRating prediction, {args.dataset}, {int(report['metrics']['fold'].nunique())} random folds "
@@ -449,25 +453,39 @@ def cmd_mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
     return run_child(command)
 
 
-def add_demo(commands) -> None:
-    demo = commands.add_parser("demo", help="run the whole graph (job full_pipeline) and print the metrics table")
-    demo.add_argument("--dataset", default="ml-100k", type=dataset_option,
-                      help="ml-100k (default), ml-1m, a GroupLens folder path or a dataset config (.yaml)")
-    demo.add_argument("--task", default="ranking", choices=TASK_CHOICES,
+def add_pipeline_options(verb: argparse.ArgumentParser) -> None:
+    """The options `demo` and `run` share: how the graph runs, not what it reads."""
+    verb.add_argument("--task", default="ranking", choices=TASK_CHOICES,
                       help="ranking (default) or rating: 5-fold RMSE / MAE over all ratings (job rating_pipeline)")
-    demo.add_argument("--protocol", default="recbole", choices=PROTOCOL_CHOICES)
-    demo.add_argument("--cold-items", type=cold_items_option, default=0.0,
+    verb.add_argument("--protocol", default="recbole", choices=PROTOCOL_CHOICES)
+    verb.add_argument("--cold-items", type=cold_items_option, default=0.0,
                       help="fraction of items held out of training (0-0.5)")
-    demo.add_argument("--device", default="auto", type=device_option, help="auto | cpu | cuda | cuda:N")
-    demo.add_argument("--seed", type=seed_option, default=2020)
-    demo.add_argument("--finetune", action="store_true",
+    verb.add_argument("--device", default="auto", type=device_option, help="auto | cpu | cuda | cuda:N")
+    verb.add_argument("--seed", type=seed_option, default=2020)
+    verb.add_argument("--finetune", action="store_true",
                       help="then fine-tune the encoder (job finetune_encoder; minutes on a CPU) and compare")
-    demo.add_argument("--fast", action="store_true",
+    verb.add_argument("--fast", action="store_true",
                       help="job fast_pipeline: no hybrid ablation, a one-model hybrid without pseudo-labels "
                            "(its NDCG cost is in the README)")
-    demo.add_argument("--verbose", action="store_true",
+    verb.add_argument("--verbose", action="store_true",
                       help="Dagster's step-by-step log, library progress bars and notices")
-    demo.set_defaults(func=cmd_demo)
+    verb.set_defaults(func=cmd_pipeline)
+
+
+def add_demo(commands) -> None:
+    what = "the demo on the bundled MovieLens-100K: runs the whole graph (job full_pipeline), prints the metrics table"
+    demo = commands.add_parser("demo", help=what, description=what)
+    demo.add_argument("--dataset", default="ml-100k", type=dataset_option,
+                      help="a bundled MovieLens set: ml-100k (default) or ml-1m")
+    add_pipeline_options(demo)
+
+
+def add_run(commands) -> None:
+    what = "run the whole graph (job full_pipeline) on your data and print the metrics table"
+    run = commands.add_parser("run", help=what, description=what)
+    run.add_argument("--dataset", "--config", dest="dataset", required=True, type=dataset_option, metavar="PATH",
+                     help="your dataset config (.yaml: files and columns, see the docs) or a folder in GroupLens layout")
+    add_pipeline_options(run)
 
 
 def add_uis(commands) -> None:
@@ -483,6 +501,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from llmrec_platform.serving.server import serve
 
     check_port_free(args.host, args.port)
+    finish_erasures(settings.paths, lock=True)
     try:
         serve(settings, args.host, args.port, args.workers, "info" if args.verbose else "warning")
     except BundleError as exc:
@@ -500,12 +519,74 @@ def add_serve(commands) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
+# --- erasure ---------------------------------------------------------------------------------------------------
+
+def user_id_option(value: str) -> str:
+    if not value.strip() or len(value) > 200:
+        raise argparse.ArgumentTypeError(f"invalid user id {value[:40]!r}: 1 to 200 characters, not blank")
+    return value
+
+
+def finish_erasures(paths: Paths, lock: bool = False) -> None:
+    """Finish the erasures an interrupted `llmrec forget` left pending (before a pipeline run or a server starts)."""
+    from llmrec_platform.erasure import finish_pending
+    from llmrec_platform.erasure.ledger import read_journal
+
+    if not read_journal(paths.erasure):
+        return
+    with home_lock(paths, "forget (resumed)") if lock else contextlib.nullcontext():
+        for report in finish_pending(paths):
+            print(f"llmrec: finished an interrupted erasure (tombstone {report.tombstone[:12]})", file=sys.stderr)
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    from llmrec_platform.data.config import config_pseudonymize
+    from llmrec_platform.data.privacy import PrivacyError, pseudonymizer_for
+    from llmrec_platform.erasure import forget
+
+    paths = settings.paths
+    try:  # the stores hold pseudonyms when pseudonymization is on: map the ids as the server does
+        pseudonymizer = pseudonymizer_for(settings.pseudonymize or config_pseudonymize(settings.dataset),
+                                          settings.pseudonym_key, f"privacy.pseudonymize in {settings.dataset}")
+    except PrivacyError as exc:
+        raise CliError(str(exc)) from None
+    with home_lock(paths, "forget"):
+        by_id, resumed = forget(paths, args.user_ids, pseudonymizer)
+    for report in resumed:
+        print(f"llmrec forget: finished an interrupted erasure (tombstone {report.tombstone[:12]})")
+    for user_id, report in by_id.items():
+        if not report.held:
+            when = f"already erased at {report.erased_before}; " if report.erased_before else ""
+            print(f"llmrec forget: {user_id}: nothing held for this id ({when}tombstone {report.tombstone[:12]})")
+            continue
+        removed = ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in report.stores.items() if count)
+        print(f"llmrec forget: {user_id}: erased ({removed}); tombstone {report.tombstone[:12]} in {paths.erasure}")
+        if report.refit:
+            print(f"  refit needed to forget fully: {', '.join(report.refit)} (their fit cache entries are deleted; the "
+                  "next nightly_retrain refits them, or run `llmrec demo` now)")
+    left = sorted({path for report in [*by_id.values(), *resumed] for path in report.leftovers})
+    if left:
+        print(f"llmrec forget: still found in {', '.join(left)}: remove these by hand", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_forget(commands) -> None:
+    forget = commands.add_parser("forget", help="erase users everywhere: warehouse, logs, bundles, rankers, caches, "
+                                                "reports, MLflow, Dagster (idempotent; resumes after a crash)")
+    forget.add_argument("user_ids", nargs="+", type=user_id_option, metavar="USER_ID",
+                        help="the id clients use (mapped to its pseudonym when pseudonymization is on)")
+    forget.set_defaults(func=cmd_forget)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="llmrec", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add_demo(commands)
+    add_run(commands)
     add_uis(commands)
     add_serve(commands)
+    add_forget(commands)
     return parser
 
 

@@ -21,6 +21,7 @@ from llmrec_platform.data.privacy import missing_key_message
 from llmrec_platform.orchestration import (
     ASSET_CHECKS,
     build_nightly_retrain_schedule,
+    erasure_refit_sensor,
     events_refresh_job,
     events_sensor,
     ingest_landed_file_job,
@@ -41,7 +42,7 @@ from llmrec_platform.resources import (
     WarehouseIOManager,
     WarehouseResource,
 )
-from llmrec_platform.settings import PSEUDONYM_KEY_ENV, Settings
+from llmrec_platform.settings import DP_SEED_ENV, PSEUDONYM_KEY_ENV, Settings
 from llmrec_platform.threads import pin_blas_threads
 
 # Catalogue-derived assets follow their inputs at once (the default automation sensor, when turned on,
@@ -108,7 +109,11 @@ def build_resources(
                                          champion_tolerance=settings.champion_tolerance,
                                          # a dataset config's user_texts.weight, else LLMREC_USER_TEXT_WEIGHT
                                          user_text_weight=settings.user_text_weight if (
-                                             w := config_user_text_weight(source)) is None else w),
+                                             w := config_user_text_weight(source)) is None else w,
+                                         # differential privacy of released aggregates; the seed, a secret, as an EnvVar
+                                         dp_epsilon=None if settings.count_release.exact else settings.dp_epsilon,
+                                         dp_mechanism=settings.dp_mechanism, dp_delta=settings.dp_delta,
+                                         dp_seed=dg.EnvVar(DP_SEED_ENV) if settings.dp_seed is not None else None),
         "device": DeviceResource(device=settings.device if device == "auto" else device),
         "description_model": descriptions.DescriptionModelResource(model=settings.description_model),
         # A dataset config may name its encoder (`encoder:`); otherwise the platform default.
@@ -173,7 +178,7 @@ def build_definitions(resources: dict | None = None, settings: Settings | None =
         assets=all_assets(settings),
         jobs=JOBS,
         schedules=[build_nightly_retrain_schedule(settings), monthly_ingest_schedule],
-        sensors=[landing_sensor, events_sensor],
+        sensors=[landing_sensor, events_sensor, erasure_refit_sensor],
         resources=resources if resources is not None else build_resources(settings=settings),
     )
 

@@ -61,6 +61,16 @@ class Paths:
         """Fitted rankers by the hash of their inputs (`rankers/fit_cache.py`): re-runs on unchanged data load them."""
         return self.home / "cache" / "fits"
 
+    @property
+    def audit(self) -> Path:
+        """The server's append-only audit log of writes and erasures (`serving/audit.py`): holds stored user ids."""
+        return self.home / "audit"
+
+    @property
+    def erasure(self) -> Path:
+        """The erasure ledger, its key and the journal of erasures under way (`llmrec_platform/erasure/`)."""
+        return self.home / "erasure"
+
     def ensure(self) -> Paths:
         for path in (self.home, self.mlflow, self.artifacts, self.reports, self.dagster_home, self.landing):
             path.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,11 @@ champion tolerance into `ExperimentResource`, the events batch into `EventLogRes
 | LLMREC_TIMEZONE | `UTC` | IANA time zone the retrain cron is read in |
 | LLMREC_CHAMPION_TOLERANCE | `0.02` | how far (validation NDCG@10) a champion may fall below the last published one |
 | LLMREC_EVENTS_BATCH | `10000` | most events one refresh run takes from the event log |
-| LLMREC_API_TOKEN | unset | when set, every POST to the server must send `Authorization: Bearer <token>` |
+| LLMREC_API_TOKEN | unset | the server's admin token (all scopes); once any token is set, routes need `Authorization: Bearer` |
+| LLMREC_API_TOKENS_FILE | unset | YAML/JSON file of named tokens and their scopes (docs/security/access.md) |
+| LLMREC_PUBLIC_RECOMMENDATIONS | `0` | `1`: recommendations and `/query` need no token even when tokens are set |
+| LLMREC_RATE_LIMIT_TOKEN | unset (no limit) | requests per token and server process, e.g. `20/second;600/minute` |
+| LLMREC_RATE_LIMIT_ADDRESS | unset (no limit) | requests per client address and server process, same syntax |
 | LLMREC_EVENT_WEIGHTS | `view=2,click=4,favorite=5` | the rating an implicit event type counts as (`rate` uses its value) |
 | LLMREC_SHORT_TERM_WEIGHT | `1` | weight of the latest interactions' interest against the champion; 0 turns it off |
 | LLMREC_SHORT_TERM_RECENT | `5` | how many of the latest distinct items form the short-term interest |
@@ -32,10 +36,18 @@ champion tolerance into `ExperimentResource`, the events batch into `EventLogRes
 | LLMREC_PSEUDONYMIZE | `0` | `1`: user ids become keyed pseudonyms before any store sees them (or `privacy:` in a config) |
 | LLMREC_PSEUDONYM_KEY | unset | the secret HMAC key of the pseudonyms (16+ characters); required when pseudonymization is on |
 | LLMREC_DENSE_MAX_ITEMS | `20000` | most items a dense item-item ranker (EASE, llm_ease_map) is fitted on; else skipped |
+| LLMREC_NUM_THREADS | `2` | BLAS threads of every pipeline process: fixed, so the same inputs give the same metrics anywhere |
+| LLMREC_FIT_CACHE | `1` | keep fitted rankers under `<home>/cache/fits`, keyed by their inputs; `0` refits every time |
+| LLMREC_CPU_KERNELS | `avx2` | `avx2`: the same float kernels on every x86-64 CPU (same numbers); `native`: the fastest |
+| LLMREC_DP_EPSILON | unset (`inf`) | epsilon of each released aggregate (popularity, online CTR, the report's counts); > 0 |
+| LLMREC_DP_MECHANISM | `laplace` | their noise: `laplace` (pure epsilon-DP) or `gaussian` (analytic, with delta) |
+| LLMREC_DP_DELTA | `1e-6` | the Gaussian mechanism's delta, in (0, 1) |
+| LLMREC_DP_SEED | unset | a secret seed that makes the noise reproducible; unset: the OS's secure generator |
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -45,9 +57,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from llmrec_platform.data.split import PROTOCOLS
 from llmrec_platform.encoders.vectors import DEFAULT_TEXT_WEIGHT
+from llmrec_platform.kernels import CPU_KERNEL_CHOICES, CPU_KERNELS_ENV
 from llmrec_platform.live.events import DEFAULT_EVENT_WEIGHTS
 from llmrec_platform.live.short_term import ShortTermBlend
 from llmrec_platform.paths import Paths
+from llmrec_platform.privacy.dp import DEFAULT_DELTA, MECHANISMS, CountRelease
 
 HOME_ENV = "LLMREC_HOME"
 DATASET_ENV = "LLMREC_DATASET"
@@ -60,6 +74,7 @@ EVENTS_BATCH_ENV = "LLMREC_EVENTS_BATCH"
 PSEUDONYMIZE_ENV = "LLMREC_PSEUDONYMIZE"
 PSEUDONYM_KEY_ENV = "LLMREC_PSEUDONYM_KEY"
 DENSE_MAX_ITEMS_ENV = "LLMREC_DENSE_MAX_ITEMS"
+DP_SEED_ENV = "LLMREC_DP_SEED"  # a secret: it travels to Dagster as an EnvVar, like the pseudonym key
 DEFAULT_DENSE_MAX_ITEMS = 20_000  # dense EASE: ~3 float64 n x n matrices while fitting, 9.6 GB at 20k items
 NUM_THREADS_ENV = "LLMREC_NUM_THREADS"
 DEFAULT_NUM_THREADS = 2  # BLAS threads of every pipeline process: fixed, so metrics do not depend on the machine
@@ -91,7 +106,11 @@ class Settings:
     timezone: str = DEFAULT_TIMEZONE
     champion_tolerance: float = DEFAULT_TOLERANCE
     events_batch: int = DEFAULT_EVENTS_BATCH
-    api_token: str | None = None
+    api_token: str | None = field(default=None, repr=False)  # a secret: never printed
+    api_tokens_file: Path | None = None
+    public_recommendations: bool = False
+    rate_limit_token: str | None = None
+    rate_limit_address: str | None = None
     event_weights: tuple[tuple[str, float], ...] = tuple(DEFAULT_EVENT_WEIGHTS.items())
     short_term_weight: float = ShortTermBlend.weight
     short_term_recent: int = ShortTermBlend.recent
@@ -113,6 +132,16 @@ class Settings:
     dense_max_items: int = DEFAULT_DENSE_MAX_ITEMS
     num_threads: int = DEFAULT_NUM_THREADS
     fit_cache: bool = True
+    cpu_kernels: str = "avx2"
+    dp_epsilon: float = math.inf
+    dp_mechanism: str = "laplace"
+    dp_delta: float = DEFAULT_DELTA
+    dp_seed: int | None = field(default=None, repr=False)  # a secret: whoever knows it can remove the noise
+
+    @property
+    def count_release(self) -> CountRelease:
+        """How published aggregates leave the platform (exact unless LLMREC_DP_EPSILON is set)."""
+        return CountRelease(self.dp_epsilon, self.dp_mechanism, self.dp_delta, self.dp_seed)
 
     @property
     def short_term(self) -> ShortTermBlend:
@@ -153,10 +182,39 @@ class Settings:
             dense_max_items=_number(env, DENSE_MAX_ITEMS_ENV, DEFAULT_DENSE_MAX_ITEMS, int, minimum=1),
             num_threads=_number(env, NUM_THREADS_ENV, DEFAULT_NUM_THREADS, int, minimum=1),
             fit_cache=_switch(env, FIT_CACHE_ENV, True),
+            cpu_kernels=_cpu_kernels(env),
             **_privacy(env),
+            **_differential_privacy(env),
             **_serving(env),
             **_descriptions(env),
         )
+
+
+def _differential_privacy(env: Mapping[str, str]) -> dict:
+    """The noise budget of released aggregates; epsilon <= 0 and the like refuse here, before any work."""
+    raw = _text(env, "LLMREC_DP_EPSILON", "inf")
+    try:
+        epsilon = float(raw)
+    except ValueError:
+        raise SettingsError(f"LLMREC_DP_EPSILON={raw!r}: expected a number > 0 (or inf: exact counts)") from None
+    if not epsilon > 0:  # also rejects nan
+        raise SettingsError(f"LLMREC_DP_EPSILON={raw!r}: epsilon must be > 0 (unset or inf: exact counts)")
+    mechanism = _text(env, "LLMREC_DP_MECHANISM", "laplace")
+    if mechanism not in MECHANISMS:
+        raise SettingsError(f"LLMREC_DP_MECHANISM={mechanism!r}: use one of {', '.join(MECHANISMS)}")
+    delta = _number(env, "LLMREC_DP_DELTA", DEFAULT_DELTA, float, minimum=0.0)
+    if not 0 < delta < 1:
+        raise SettingsError(f"LLMREC_DP_DELTA={delta}: must be in (0, 1)")
+    seed = _number(env, DP_SEED_ENV, None, int, minimum=0)
+    return {"dp_epsilon": epsilon, "dp_mechanism": mechanism, "dp_delta": delta, "dp_seed": seed}
+
+
+def _cpu_kernels(env: Mapping[str, str]) -> str:
+    """Validated here; applied by `kernels.pin_cpu_kernels` when the package loads (before numpy and torch)."""
+    choice = _text(env, CPU_KERNELS_ENV, "avx2").lower()
+    if choice not in CPU_KERNEL_CHOICES:
+        raise SettingsError(f"{CPU_KERNELS_ENV}={choice!r}: use {' or '.join(CPU_KERNEL_CHOICES)}")
+    return choice
 
 
 def _descriptions(env: Mapping[str, str]) -> dict:
@@ -199,6 +257,7 @@ def _serving(env: Mapping[str, str]) -> dict:
         raise SettingsError("LLMREC_SHORT_TERM_LLM_SHARE: a share between 0 and 1")
     return {
         "api_token": env.get("LLMREC_API_TOKEN", "").strip() or None,
+        **_access(env),
         "event_weights": _weights(env, "LLMREC_EVENT_WEIGHTS"),
         "short_term_weight": _number(env, "LLMREC_SHORT_TERM_WEIGHT", ShortTermBlend.weight, float, minimum=0.0),
         "short_term_recent": _number(env, "LLMREC_SHORT_TERM_RECENT", ShortTermBlend.recent, int, minimum=0),
@@ -214,6 +273,26 @@ def _serving(env: Mapping[str, str]) -> dict:
         "openai_api_key": env.get("LLMREC_OPENAI_API_KEY") or None,
         "explain_timeout": _number(env, "LLMREC_EXPLAIN_TIMEOUT", 5.0, float, minimum=0.0),
     }
+
+
+def _access(env: Mapping[str, str]) -> dict:
+    """The token file (must exist; `serving/auth.py` reads it) and the rate limits (`limits` syntax)."""
+    from limits import parse_many
+
+    tokens_file = _text(env, "LLMREC_API_TOKENS_FILE", "") or None
+    if tokens_file is not None and not Path(tokens_file).expanduser().is_file():
+        raise SettingsError(f"LLMREC_API_TOKENS_FILE={tokens_file!r}: no such file")
+    limits = {}
+    for name in ("LLMREC_RATE_LIMIT_TOKEN", "LLMREC_RATE_LIMIT_ADDRESS"):
+        raw = _text(env, name, "") or None
+        if raw is not None:
+            try:
+                parse_many(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r}: expected limits such as 20/second;600/minute") from None
+        limits[name.removeprefix("LLMREC_").lower()] = raw
+    return {"api_tokens_file": None if tokens_file is None else Path(tokens_file).expanduser().resolve(),
+            "public_recommendations": _switch(env, "LLMREC_PUBLIC_RECOMMENDATIONS", False), **limits}
 
 
 def _weights(env: Mapping[str, str], name: str) -> tuple[tuple[str, float], ...]:

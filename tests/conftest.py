@@ -7,8 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from llmrec_platform.paths import Paths
+
+# `pytest tests/security --hypothesis-profile=fuzz-explore`: the reader fuzz tests draw 1,000 fresh random cases each
+# instead of CI's fixed 50 (docs/security/fuzzing.md). Registered here: Hypothesis loads profiles before sub-conftests.
+hypothesis_settings.register_profile("fuzz-explore", max_examples=1000, deadline=None, database=None)
 
 GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
           "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]

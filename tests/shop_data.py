@@ -1,5 +1,6 @@
 """A small shop dataset unlike MovieLens (string ids, other column names, Parquet, JSONL, a Latin-1 CSV) and
-the dataset config that maps it: the README's "Bring your own data" example, built in a temporary folder."""
+the dataset config that maps it: the manual's "Bring your own data" example (docs/own-data.md), built in a temporary
+folder."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+OWN_DATA_PAGE = Path(__file__).resolve().parent.parent / "docs" / "own-data.md"
 RUNNING = ["Trail runner", "Road racer", "Marathon flat", "Cushioned trainer", "Track spike", "Ultra trail shoe",
            "Tempo trainer", "Stability runner", "Carbon racer", "Recovery shoe", "Minimal runner", "Waterproof trail",
            "Lightweight racer", "Daily trainer", "Sprint spike"]
@@ -18,15 +19,15 @@ KITCHEN = ["Chef knife", "Cast iron pan", "Espresso grinder", "Dutch oven", "Par
            "Santoku knife", "Wok", "Bread knife", "Milk frother", "Sauce pan", "Moka pot", "Cutting board", "Tea kettle"]
 
 
-def readme_config() -> str:
-    """The YAML example of the README's "Bring your own data" section."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Bring your own data"):]
+def manual_config() -> str:
+    """The first YAML example of the manual's "Bring your own data" page."""
+    text = OWN_DATA_PAGE.read_text(encoding="utf-8")
+    section = text[text.index("# Bring your own data"):]
     return re.search(r"```yaml\n(.*?)```", section, re.S)[1]
 
 
 def write_shop(folder: Path, n_customers: int = 30, per_customer: int = 14, seed: int = 11) -> Path:
-    """The files the README example names, under `folder`; returns the config file's path."""
+    """The files the manual's example names, under `folder`; returns the config file's path."""
     rng = np.random.default_rng(seed)
     (folder / "data" / "events").mkdir(parents=True, exist_ok=True)
     skus = [f"RUN-{i:03d}" for i in range(len(RUNNING))] + [f"KIT-{i:03d}" for i in range(len(KITCHEN))]
@@ -55,5 +56,5 @@ def write_shop(folder: Path, n_customers: int = 30, per_customer: int = 14, seed
                 "created_at": "2024-05-01T10:00:00Z"} for c in range(0, n_customers, 3)]
     (folder / "data" / "reviews.jsonl").write_text("\n".join(json.dumps(r) for r in reviews) + "\n", encoding="utf-8")
     config = folder / "my-shop.yaml"
-    config.write_text(readme_config(), encoding="utf-8")
+    config.write_text(manual_config(), encoding="utf-8")
     return config

@@ -64,6 +64,9 @@ def test_a_bad_setting_is_one_clear_line(tmp_path):
     (["ui", "--port", "99999"], "invalid port '99999': a whole number from 1 to 65535"),
     (["mlflow-ui", "--port", "http"], "invalid port 'http'"),
     (["deploy"], "invalid choice: 'deploy'"),
+    (["run"], "the following arguments are required: --dataset/--config"),
+    (["run", "--config", "/definitely/not/here.yaml"], "dataset config /definitely/not/here.yaml does not exist"),
+    (["run", "--dataset", "ml-100k", "--device", "tpu"], "invalid device 'tpu'"),
 ])
 def test_invalid_option_is_one_line_with_the_choices(tmp_path, args, message):
     result = run_cli(*args, env_home=tmp_path / "home")
@@ -278,3 +281,62 @@ def test_the_finetuned_comparison_prints_one_line_per_pair():
     line = paired_line({"slice": "all", **c.as_dict()})
     assert line == ("Paired, test fold, all items (943 users): hybrid_finetuned - hybrid ndcg@10 +0.0039 "
                     "[95% CI -0.0011, +0.0090], Wilcoxon p 0.031")
+
+
+# --- `llmrec run`: the demo's graph and summary on your own data ----------------------------------------
+
+def test_the_help_keeps_the_demo_and_your_data_apart(tmp_path):
+    top = run_cli("--help", env_home=tmp_path / "home").stdout
+    demo_line, run_line = (" ".join(re.search(rf"^ {{4}}{verb} +(.*(?:\n {{10,}}.*)*)", top, re.MULTILINE)[1].split())
+                           for verb in ("demo", "run"))  # each verb's help, unwrapped
+    assert "bundled MovieLens-100K" in demo_line and "your data" not in demo_line
+    assert "your data" in run_line and "demo" not in run_line
+    demo_help = run_cli("demo", "--help", env_home=tmp_path / "home").stdout
+    run_help = run_cli("run", "--help", env_home=tmp_path / "home").stdout
+    assert "your" not in demo_help.lower()
+    assert "demo" not in run_help.lower() and "--dataset PATH, --config PATH" in run_help
+    shared = ("--task", "--protocol", "--cold-items", "--device", "--seed", "--finetune", "--fast", "--verbose")
+    assert all(option in demo_help and option in run_help for option in shared)
+
+
+def write_own_dataset(folder: Path) -> Path:
+    """A small shop in its own column names (CSV, string ids, ISO times) and the config that maps it."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    folder.mkdir(parents=True)
+    skus = [f"SKU-{i:03d}" for i in range(24)]
+    events = ["customer,sku,stars,when"]
+    for customer in range(30):
+        liked = skus[:14] if customer % 2 else skus[10:]  # two tastes that overlap on four items
+        for day, sku in enumerate(rng.choice(liked, size=12, replace=False), start=1):
+            events.append(f"C{customer:03d},{sku},{rng.integers(3, 6)},2024-03-{day:02d}T10:00:00Z")
+    (folder / "events.csv").write_text("\n".join(events) + "\n")
+    kinds = ["running shoe", "kitchen knife"]
+    (folder / "products.csv").write_text("sku,name,kind\n" + "".join(
+        f"{sku},Product {i} {kinds[i >= 12]},{kinds[i >= 12]}\n" for i, sku in enumerate(skus)))
+    config = folder / "my.yaml"
+    config.write_text("interactions: {path: events.csv, user: customer, item: sku, rating: stars, timestamp: when}\n"
+                      "items: {path: products.csv, id: sku, text: name, categories: kind}\n")
+    return config
+
+
+@pytest.mark.slow
+def test_run_on_a_dataset_config_prints_the_summary_and_tags_its_run(llmrec_home, tmp_path, capfd):
+    import dagster as dg
+    import duckdb
+
+    from llmrec_platform.cli import main
+
+    config = write_own_dataset(tmp_path / "shop")
+    assert main(["run", "--config", str(config), "--fast", "--device", "cpu"]) == 0
+    out, _ = capfd.readouterr()
+    assert out.startswith(f"llmrec run: {config}, recbole protocol, device cpu, home {llmrec_home.home}\n")
+    assert re.search(r"^Champion: \w+ — best validation NDCG@10, 0\.\d{4}", out, re.MULTILINE)
+    assert re.search(r"^\| hybrid \|", out, re.MULTILINE)  # the metrics table
+    [run] = dg.DagsterInstance.from_config(str(llmrec_home.dagster_home)).get_runs()
+    assert run.job_name == "fast_pipeline" and run.run_id in out
+    assert run.tags["llmrec/launched_by"] == "llmrec run" and run.tags["llmrec/dataset"] == str(config)
+    with duckdb.connect(str(llmrec_home.warehouse), read_only=True) as conn:
+        [(users, first_item)] = conn.execute("SELECT count(DISTINCT user_id), min(item_id) FROM recommendations").fetchall()
+    assert users == 30 and first_item.startswith("SKU-")  # the shop's own ids, not MovieLens ones

@@ -12,7 +12,7 @@ import yaml
 from llmrec_platform.data.config import IMPLICIT_RATING, NO_TIMESTAMP, ConfigError, load_config
 from llmrec_platform.data.datasets import DatasetError, load_dataset, resolve_source
 from llmrec_platform.data.text import build_item_texts, build_user_texts
-from tests.shop_data import readme_config, write_shop
+from tests.shop_data import manual_config, write_shop
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_user_texts_in_chinese_reach_the_profile(shop):
 
 
 def test_readme_documents_every_key_the_issue_names():
-    config = yaml.safe_load(readme_config())
+    config = yaml.safe_load(manual_config())
     assert set(config) >= {"name", "interactions", "items", "users", "user_texts", "encoder", "error_budget"}
     assert set(config["interactions"]) >= {"path", "user", "item", "rating", "rating_range", "timestamp"}
     assert set(config["items"]) >= {"path", "id", "text", "categories"}

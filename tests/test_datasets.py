@@ -6,15 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from llmrec_platform.data.datasets import (
-    ML100K_GENRES,
-    DatasetError,
-    load_dataset,
-    over_budget,
-    parse_timestamps,
-    validate_ratings,
-)
+from llmrec_platform.data.datasets import ML100K_GENRES, DatasetError, load_dataset
+from llmrec_platform.data.specs import over_budget
 from llmrec_platform.data.text import OMDB_FIELDS, build_item_texts, build_user_texts, normalize_text, normalize_title
+from llmrec_platform.data.validation import parse_timestamps, validate_ratings
 
 
 def test_grouplens_100k_folder(tiny_dataset_dir):

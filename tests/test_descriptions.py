@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from llmrec_platform.data.text import item_facts, with_descriptions
 from llmrec_platform.encoders.descriptions import (
     CACHE_COLUMNS,
     GenerationStats,
@@ -14,9 +15,7 @@ from llmrec_platform.encoders.descriptions import (
     check_description,
     clean_description,
     describe_items,
-    item_facts,
     person_names,
-    with_descriptions,
 )
 
 FOUR_ROOMS = ItemFacts("3", "Four Rooms", 1995, ("Thriller",), director="Quentin Tarantino, Robert Rodriguez",

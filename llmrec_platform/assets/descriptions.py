@@ -8,6 +8,7 @@ from pydantic import Field
 
 from llmrec_platform.assets.embeddings import GPU_OP_TAGS, GPU_POOL
 from llmrec_platform.assets.finetune import FINETUNE_GROUP
+from llmrec_platform.data.text import item_facts
 from llmrec_platform.encoders.descriptions import (
     CACHE_COLUMNS,
     SMOLLM2,
@@ -15,7 +16,6 @@ from llmrec_platform.encoders.descriptions import (
     describe_items,
     generate,
     instruct_model_id,
-    item_facts,
     load_instruct_model,
 )
 from llmrec_platform.resources import DeviceResource, WarehouseResource

@@ -8,10 +8,11 @@ import pandas as pd
 from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_ASSETS
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.champion import Publication, record_publication
-from llmrec_platform.evaluation.report import metrics_table, plot_metrics, render_report
+from llmrec_platform.evaluation.report import metrics_table, plot_metrics, released_counts, render_report
 from llmrec_platform.evaluation.significance import comparisons_markdown
 from llmrec_platform.evaluation.suite import CHAMPION_METRIC, evaluate_suite
 from llmrec_platform.live.online import online_markdown
+from llmrec_platform.privacy.dp import CountRelease
 from llmrec_platform.rankers.base import TrainedRanker
 from llmrec_platform.rankers.fit_cache import derived_key
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource, WarehouseResource
@@ -19,9 +20,10 @@ from llmrec_platform.resources import DatasetResource, ExperimentResource, Track
 RANKER_INS = {name: dg.AssetIn(name) for name in RANKER_ASSETS}
 
 
-def online_section(store) -> list[str]:
-    """CTR of the served lists so far (the events sensor keeps `online_metrics`), when there are any."""
-    return [online_markdown(store.read("online_metrics"))] if store.has_table("online_metrics") else []
+def online_section(store, release: CountRelease | None = None) -> list[str]:
+    """CTR of the served lists so far (the events sensor keeps `online_metrics`), when there are any; from noisy
+    counts when `release` has a finite epsilon."""
+    return [online_markdown(store.read("online_metrics"), release)] if store.has_table("online_metrics") else []
 
 
 @dg.asset(ins=RANKER_INS, group_name="evaluation", io_manager_key=ARTIFACTS_IO, kinds={"duckdb", "mlflow"})
@@ -69,11 +71,14 @@ def evaluation_report(
     main_slice = "all" if "all" in set(rows["slice"]) else "warm"
     table = metrics_table(suite.metrics, "test", main_slice)
     plot_path = plot_metrics(table, reports / f"{stem}.png", f"{dataset.label()} / {experiment.protocol}: test ({main_slice})")
+    release = experiment.count_release()  # the report's counts and online CTR leave the platform
     markdown = render_report(suite.metrics, suite.champion, {
         "dataset": dataset.label(), "protocol": experiment.protocol, "seed": str(experiment.seed),
-        "users evaluated": str(int(suite.per_user(suite.champion, "test", main_slice).shape[0])),
+        **released_counts(int(suite.per_user(suite.champion, "test", main_slice).shape[0]), release),
         "dagster run": context.run_id,
-    }, plot_path, extra_sections=[comparisons_markdown(suite.comparisons)] + online_section(warehouse.warehouse()))
+    }, plot_path, extra_sections=[comparisons_markdown(suite.comparisons)] + online_section(warehouse.warehouse(), release))
+    # Tags, not params: a report re-run on the same ranker runs may use another budget, and params never change.
+    tracker.set_tags(trained[suite.champion].mlflow_run_id, {f"report_{k}": v for k, v in release.params().items()})
     report_path = reports / f"{stem}.md"
     report_path.write_text(markdown)
     (reports / "latest.md").write_text(markdown)

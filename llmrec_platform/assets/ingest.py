@@ -9,10 +9,11 @@ import dagster as dg
 import pandas as pd
 
 from llmrec_platform.assets.partitions import monthly_partitions
-from llmrec_platform.data.datasets import Dataset, over_budget
 from llmrec_platform.data.landing import landed_in_window, with_landed
 from llmrec_platform.data.quarantine import QUERY_HINT, summary, write_quarantine
-from llmrec_platform.resources import DatasetResource, ExperimentResource, WarehouseResource
+from llmrec_platform.data.specs import Dataset, over_budget
+from llmrec_platform.erasure.ledger import Tombstones, drop_erased
+from llmrec_platform.resources import DatasetResource, ExperimentResource, HomeResource, WarehouseResource
 
 
 def _table(rows: pd.DataFrame) -> str:
@@ -56,7 +57,7 @@ def _quarantine(context, loaded: Dataset, source: str, store, part: str) -> dict
     kinds={"duckdb", "pandas"},
 )
 def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource,
-                experiment: ExperimentResource) -> pd.DataFrame:
+                experiment: ExperimentResource, home: HomeResource) -> pd.DataFrame:
     """Ratings whose timestamp falls in the partition window (tagged with their dataset), plus the rows
     landed in that window from LLMREC_HOME/landing/ (the `landed_ratings` ledger); bad rows go to the
     `quarantine` table."""
@@ -70,6 +71,7 @@ def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, war
     store = warehouse.warehouse()
     landed = landed_in_window(store, start, end, label)
     ratings = with_landed(loaded.ratings[in_window].reset_index(drop=True).assign(dataset=label), landed)
+    ratings = drop_erased(ratings, Tombstones(home.paths().erasure))  # `llmrec forget` users stay forgotten
     if store.has_table("ratings"):
         # The warehouse holds one dataset at a time: switching datasets drops the other one's rows.
         dropped = store.delete("ratings", "dataset <> ?", [label])
@@ -97,7 +99,8 @@ def raw_items(context: dg.AssetExecutionContext, dataset: DatasetResource, wareh
 
 
 @dg.asset(metadata={"table": "users"}, group_name="ingest", kinds={"duckdb", "pandas"})
-def raw_users(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource) -> pd.DataFrame:
+def raw_users(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource,
+              home: HomeResource) -> pd.DataFrame:
     """Users: demographics (ML-1M codes decoded) or a config's profile text; bad rows to `quarantine`."""
     loaded = dataset.load()
     store = warehouse.warehouse()
@@ -105,5 +108,6 @@ def raw_users(context: dg.AssetExecutionContext, dataset: DatasetResource, wareh
     if "user_texts" in loaded.rows:
         texts = _quarantine(context, loaded, dataset.label(), store, "user_texts")
         metadata.update({f"user_texts_{k}": v for k, v in texts.items()})
-    context.add_output_metadata({"users": len(loaded.users), **metadata})
-    return loaded.users
+    users = drop_erased(loaded.users, Tombstones(home.paths().erasure))  # `llmrec forget` users stay forgotten
+    context.add_output_metadata({"users": len(users), **metadata})
+    return users

@@ -2,7 +2,7 @@ import warnings
 
 import dagster as dg
 
-from llmrec_platform.data.datasets import PARTITIONS_START  # loaders quarantine ratings outside the partitions
+from llmrec_platform.data.specs import PARTITIONS_START  # loaders quarantine ratings outside the partitions
 
 # backfill_policy is marked beta; it is the documented way to ingest a partition range in one run.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)

@@ -99,8 +99,10 @@ def popularity_ranker(
     context: dg.AssetExecutionContext, split: pd.DataFrame, tracking: TrackingResource,
     dataset: DatasetResource, experiment: ExperimentResource,
 ) -> TrainedRanker:
-    """Most-interacted items first: the bar every personalised model must clear."""
-    return train_ranker(context, PopularityRanker(), split, {}, tracking, dataset, experiment)
+    """Most-interacted items first: the bar every personalised model must clear. Its counts are published (its
+    recommendations), so with a finite LLMREC_DP_EPSILON it ranks by their differentially private release."""
+    release = experiment.count_release()
+    return train_ranker(context, PopularityRanker(release), split, release.params(), tracking, dataset, experiment)
 
 
 @dg.asset(kinds={"numpy", "mlflow"}, **RANKER_KWARGS)
@@ -171,8 +173,10 @@ bpr_adam_ranker = cf_ranker_asset(
     "BPR trained as RecBole trains it (mini-batch Adam in torch): the reproduction of its published BPR.", "pytorch", seeded=True)
 
 multvae_ranker = cf_ranker_asset(
-    "multvae_ranker", MultVAERanker, ["hidden", "latent", "dropout", "epochs", "batch_size", "learning_rate"],
-    "Mult-VAE (Liang et al. 2018): a variational autoencoder with a multinomial likelihood, torch on the CPU.",
+    "multvae_ranker", MultVAERanker, ["hidden", "latent", "dropout", "epochs", "batch_size", "learning_rate",
+                                      "dp_epsilon", "dp_delta", "dp_max_grad_norm"],
+    "Mult-VAE (Liang et al. 2018): a variational autoencoder with a multinomial likelihood, torch on the CPU; "
+    "dp_epsilon trains it with DP-SGD (opacus).",
     "pytorch", seeded=True)
 
 

@@ -8,7 +8,7 @@ from llmrec_platform.assets.rankers import RANKER_ASSETS
 from llmrec_platform.evaluation.suite import CHAMPION_METRIC
 from llmrec_platform.live.events import event_rating
 from llmrec_platform.rankers.base import TrainedRanker
-from llmrec_platform.resources import EventLogResource, HomeResource
+from llmrec_platform.resources import EventLogResource, ExperimentResource, HomeResource
 from llmrec_platform.serving.bundle import publish_bundle
 
 RANKER_INS = {name: dg.AssetIn(name) for name in RANKER_ASSETS}
@@ -30,6 +30,7 @@ def serving_bundle(
     item_embeddings: pd.DataFrame,
     home: HomeResource,
     events: EventLogResource,
+    experiment: ExperimentResource,
     **rankers: TrainedRanker,
 ) -> dg.MaterializeResult:
     """Publish the champion, the catalogue, the item embeddings, every user's history (all folds, plus the
@@ -57,6 +58,7 @@ def serving_bundle(
         manifest={
             "event_offset": batch.end, "data_fingerprint": champion.data_fingerprint, "dagster_run_id": context.run_id,
             "mlflow_run_id": champion.mlflow_run_id,
+            "popularity_privacy": experiment.count_release().params(),  # its column leaves with the bundle
             "encoder": str(item_embeddings["model"].iloc[0]) if len(item_embeddings) else None,
             f"valid_{CHAMPION_METRIC}": float(evaluation_report["valid_scores"][champion.ranker.name]),
             "test_metrics": {f"{m}@{k}/{s}": float(v) for m, k, s, v in champion_test[["metric", "k", "slice", "value"]]
@@ -64,6 +66,7 @@ def serving_bundle(
         },
         collab=by_name["ease"].ranker if "ease" in by_name else None,
         challenger=by_name[config.challenger].ranker if config.challenger else None,
+        popularity_release=experiment.count_release(),
     )
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(path)), "version": path.name, "champion": champion.ranker.name,

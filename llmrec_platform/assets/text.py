@@ -3,8 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from llmrec_platform.data.text import build_item_texts, build_user_texts
-from llmrec_platform.encoders.descriptions import with_descriptions
+from llmrec_platform.data.text import build_item_texts, build_user_texts, with_descriptions
 
 
 @dg.asset(metadata={"table": "item_texts"}, group_name="text", kinds={"duckdb"})

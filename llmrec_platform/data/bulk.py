@@ -2,7 +2,7 @@
 
 `load_dataset` materialises every interaction in pandas (a Python string per id): about 0.6 GiB per
 million rows, so 20 million do not fit in 8 GiB. This path never pulls the rows into Python: DuckDB reads
-the Parquet files, applies the same row checks as `datasets.validate_ratings` / `check_ratings` (in the same
+the Parquet files, applies the same row checks as `validation.validate_ratings` / `check_ratings` (in the same
 order, with the same field names and reasons), writes the bad rows to `quarantine` and the good ones to
 `ratings`, and then builds `split` and `popularity` with SQL. A `memory_limit` caps DuckDB's own memory;
 beyond it, DuckDB spills to a temporary folder next to the warehouse.
@@ -21,11 +21,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from llmrec_platform.data.config import DatasetConfig
-from llmrec_platform.data.datasets import RATING_RANGE, DatasetError, _iso
 from llmrec_platform.data.privacy import WITHHELD, Pseudonymizer
 from llmrec_platform.data.quarantine import CREATE as CREATE_QUARANTINE
 from llmrec_platform.data.readers import expand, file_format
+from llmrec_platform.data.specs import RATING_RANGE, DatasetError
 from llmrec_platform.data.split import SplitConfig
+from llmrec_platform.data.validation import iso_day
 from llmrec_platform.storage.warehouse import Warehouse
 
 DEFAULT_MEMORY_LIMIT = "4GB"
@@ -65,7 +66,7 @@ def _tune(conn, store: Warehouse, memory_limit: str, threads: int) -> None:
 
 def _timestamp_sql(conn, files: list[str], column: str | None) -> str:
     """Epoch seconds from a timestamp column, whole epoch numbers or ISO 8601 text (as
-    `datasets.parse_timestamps`: a fractional number is unparseable); NULL where it cannot be read."""
+    `validation.parse_timestamps`: a fractional number is unparseable); NULL where it cannot be read."""
     if column is None:
         return "946684800"  # config.NO_TIMESTAMP
     kinds = dict(conn.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))",
@@ -122,7 +123,7 @@ def bulk_load(config: DatasetConfig, store: Warehouse, valid_range: tuple[int, i
                 WHEN timestamp IS NULL THEN 'timestamp|timestamp is not epoch seconds or ISO 8601'
                 WHEN timestamp < 0 THEN 'timestamp|timestamp is negative'
                 WHEN timestamp < {start} OR timestamp >= {end}
-                    THEN 'timestamp|timestamp outside the partitioned range [{_iso(start)}, {_iso(end)})'
+                    THEN 'timestamp|timestamp outside the partitioned range [{iso_day(start)}, {iso_day(end)})'
                 END AS problem
             FROM typed""", [files])
         report.rows_read = conn.execute("SELECT count(*) FROM staged").fetchone()[0]

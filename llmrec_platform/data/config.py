@@ -7,7 +7,7 @@ keys and says which one is wrong; `load_config_dataset` reads the files through 
 validates every row like the GroupLens loaders do (bad rows to the quarantine, with file, row, field and
 reason) and returns the canonical `Dataset`.
 
-The same mapping can be given inline (`datasets.InlineConfig`, e.g. the `dataset` resource's `inline` run
+The same mapping can be given inline (`specs.InlineConfig`, e.g. the `dataset` resource's `inline` run
 config): `load_config` parses it with the same checks; its relative paths resolve against its `base_dir`
 (default: the working directory when it is given), and its errors name the key path instead of a file.
 
@@ -26,22 +26,6 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from llmrec_platform.data.datasets import (
-    DEFAULT_ERROR_BUDGET,
-    ITEMS_COLUMNS,
-    RATING_RANGE,
-    USERS_COLUMNS,
-    Dataset,
-    DatasetError,
-    InlineConfig,
-    Source,
-    check_ratings,
-    finish_items,
-    is_config_path,
-    parse_timestamps,
-    tag_parts,
-    validate_ratings,
-)
 from llmrec_platform.data.readers import (
     ROW_FILE,
     ROW_NUMBER,
@@ -52,7 +36,19 @@ from llmrec_platform.data.readers import (
     quarantine_records,
     read_files,
 )
+from llmrec_platform.data.specs import (
+    DEFAULT_ERROR_BUDGET,
+    ITEMS_COLUMNS,
+    RATING_RANGE,
+    USERS_COLUMNS,
+    Dataset,
+    DatasetError,
+    InlineConfig,
+    Source,
+    is_config_path,
+)
 from llmrec_platform.data.text import normalize_text
+from llmrec_platform.data.validation import check_ratings, finish_items, parse_timestamps, tag_parts, validate_ratings
 
 IMPLICIT_RATING = 4.0  # what an interaction without a rating counts as (as the events refresh does)
 NO_TIMESTAMP = 946_684_800  # 2000-01-01 UTC: the timestamp of interactions when the config has none

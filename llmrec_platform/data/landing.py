@@ -39,14 +39,6 @@ from pathlib import Path
 import pandas as pd
 
 from llmrec_platform.data import quarantine as quarantine_table
-from llmrec_platform.data.datasets import (
-    DEFAULT_ERROR_BUDGET,
-    RATING_KEY,
-    RATINGS_COLUMNS,
-    DatasetError,
-    check_ratings,
-    validate_ratings,
-)
 from llmrec_platform.data.privacy import WITHHELD, Pseudonymizer
 from llmrec_platform.data.readers import (
     QUARANTINE_COLUMNS,
@@ -57,6 +49,8 @@ from llmrec_platform.data.readers import (
     read_delimited,
     read_parquet,
 )
+from llmrec_platform.data.specs import DEFAULT_ERROR_BUDGET, RATING_KEY, RATINGS_COLUMNS, DatasetError
+from llmrec_platform.data.validation import check_ratings, validate_ratings
 from llmrec_platform.storage.warehouse import Warehouse
 
 SUFFIXES = (".csv", ".parquet")

@@ -78,7 +78,7 @@ class Pseudonymizer:
 
 
 def pseudonymize_dataset(dataset, pseudonymizer: Pseudonymizer):
-    """A copy of a `datasets.Dataset` whose user ids are pseudonyms and whose quarantine rows of the
+    """A copy of a `specs.Dataset` whose user ids are pseudonyms and whose quarantine rows of the
     user-bearing parts no longer hold their raw text (every other column kept)."""
     ratings = dataset.ratings.assign(user_id=pseudonymizer.series(dataset.ratings["user_id"]))
     users = dataset.users

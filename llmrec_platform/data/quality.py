@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from llmrec_platform.data.datasets import RATING_KEY, RATING_RANGE, RATINGS_COLUMNS
+from llmrec_platform.data.specs import RATING_KEY, RATING_RANGE, RATINGS_COLUMNS
 from llmrec_platform.encoders.models import encoder_dim, model_path
 
 NORM_TOLERANCE = 1e-3

@@ -11,7 +11,9 @@ becomes a quarantine record; the other rows load. The encoding is declared (`enc
 detected from the bytes, never chosen by file suffix: a file that decodes as UTF-8 is UTF-8; one whose
 non-ASCII bytes are mostly not UTF-8 is Latin-1 (the GroupLens originals); otherwise it is UTF-8 and the
 lines with invalid bytes are quarantined. A UTF-8 byte-order mark is stripped and noted, never part of a
-value or a column name.
+value or a column name. What DuckDB's reader would refuse as a whole file is handled here, line by line (found by
+tests/security/test_reader_fuzz.py): a carriage return inside a line quarantines that line, CRLF mixed with LF is
+read as LF, and UTF-16 files and Latin-1 files with bytes in 0x80-0x9f are decoded by Python.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ BOM = codecs.BOM_UTF8
 FORMATS = ("csv", "parquet", "jsonl")
 # Encodings DuckDB's CSV reader decodes itself; others are transcoded to UTF-8 first.
 _DUCKDB_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "latin-1": "latin-1", "latin1": "latin-1",
-                     "iso-8859-1": "latin-1", "iso8859-1": "latin-1", "utf-16": "utf-16"}
+                     "iso-8859-1": "latin-1", "iso8859-1": "latin-1"}
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_C1_BYTES = re.compile(rb"[\x80-\x9f]")
+_UTF16 = ("utf-16", "utf16", "utf-16-le", "utf-16le", "utf-16-be", "utf-16be")
 _FIELD_COUNT = re.compile(r"Expected Number of Columns: (\d+) Found: (\d+)")
 _counter = itertools.count()
 
@@ -157,8 +162,17 @@ class _LineIndex:
         return self.data[self.starts[number - 1]:self.ends[number - 1]]
 
 
+def _utf16_as_utf8(body: bytes, encoding: str) -> bytes:
+    """A UTF-16 file as UTF-8 bytes; invalid sequences become U+FFFD (and their lines are quarantined)."""
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError:
+        text = body.decode(encoding, errors="replace")
+    return text.removeprefix("\ufeff").encode("utf-8")  # utf-16-le/-be keep the byte-order mark as a character
+
+
 def _decode(line: bytes, encoding: str) -> str:
-    return line.decode("utf-8" if encoding == "utf-16" else encoding, errors="backslashreplace")
+    return line.decode(encoding, errors="backslashreplace")
 
 
 def read_delimited(
@@ -192,28 +206,49 @@ def read_delimited(
     body = data[len(BOM):] if data.startswith(BOM) else data
     if not body.strip():
         raise ReadError(f"{source}: the file is empty")
+    file_encoding = encoding
+    blank: dict[int, str] = {}  # line -> why it is quarantined here, before DuckDB (it reads the line as empty)
+    if encoding.replace("_", "-") in _UTF16:  # DuckDB's UTF-16 decoder fails on mixed line ends: decode here
+        body, encoding = _utf16_as_utf8(body, encoding), "utf-8"
     lines = _LineIndex(body)
+    if file_encoding != encoding and b"\xef\xbf\xbd" in body:  # U+FFFD: where the UTF-16 bytes were invalid
+        blank.update((int(n), f"bytes not valid in {file_encoding}") for n in lines.non_empty
+                     if b"\xef\xbf\xbd" in lines[int(n)])
     duck_encoding = _DUCKDB_ENCODINGS.get(encoding)
+    if duck_encoding == "latin-1" and _C1_BYTES.search(body):
+        duck_encoding = None  # DuckDB's Latin-1 refuses the whole file over one byte in 0x80-0x9f: Python's takes them
     read_path = path
     tmp = None
+    # Line ends DuckDB cannot take: a carriage return inside a line (it takes it for a line end, or fails on the
+    # whole file) and CRLF mixed with LF (its sniffer fails). Such a file is read with LF line ends, its lines with
+    # an inner CR quarantined here. A CR-only file has no LF and is DuckDB's to read.
+    normalize = b"\n" in body and b"\r" in body and (
+        bool(_BARE_CR.search(body)) or body.count(b"\r\n") < body.count(b"\n"))
+    if normalize:
+        blank.update((int(n), "a carriage return (\\r) inside the line") for n in lines.non_empty
+                     if b"\r" in lines[int(n)])
+    pre_rejects = [(n, reason, _decode(lines[n], encoding)) for n, reason in sorted(blank.items())]
     if duck_encoding is None:  # transcode line by line; lines the codec rejects are quarantined here
         try:
             codecs.lookup(encoding)
         except LookupError as exc:
             raise ReadError(f"{source}: unknown encoding {encoding!r}") from exc
-        out, bad = [], []
+        out = []
         for number, line in enumerate(_lines(body), 1):
             try:
-                out.append(line.decode(encoding))
+                out.append("" if number in blank else line.decode(encoding))
             except UnicodeDecodeError as exc:
-                bad.append((number, f"bytes not valid in {encoding}: {exc.reason} at byte {exc.start}"))
+                pre_rejects.append((number, f"bytes not valid in {encoding}: {exc.reason} at byte {exc.start}",
+                                    _decode(line, "latin-1")))
                 out.append("")
         with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False, encoding="utf-8") as tmp:
             tmp.write("\n".join(out))
         read_path, duck_encoding = Path(tmp.name), "utf-8"
-        pre_rejects = bad
-    else:
-        pre_rejects = []
+    elif normalize or blank or file_encoding != encoding or (data.startswith(BOM) and duck_encoding != "utf-8"):
+        # LF line ends, UTF-8, no byte-order mark (only DuckDB's UTF-8 drops it), the quarantined lines left empty
+        with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as tmp:
+            tmp.write(b"\n".join(b"" if n in blank else lines[n] for n in range(1, len(lines) + 1)))
+        read_path = Path(tmp.name)
     if sep is not None:
         options.setdefault("delim", sep)
     if not quoting:
@@ -244,9 +279,9 @@ def read_delimited(
     frame.columns = [str(c).strip() for c in frame.columns]
     records = []
     rejected_lines = set()
-    for number, reason in pre_rejects:
+    for number, reason, raw in pre_rejects:
         rejected_lines.add(number)
-        records.append((number, "(row)", reason, _decode(lines[number], "latin-1")))
+        records.append((number, "(row)", reason, raw))
     for r in rejects.itertuples(index=False):
         line = int(r.line) if pd.notna(r.line) else 0
         if line in rejected_lines:

@@ -18,6 +18,7 @@ import ftfy
 import pandas as pd
 
 from llmrec_platform.data.privacy import scrub_pii
+from llmrec_platform.encoders.descriptions import ItemFacts
 
 _ARTICLE_SUFFIX = re.compile(r"^(?P<rest>.*),\s*(?P<article>the|a|an|les|la|le|il|el|das|der|die)$", re.IGNORECASE)
 _PARENS = re.compile(r"\s*\([^)]*\)")
@@ -80,14 +81,20 @@ def load_omdb(path: Path | None = None) -> pd.DataFrame:
     return frame[["title_key", "year", *OMDB_FIELDS]].reset_index(drop=True)
 
 
-def build_item_texts(items: pd.DataFrame, omdb: pd.DataFrame | None = None) -> tuple[pd.DataFrame, float]:
-    """Return (item_id, text, text_hash, omdb_matched) and the OMDb match rate."""
-    if "text" in items.columns:  # a config dataset brings its own texts: no film credits to join
+def with_credits(items: pd.DataFrame, omdb: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`items` with the OMDb credit columns (OMDB_FIELDS, NA where unmatched), joined on normalized title and year
+    (`omdb` None: `load_omdb()`). A config dataset brings its own texts: no film credits are joined."""
+    if "text" in items.columns:
         omdb = pd.DataFrame({"title_key": pd.Series(dtype="object"), "year": pd.Series(dtype="Int64"),
                              **{f: pd.Series(dtype="object") for f in OMDB_FIELDS}})
     omdb = load_omdb() if omdb is None else omdb
     keyed = items.assign(title_key=items["title"].astype(str).map(normalize_title))
-    merged = keyed.merge(omdb, on=["title_key", "year"], how="left", validate="many_to_one")
+    return keyed.merge(omdb, on=["title_key", "year"], how="left", validate="many_to_one")
+
+
+def build_item_texts(items: pd.DataFrame, omdb: pd.DataFrame | None = None) -> tuple[pd.DataFrame, float]:
+    """Return (item_id, text, text_hash, omdb_matched) and the OMDb match rate."""
+    merged = with_credits(items, omdb)
     matched = merged["director"].notna() | merged["cast"].notna()
     own = merged["text"] if "text" in merged.columns else pd.Series("", index=merged.index)
     texts = [normalize_text(_own_item_text(row, t) if normalize_text(t) else _item_text(row))
@@ -101,10 +108,39 @@ def build_item_texts(items: pd.DataFrame, omdb: pd.DataFrame | None = None) -> t
     return frame, float(matched.mean()) if len(frame) else 0.0
 
 
+def item_facts(items: pd.DataFrame, omdb: pd.DataFrame | None = None) -> list[ItemFacts]:
+    """What a description model may use about each item of a raw items frame (item_id, title, year, genres[, text]):
+    the catalogue's fields and the credits `with_credits` joins."""
+    own_text = "text" in items.columns
+    facts = []
+    for row in with_credits(items, omdb).itertuples(index=False):
+        genres = tuple(g for g in (row.genres if isinstance(row.genres, list | tuple) else list(row.genres))
+                       if g and g != "unknown")
+        facts.append(ItemFacts(
+            item_id=str(row.item_id), title=normalize_text(row.title), year=None if pd.isna(row.year) else int(row.year),
+            genres=genres, director=_clean(row.director), cast=_top_cast(row.cast), writer=_clean(row.writer),
+            about=normalize_text(_clean(row.text)) if own_text else ""))
+    return facts
+
+
+def with_descriptions(item_texts: pd.DataFrame, descriptions: pd.DataFrame) -> pd.DataFrame:
+    """`item_texts` (item_id, text, text_hash, ...) with each kept description (`encoders.descriptions`) appended to
+    its item's text, and the hash recomputed (so the embedding cache encodes the new texts)."""
+    kept = descriptions.set_index("item_id")["description"]
+    extra = item_texts["item_id"].astype(str).map(kept).fillna("")
+    texts = [f"{t} {d}" if d else t for t, d in zip(item_texts["text"], extra, strict=True)]
+    return item_texts.assign(text=texts, text_hash=[text_hash(t) for t in texts])
+
+
 def _clean(value) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
         return ""
     return str(value).strip()
+
+
+def _top_cast(value) -> str:
+    """The first MAX_CAST names of an OMDb cast list."""
+    return ", ".join([c.strip() for c in _clean(value).split(",") if c.strip()][:MAX_CAST])
 
 
 def _own_item_text(row, text: str) -> str:
@@ -122,8 +158,7 @@ def _item_text(row) -> str:
     genres = [g for g in (row.genres if isinstance(row.genres, list | tuple) else list(row.genres)) if g != "unknown"]
     if genres:
         parts.append(f"Genres: {', '.join(genres)}.")
-    director, writer = _clean(row.director), _clean(row.writer)
-    cast = ", ".join([c.strip() for c in _clean(row.cast).split(",") if c.strip()][:MAX_CAST])
+    director, writer, cast = _clean(row.director), _clean(row.writer), _top_cast(row.cast)
     if director:
         parts.append(f"Directed by {director}.")
     if cast:

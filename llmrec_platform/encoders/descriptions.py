@@ -6,7 +6,8 @@ title, year, genres and credits. Generation is batched and greedy (left padding,
 GPU when the caller resolved one. Raw outputs are cached by prompt hash (model, generation settings and prompt),
 so a re-run generates nothing and never loads the model. `check_description` drops a description that names a
 person who is not in the item's credits or a year other than the item's; the explanation writer of the serving
-API (`serving/explain.py`) loads its model through `load_instruct_model` too.
+API (`serving/explain.py`) loads its model through `load_instruct_model` too. The facts come from the data side
+(`data.text.item_facts`), and the kept descriptions go back to it (`data.text.with_descriptions`).
 """
 
 from __future__ import annotations
@@ -116,33 +117,6 @@ class ItemFacts:
 
     def credits(self) -> str:
         return ", ".join(p for p in (self.director, self.cast, self.writer) if p)
-
-
-def item_facts(items: pd.DataFrame, omdb: pd.DataFrame | None = None) -> list[ItemFacts]:
-    """Facts per item of a raw items frame (item_id, title, year, genres[, text]), credits joined from OMDb
-    on normalized title and year as `build_item_texts` joins them."""
-    from llmrec_platform.data.text import MAX_CAST, load_omdb, normalize_text, normalize_title
-
-    own_text = "text" in items.columns  # a config dataset: no film credits to join
-    omdb = load_omdb() if omdb is None and not own_text else omdb
-    keyed = items.assign(title_key=items["title"].astype(str).map(normalize_title))
-    if omdb is not None and len(omdb) and not own_text:
-        keyed = keyed.merge(omdb, on=["title_key", "year"], how="left", validate="many_to_one")
-
-    def field_(row, name: str) -> str:
-        value = getattr(row, name, None)
-        return "" if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) else str(value).strip()
-
-    facts = []
-    for row in keyed.itertuples(index=False):
-        cast = ", ".join([c.strip() for c in field_(row, "cast").split(",") if c.strip()][:MAX_CAST])
-        genres = tuple(g for g in (row.genres if isinstance(row.genres, list | tuple) else list(row.genres))
-                       if g and g != "unknown")
-        facts.append(ItemFacts(
-            item_id=str(row.item_id), title=normalize_text(row.title), year=None if pd.isna(row.year) else int(row.year),
-            genres=genres, director=field_(row, "director"), cast=cast, writer=field_(row, "writer"),
-            about=normalize_text(field_(row, "text")) if own_text else ""))
-    return facts
 
 
 @dataclass(frozen=True)
@@ -383,14 +357,3 @@ def describe_items(
                      "drop_reason": reason})
     frame = pd.DataFrame(rows, columns=["item_id", "description", "prompt_hash", "drop_reason"])
     return frame, new_rows, report
-
-
-def with_descriptions(item_texts: pd.DataFrame, descriptions: pd.DataFrame) -> pd.DataFrame:
-    """`item_texts` (item_id, text, text_hash, ...) with each kept description appended to its item's text,
-    and the hash recomputed (so the embedding cache encodes the new texts)."""
-    from llmrec_platform.data.text import text_hash
-
-    kept = descriptions.set_index("item_id")["description"]
-    extra = item_texts["item_id"].astype(str).map(kept).fillna("")
-    texts = [f"{t} {d}" if d else t for t, d in zip(item_texts["text"], extra, strict=True)]
-    return item_texts.assign(text=texts, text_hash=[text_hash(t) for t in texts])

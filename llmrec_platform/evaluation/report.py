@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from llmrec_platform.privacy.dp import CountRelease  # noqa: E402
+
 TABLE_METRICS = ["ndcg@10", "recall@10", "precision@10", "f1@10", "map@10", "mrr@10", "hit@10", "ndcg@20", "recall@20",
                  "coverage@10", "novelty@10", "personalization@10"]
 
@@ -35,6 +37,13 @@ def format_table(table: pd.DataFrame) -> str:
     for ranker, row in table.iterrows():
         lines.append(f"| {ranker} | " + " | ".join("" if pd.isna(v) else f"{v:.4f}" for v in row) + " |")
     return "\n".join(lines)
+
+
+def released_counts(users_evaluated: int, release: CountRelease) -> dict[str, str]:
+    """The report's context lines that count people, and the budget they were released under: the number of users
+    evaluated is exact, or noisy when `release` has a finite epsilon (one user changes it by 1)."""
+    users = release.release([users_evaluated], stream="report_users")[0]
+    return {"users evaluated": str(max(0, round(float(users)))), "differential privacy": release.describe()}
 
 
 def plot_metrics(table: pd.DataFrame, path: Path, title: str) -> Path:

@@ -15,7 +15,8 @@ after `offset` (at most `max_events` events, none past byte `until`), returns ma
 the events, and the offset to continue from; a partially written last line is left for the next read.
 That offset is the events sensor's cursor. With pseudonymization on, the `user_id`s in the log are the
 keyed pseudonyms (the serving API maps the raw ids it receives; `data.privacy`): a writer that appends
-directly must do the same, with the same key.
+directly must do the same, with the same key. An erasure (`llmrec forget`, llmrec_platform.erasure) overwrites
+an erased user's lines with spaces in place, so every offset stays valid; readers skip blank lines.
 """
 
 from __future__ import annotations
@@ -109,9 +110,12 @@ class EventBatch:
 
 
 class EventLog:
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, erased=None):
+        """`erased`: the erasure ledger's tombstones (`erasure.Tombstones`): `read` leaves out the events an
+        erasure removed, so an old copy of the log replayed later cannot bring them back."""
         self.folder = Path(folder)
         self.path = self.folder / LOG_NAME
+        self.erased = erased
 
     def size(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
@@ -156,6 +160,7 @@ class EventLog:
         events, malformed, position = [], [], offset
         if size == offset:
             return EventBatch(events, offset, offset)
+        erased = self.erased.current() if self.erased is not None else ()
         with open(self.path, "rb") as handle:
             handle.seek(offset)
             for line in handle:
@@ -165,14 +170,18 @@ class EventLog:
                     break
                 if until is not None and position + len(line) > until:
                     break
+                at = position
                 position += len(line)
                 text = line.decode("utf-8", errors="replace").strip()
                 if not text:
                     continue
                 try:
-                    events.append(Event.from_dict(json.loads(text)))
+                    event = Event.from_dict(json.loads(text))
                 except (json.JSONDecodeError, EventError):
                     malformed.append(text[:200])
+                    continue
+                if not (erased and erased.drops(event.user_id, at)):
+                    events.append(event)
         return EventBatch(events, offset, position, malformed)
 
 

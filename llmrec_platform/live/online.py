@@ -6,6 +6,7 @@ The server appends one JSON line per recommendation response to `impressions.jso
 `request_id` of a response and names one of its items is a click on that impression (any event type
 counts: a click, a favourite, a rating). `online_ctr` joins the two into `online_metrics` rows with a 95 %
 Wilson interval, per (model_version, arm, position) and per (model_version, arm) with position 0 = all.
+`private_online_ctr` is what leaves the platform when LLMREC_DP_EPSILON is set: the same rows from noisy counts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from llmrec_platform.privacy.dp import CountRelease
 
 IMPRESSIONS_NAME = "impressions.jsonl"
 ONLINE_COLUMNS = ["model_version", "arm", "ranker", "position", "impressions", "clicks", "ctr", "ci_low", "ci_high"]
@@ -52,7 +56,12 @@ class ImpressionLog:
         return pd.DataFrame(rows, columns=["request_id", "user_id", "model_version", "ranker", "arm", "items", "timestamp"])
 
 
-def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+Z_95 = 1.959964
+# One shown item counts in two rows (its position's and its arm's, position 0), as an impression and maybe a click.
+ONLINE_CELLS = 4
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
     """95 % Wilson score interval of a proportion (0, 0 for no trials)."""
     if trials == 0:
         return 0.0, 0.0
@@ -96,10 +105,37 @@ def refresh_online_metrics(store, impressions: ImpressionLog, table: str = "onli
     return frame
 
 
-def online_markdown(frame: pd.DataFrame) -> str:
-    """The report section: CTR per model version and arm (all positions), with the 95 % interval."""
-    overall = frame[frame["position"] == 0]
+def private_online_ctr(frame: pd.DataFrame, release: CountRelease) -> pd.DataFrame:
+    """`online_ctr`'s rows rebuilt from impressions and clicks released with differential privacy (one release of
+    both columns, `ONLINE_CELLS` counts per shown item), rounded and clipped to 0 <= clicks <= impressions. The 95 %
+    interval adds, in quadrature to the Wilson half-width, the noise's: z * sigma * sqrt(1 + ctr^2) / impressions
+    (the delta method for clicks / impressions with independent noise of deviation sigma on each)."""
+    if release.exact or frame.empty:
+        return frame
+    n_rows = len(frame)
+    noisy = release.release(np.concatenate([frame["impressions"].to_numpy(float), frame["clicks"].to_numpy(float)]),
+                            cells=ONLINE_CELLS, stream="online_ctr")
+    impressions = np.maximum(np.rint(noisy[:n_rows]), 0).astype(int)
+    clicks = np.clip(np.rint(noisy[n_rows:]), 0, impressions).astype(int)
+    ctr = np.divide(clicks, impressions, out=np.zeros(n_rows), where=impressions > 0)
+    sigma = release.noise_std(ONLINE_CELLS)
+    low, high = np.zeros(n_rows), np.ones(n_rows)  # no impressions left: nothing is known
+    for i in np.flatnonzero(impressions > 0):
+        w_low, w_high = wilson_interval(int(clicks[i]), int(impressions[i]))
+        noise_half = Z_95 * sigma * math.sqrt(1 + ctr[i] ** 2) / impressions[i]
+        half = math.hypot((w_high - w_low) / 2, noise_half)
+        low[i], high[i] = max(0.0, (w_low + w_high) / 2 - half), min(1.0, (w_low + w_high) / 2 + half)
+    return frame.assign(impressions=impressions, clicks=clicks, ctr=ctr, ci_low=low, ci_high=high)
+
+
+def online_markdown(frame: pd.DataFrame, release: CountRelease | None = None) -> str:
+    """The report section: CTR per model version and arm (all positions), with the 95 % interval; from noisy
+    counts when `release` has a finite epsilon."""
+    private = release is not None and not release.exact
+    overall = private_online_ctr(frame, release) if private else frame
+    overall = overall[overall["position"] == 0]
     lines = ["## Online (served lists)", "",
+             *([f"Counts released with differential privacy: {release.describe()}.", ""] if private else []),
              "| model version | arm | ranker | impressions | clicks | CTR | 95 % CI |", "|---|---|---|---:|---:|---:|---|"]
     for row in overall.itertuples(index=False):
         lines.append(f"| {row.model_version} | {row.arm} | {row.ranker} | {row.impressions} | {row.clicks} | "

@@ -12,11 +12,12 @@ from llmrec_platform.orchestration.jobs import (
     nightly_retrain_job,
 )
 from llmrec_platform.orchestration.schedules import build_nightly_retrain_schedule, monthly_ingest_schedule
-from llmrec_platform.orchestration.sensors import events_sensor, landing_sensor
+from llmrec_platform.orchestration.sensors import erasure_refit_sensor, events_sensor, landing_sensor
 
 __all__ = [
     "ASSET_CHECKS",
     "build_nightly_retrain_schedule",
+    "erasure_refit_sensor",
     "events_refresh_job",
     "events_sensor",
     "ingest_landed_file_job",

@@ -135,6 +135,11 @@ def refresh_users_from_events(
     if len(online):
         context.log.info(f"online_metrics: {int(online.loc[online['position'] == 0, 'impressions'].sum())} impressions")
     users = sorted(set(config.user_ids) or set(batch.user_ids))
+    erased = events.log().erased.current()  # named in the run config but erased since, with no new event
+    users = [u for u in users if u not in erased or u in batch.user_ids]
+    if not users:
+        context.log.info(f"events {config.start_offset}-{config.end_offset}: {recorded} recorded; no user to refresh")
+        return
     result = RefreshResult(users)
     weight = experiment.user_text_weight if config.profile_weight is None else config.profile_weight
     refresh_user_embeddings(store, users, weight, config.half_life_days, events.event_weights, result)

@@ -11,6 +11,7 @@ import json
 import dagster as dg
 
 from llmrec_platform.data.landing import pending_files
+from llmrec_platform.erasure.forget import refit_waiting
 from llmrec_platform.resources import EventLogResource, HomeResource
 
 
@@ -61,3 +62,19 @@ def events_sensor(context: dg.SensorEvaluationContext, events: EventLogResource)
         tags={"llmrec/events": str(len(batch.events)), "llmrec/users": str(len(batch.user_ids))},
     )
     return dg.SensorResult(run_requests=[request], cursor=cursor)
+
+
+@dg.sensor(
+    job_name="nightly_retrain", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
+    description="A retrain run when `llmrec forget` has erased a user from rankers that keep what they learned from "
+                "them beyond their own row (EASE, item-kNN, factor models, Mult-VAE, the hybrid): "
+                "LLMREC_HOME/erasure/refit.json.",
+)
+def erasure_refit_sensor(context: dg.SensorEvaluationContext, home: HomeResource) -> dg.SensorResult:
+    # Cursor: the `requested_at` of the last refit requested; a later erasure requests another.
+    waiting = refit_waiting(home.paths().erasure)
+    if waiting is None or waiting["requested_at"] == context.cursor:
+        return dg.SensorResult(skip_reason="no erasure waits for a refit", cursor=context.cursor)
+    request = dg.RunRequest(run_key=f"erasure-refit:{waiting['requested_at']}",
+                            tags={"llmrec/trigger": "erasure", "llmrec/refit": ",".join(waiting["models"])})
+    return dg.SensorResult(run_requests=[request], cursor=waiting["requested_at"])

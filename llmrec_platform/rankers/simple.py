@@ -7,19 +7,29 @@ import zlib
 import numpy as np
 
 from llmrec_platform.data.interactions import InteractionData
+from llmrec_platform.privacy.dp import CountRelease
 from llmrec_platform.rankers.base import Histories, Query, Ranker
 
 
 class PopularityRanker(Ranker):
-    """Scores items by their number of training interactions, whatever the history."""
+    """Scores items by their number of training interactions, whatever the history. With a `release` of finite
+    epsilon, by those counts released with differential privacy (one interaction changes one count)."""
 
     name = "popularity"
+    release: CountRelease | None = None
+    released_popularity_: np.ndarray | None = None  # None: the exact counts
+
+    def __init__(self, release: CountRelease | None = None):
+        self.release = release
 
     def _fit(self, data: InteractionData) -> None:
-        pass
+        exact = self.release is None or self.release.exact
+        self.released_popularity_ = None if exact else \
+            self.release.release(self.popularity_, stream="popularity").astype(np.float32)
 
     def _score_histories(self, histories: Histories) -> np.ndarray:
-        return np.broadcast_to(self.popularity_, (len(histories), len(self.popularity_))).copy()
+        scores = self.popularity_ if self.released_popularity_ is None else self.released_popularity_
+        return np.broadcast_to(scores, (len(histories), len(scores))).copy()
 
 
 class RandomRanker(Ranker):

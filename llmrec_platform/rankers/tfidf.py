@@ -82,7 +82,7 @@ class TfidfContentRanker(LLMContentRanker):
     the test fold; `benchmarks/cold_start_ml1m.py`). Pseudo-cold NDCG@10 by (svd_dims, ngram_max, history_weight):
     384, 2, 0.0 -> 0.1872 | 384, 2, 0.5 -> 0.2220 (kept) | 384, 2, 0.8 -> 0.1930 | 384, 1, 0.8 -> 0.1831 |
     128, 2, 0.8 -> 0.1637 | raw unigrams 0.0 / 0.5 / 0.8 -> 0.1772 / 0.2046 / 0.1894; `plain` raw unigrams
-    0.0 / 0.5 / 0.8 -> 0.2004 / 0.2034 / 0.1894. The test-fold numbers of every variant are in the README.
+    0.0 / 0.5 / 0.8 -> 0.2004 / 0.2034 / 0.1894. The test-fold numbers of every variant are in docs/evaluation.md.
     """
 
     name = "tfidf_content"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from llmrec_platform.data.privacy import Pseudonymizer, pseudonymizer_for
 from llmrec_platform.data.split import SplitConfig
 from llmrec_platform.encoders.models import DEFAULT_MODEL, TextEncoder, resolve_device
 from llmrec_platform.encoders.vectors import DEFAULT_TEXT_WEIGHT
+from llmrec_platform.erasure.ledger import Tombstones
 from llmrec_platform.live.events import DEFAULT_EVENT_WEIGHTS, EventLog
 from llmrec_platform.paths import Paths
+from llmrec_platform.privacy.dp import DEFAULT_DELTA, CountRelease
 from llmrec_platform.rankers.fit_cache import FitCache
 from llmrec_platform.settings import DEFAULT_DENSE_MAX_ITEMS, DEFAULT_EVENTS_BATCH, DEFAULT_TOLERANCE
 from llmrec_platform.storage.tracking import Tracker
@@ -59,7 +62,8 @@ class EventLogResource(dg.ConfigurableResource):
                                             description="the rating each implicit event type counts as")
 
     def log(self) -> EventLog:
-        return EventLog(self.folder)
+        # The tombstones of the same home (<home>/events -> <home>/erasure): erased users' events are left out.
+        return EventLog(self.folder, erased=Tombstones(Paths(Path(self.folder).parent).erasure))
 
 
 INLINE = "inline"
@@ -163,6 +167,20 @@ class ExperimentResource(dg.ConfigurableResource):
     user_text_weight: float = Field(
         default=DEFAULT_TEXT_WEIGHT, ge=0.0, le=1.0,
         description="weight of a user's own text (profile, reviews, queries) in the interest vector")
+    dp_epsilon: float | None = Field(
+        default=None, gt=0, description="epsilon of each released aggregate (popularity, online CTR, the report's "
+                                        "counts); empty: exact (LLMREC_DP_EPSILON)")
+    dp_mechanism: str = Field(default="laplace", description="their noise: laplace or gaussian (LLMREC_DP_MECHANISM)")
+    dp_delta: float = Field(default=DEFAULT_DELTA, description="the Gaussian mechanism's delta (LLMREC_DP_DELTA)")
+    # Give it as dg.EnvVar(...): a plain value would be stored in the run storage's job snapshot.
+    dp_seed: str | None = Field(default=None, description="secret seed of the noise (LLMREC_DP_SEED); empty: the "
+                                                          "OS's secure generator")
+
+    def count_release(self) -> CountRelease:
+        """How the run's aggregates leave the platform (see llmrec_platform.privacy.dp)."""
+        seed = self.dp_seed.get_value() if isinstance(self.dp_seed, dg.EnvVar) else self.dp_seed
+        return CountRelease(math.inf if self.dp_epsilon is None else self.dp_epsilon, self.dp_mechanism,
+                            self.dp_delta, int(seed) if seed else None)
 
     def split_config(self) -> SplitConfig:
         return SplitConfig(protocol=self.protocol, min_rating=self.min_rating, core=self.core,

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec_platform.live.events import fsync_dir
+from llmrec_platform.privacy.dp import CountRelease
 from llmrec_platform.rankers.base import Ranker
 
 CURRENT = "current"
@@ -60,15 +61,26 @@ class Bundle:
         return int(self.manifest["event_offset"])
 
 
+def published_popularity(counts: np.ndarray, release: CountRelease | None) -> np.ndarray:
+    """The items' popularity column: the training counts, or their differentially private release (the same noise
+    as the popularity ranker's under one seed), rounded and never below 0."""
+    if release is None or release.exact:
+        return np.asarray(counts, dtype=np.float64)
+    return np.maximum(np.rint(release.release(counts, stream="popularity")), 0.0)
+
+
 def publish_bundle(
     root: str | Path, champion: Ranker, items: pd.DataFrame, item_vectors: pd.DataFrame, histories: pd.DataFrame,
     manifest: dict, collab: Ranker | None = None, challenger: Ranker | None = None,
+    popularity_release: CountRelease | None = None, popularity: np.ndarray | None = None,
 ) -> Path:
     """Write a bundle under `root` and point `root/current` at it; returns the bundle folder.
 
     `items` has item_id, title, genres (list or "|"-joined), text; `item_vectors` has item_id, embedding;
     `histories` has user_id, item_id, rating, timestamp and optionally event. `manifest` must name the
-    `event_offset` the histories include and may carry anything else (metrics, fingerprint, encoder)."""
+    `event_offset` the histories include and may carry anything else (metrics, fingerprint, encoder).
+    `popularity` is a column already released, in the champion's item order: a republish keeps it (releasing
+    the counts again would spend the privacy budget again)."""
     if "event_offset" not in manifest:
         raise ValueError("the manifest must say which event-log offset the histories include (event_offset)")
     root = Path(root)
@@ -86,7 +98,8 @@ def publish_bundle(
         "title": catalogue["title"].fillna("").astype(str).to_numpy() if "title" in catalogue else order.astype(str),
         "genres": [_genre_list(g) for g in (catalogue["genres"] if "genres" in catalogue else [None] * len(order))],
         "text": catalogue["text"].fillna("").astype(str).to_numpy() if "text" in catalogue else "",
-        "popularity": np.asarray(champion.popularity_, dtype=np.float64),
+        "popularity": (published_popularity(champion.popularity_, popularity_release) if popularity is None
+                       else np.asarray(popularity, dtype=np.float64)),
     })
     frame.to_parquet(staging / "items.parquet", index=False)
     vectors = _aligned_vectors(order, item_vectors)

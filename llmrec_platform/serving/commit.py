@@ -1,4 +1,4 @@
-"""Group commit: concurrent requests share one write + fsync of the event log.
+"""Group commit: concurrent requests share one write + fsync of the event log (or the audit log).
 
 Each request queues its event and waits for its own future. Whoever holds the flush lock writes everything
 queued so far in one `EventLog.append` (one fsync, off the event loop), then resolves all those futures;
@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any, Protocol
 
-from llmrec_platform.live.events import Event, EventLog
+
+class DurableLog(Protocol):
+    def append(self, records: list) -> Any:
+        """Write the records and fsync before returning (`EventLog`, `AuditLog`)."""
 
 
 class GroupCommitLog:
-    def __init__(self, log: EventLog, on_flush: Callable[[int], None] | None = None):
+    def __init__(self, log: DurableLog, on_flush: Callable[[int], None] | None = None):
         self.log = log
         self.on_flush = on_flush  # called with each flush's batch size (the fsync batch metric)
-        self._pending: list[tuple[Event, asyncio.Future]] = []
+        self._pending: list[tuple[Any, asyncio.Future]] = []
         self._lock = asyncio.Lock()
 
-    async def append(self, event: Event) -> tuple[int, int]:
-        """Durably append `event`; returns the (start, end) byte offsets of the flush that wrote it."""
+    async def append(self, event: Any) -> Any:
+        """Durably append `event` (a record of the log); returns what the log's `append` returned for the flush
+        that wrote it (the event log: its (start, end) byte offsets)."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((event, future))
         async with self._lock:

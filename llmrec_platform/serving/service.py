@@ -6,7 +6,8 @@ replayed from the log into in-memory live histories, on start and before every a
 restart loses nothing and several server processes on one log all read their own and each other's writes.
 A list is the champion's fold-in of bundle history + live events (`score_histories`, what `score_query`
 does for a history), blended with the short-term interest of the latest interactions (`ShortTermBlend`),
-never showing what the history holds.
+never showing what the history holds. A user erased by `llmrec forget` or `DELETE /users/{id}` (the erasure
+ledger, `llmrec_platform.erasure`) is dropped before the next answer (`drop_erased`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class LiveService:
         self.live: dict[str, list[Interaction]] = defaultdict(list)
         self.offset = bundle.event_offset
         self.events_applied = 0
+        # Erasures before this service started are in its bundle and log already; later ones are dropped on the way.
+        self._erased = log.erased.current().hashes if log.erased is not None else frozenset()
         self.catch_up()
 
     # -- histories ------------------------------------------------------------------------------------------------
@@ -82,6 +85,7 @@ class LiveService:
 
     def catch_up(self) -> int:
         """Apply the events appended to the log since the last call (by any process); returns how many."""
+        self.drop_erased()
         if self.log.size() == self.offset:
             return 0
         batch = self.log.read(self.offset)
@@ -89,6 +93,21 @@ class LiveService:
             self.apply(event)
         self.offset = batch.end
         return len(batch.events)
+
+    def drop_erased(self) -> int:
+        """Forget the users erased (`llmrec forget`, `DELETE /users/{id}`) since the last call, by any process: one
+        stat of the erasure ledger per call, the users' hashes only when someone was erased. Returns how many."""
+        erased = self.log.erased.current() if self.log.erased is not None else None
+        if erased is None or erased.hashes == self._erased:
+            return 0
+        new, self._erased = erased.hashes - self._erased, erased.hashes
+        return sum(self.forget(user) for user in [*self._spans, *self.live] if erased.hash(user) in new)
+
+    def forget(self, user_id: str) -> bool:
+        """Drop one user's live state: their live events and their part of the bundle's histories (they are then
+        an unknown user). Returns whether anything was held."""
+        held = self._spans.pop(str(user_id), None) is not None
+        return self.live.pop(str(user_id), None) is not None or held
 
     def apply(self, event: Event) -> None:
         rating = event_rating(event.event_type, event.value, self.event_weights)

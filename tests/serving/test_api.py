@@ -93,7 +93,9 @@ def test_posts_need_the_token_when_one_is_set(tiny_home):
         right = httpx.post(f"{running.url}/events", json=event, headers={"Authorization": "Bearer s3cret"})
         assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 202)
         assert "LLMREC_API_TOKEN" in missing.json()["detail"]
-        assert httpx.get(f"{running.url}/users/u/recommendations").status_code == 200  # reads stay open
+        # Once a token is set, recommendations are private too unless LLMREC_PUBLIC_RECOMMENDATIONS (test_access.py).
+        assert httpx.get(f"{running.url}/users/u/recommendations").status_code == 401
+        assert httpx.get(f"{running.url}/users/u/recommendations", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     finally:
         running.stop()
     assert len(log_frame(tiny_home)) == 1

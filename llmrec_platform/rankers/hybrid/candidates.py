@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from llmrec_platform.rankers.base import Ranker, top_k
-
-if TYPE_CHECKING:
-    from llmrec_platform.rankers.hybrid.features import UserBatch
+from llmrec_platform.rankers.hybrid.batch import UserBatch
 
 
 @dataclass(frozen=True)

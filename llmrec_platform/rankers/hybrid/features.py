@@ -14,26 +14,10 @@ import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import binarize
 from llmrec_platform.rankers.base import Histories, Ranker
+from llmrec_platform.rankers.hybrid.batch import UserBatch
 from llmrec_platform.rankers.hybrid.candidates import Candidates, retrieve
 
 DAY = 86400.0
-
-
-@dataclass(frozen=True)
-class UserBatch:
-    """Histories to rank for. `by_id`: they are the context's own training rows, so base rankers score the users
-    by position (their stored answer); otherwise the base rankers fold the histories in."""
-
-    histories: Histories
-    by_id: bool
-
-    def __len__(self) -> int:
-        return len(self.histories)
-
-    def scores(self, ranker: Ranker) -> np.ndarray:
-        if self.by_id:
-            return ranker.score(self.histories.users)
-        return ranker.score_histories(self.histories)
 
 
 def item_item_matrix(ranker: Ranker) -> np.ndarray | sp.csr_matrix | None:

@@ -33,8 +33,9 @@ from llmrec_platform.progress import report as report_progress
 from llmrec_platform.rankers.base import Histories, Ranker
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.fit_cache import FitCache
+from llmrec_platform.rankers.hybrid.batch import UserBatch
 from llmrec_platform.rankers.hybrid.config import HybridConfig, HybridTrainingLog
-from llmrec_platform.rankers.hybrid.features import FeatureContext, UserBatch
+from llmrec_platform.rankers.hybrid.features import FeatureContext
 from llmrec_platform.rankers.sequence import SequenceNeighbourRanker
 
 

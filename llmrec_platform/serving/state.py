@@ -1,0 +1,126 @@
+"""What every route shares: the live service over the served bundle, the logs, the explanation writer, the
+query encoder, the access policy and the metrics. `create_app` builds one `ServingState`; a route takes it with
+`Annotated[ServingState, Depends(serving_state)]` (the `State` alias).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from llmrec_platform.data.config import config_pseudonymize
+from llmrec_platform.data.privacy import pseudonymizer_for
+from llmrec_platform.erasure.ledger import Tombstones
+from llmrec_platform.live.events import EventLog
+from llmrec_platform.live.online import ImpressionLog
+from llmrec_platform.serving.audit import AuditLog, AuditRecord
+from llmrec_platform.serving.auth import AccessPolicy, Principal
+from llmrec_platform.serving.bundle import BundleError, current_bundle, current_version, load_bundle
+from llmrec_platform.serving.commit import GroupCommitLog
+from llmrec_platform.serving.explain import Writer, local_writer, openai_writer
+from llmrec_platform.serving.metrics import Metrics
+from llmrec_platform.serving.service import LiveService
+from llmrec_platform.settings import Settings
+
+log = logging.getLogger("llmrec.serving")
+RELOAD_SECONDS = 0.5
+
+
+def build_writer(settings: Settings) -> Writer | None:
+    if settings.explainer == "openai":
+        return openai_writer(settings.openai_base_url, settings.openai_model, settings.openai_api_key or "",
+                             settings.explain_timeout)
+    if settings.explainer == "local":
+        # Loaded on first use, off the event loop: until it is ready, requests time out to the template.
+        load = functools.cache(lambda: local_writer(settings.explainer_model))
+        return lambda evidence: load()(evidence)
+    return None
+
+
+class ServingState:
+    def __init__(self, settings: Settings, writer: Writer | None = None):
+        self.settings = settings
+        self.paths = settings.paths
+        self.metrics = Metrics()
+        self.access = AccessPolicy.from_settings(settings)
+        self.access.on_throttle = lambda kind: self.metrics.throttled.labels(kind).inc()
+        self.audit_log = AuditLog(self.paths.audit)
+        # The bundle's histories hold the training pseudonyms: a raw id must map onto the same one (same key).
+        self.pseudonymizer = pseudonymizer_for(settings.pseudonymize or config_pseudonymize(settings.dataset),
+                                               settings.pseudonym_key, f"privacy.pseudonymize in {settings.dataset}")
+        self.writer = writer if writer is not None else build_writer(settings)
+        self.service: LiveService
+        self.commit: GroupCommitLog
+        self.audit_commit = GroupCommitLog(self.audit_log)
+        self.impressions: ImpressionLog
+        self.encoder: asyncio.Future
+
+    def stored_id(self, user_id: str) -> str:
+        """The id the platform stores for a user id a client sends."""
+        return user_id if self.pseudonymizer is None else self.pseudonymizer(user_id)
+
+    async def audit(self, principal: Principal, action: str, user_id: str | None, **detail) -> None:
+        """Append an audit record durably (group-committed like events); `user_id` as stored. An erasure passes
+        None and the keyed hash of the id in `detail`, so the log never names whom it erased."""
+        await self.audit_commit.append(AuditRecord(principal.name, action, user_id, detail))
+
+    def new_service(self, version_path) -> LiveService:
+        bundle = load_bundle(version_path)
+        settings = self.settings
+        # Erased users' events are left out of the log, and their live state is dropped at the next answer.
+        log = EventLog(self.paths.events, erased=Tombstones(self.paths.erasure))
+        return LiveService(bundle, log, dict(settings.event_weights), settings.short_term,
+                           settings.challenger_share, settings.query_user_weight)
+
+    def install(self, service: LiveService) -> None:
+        self.service = service
+        self.metrics.bundle.clear()
+        self.metrics.bundle.labels(service.bundle.version, service.bundle.manifest["champion"]).set(1)
+
+    async def follow_bundles(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_SECONDS)
+            version = current_version(self.paths.bundles)
+            if version is None or version == self.service.bundle.version:
+                continue
+            try:
+                self.install(await asyncio.to_thread(self.new_service, current_bundle(self.paths.bundles)))
+                log.info("now serving bundle %s", version)
+            except Exception:  # a broken bundle never takes the server down: keep serving the old one
+                log.exception("could not load bundle %s; still serving %s", version, self.service.bundle.version)
+
+    def load_encoder(self):
+        name = self.service.bundle.manifest.get("encoder")
+        if not name:
+            raise BundleError("this bundle has no item embeddings, so it cannot answer free-text queries")
+        import torch
+
+        from llmrec_platform.encoders.models import TextEncoder
+
+        torch.set_num_threads(1)  # one short text per request: more threads only contend with the other requests
+        return TextEncoder(name, device="cpu", batch_size=1)
+
+    @contextlib.asynccontextmanager
+    async def running(self, app=None):
+        """The app's lifespan: load the current bundle, warm the encoder, follow new bundles until shutdown."""
+        self.install(self.new_service(current_bundle(self.paths.bundles)))
+        self.commit = GroupCommitLog(self.service.log, on_flush=self.metrics.fsync_batch.observe)
+        self.impressions = ImpressionLog(self.paths.events)
+        self.encoder = asyncio.get_running_loop().run_in_executor(None, self.load_encoder)  # warm in the background
+        # A failure is answered by /query (503); retrieving it here keeps asyncio from warning at exit.
+        self.encoder.add_done_callback(lambda done: done.cancelled() or done.exception())
+        follower = asyncio.create_task(self.follow_bundles())
+        yield
+        follower.cancel()
+
+
+async def serving_state(request: Request) -> ServingState:  # async: a plain def would run in the thread pool
+    return request.app.state.serving
+
+
+State = Annotated[ServingState, Depends(serving_state)]
