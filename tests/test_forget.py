@@ -173,6 +173,7 @@ def test_a_fitted_ranker_forgets_the_user_row_and_says_whether_it_needs_a_refit(
     popularity = PopularityRanker().fit(data)
     before = popularity.popularity_.copy()
     gone_items = data.train[list(data.user_ids).index(GONE)].indices
+    kept_list = ease.recommend(KEPT[0], 5)["item_id"].tolist()
     trained = TrainedRanker(ease, "run", "fp", {}, 0.0)
     cleaned, result = scrub({"ease": trained, "popularity": popularity, "users": [GONE, KEPT[0]]}, [GONE])
     assert result.rankers == ["ease", "popularity"] and cleaned["users"] == [KEPT[0]]
@@ -181,6 +182,7 @@ def test_a_fitted_ranker_forgets_the_user_row_and_says_whether_it_needs_a_refit(
         assert not holds(pickle.dumps(ranker), [GONE])
         assert ranker.recommend(KEPT[0], 3)["item_id"].tolist()  # everyone else is still served
     assert np.array_equal(popularity.popularity_[gone_items], before[gone_items] - 1)  # recounted without them
+    assert ease.recommend(KEPT[0], 5)["item_id"].tolist() == kept_list  # positions kept: the same list
     assert ease.score_query(Query(user_id=GONE)).shape == (data.n_items,)  # now an unknown user: cold start
     assert needs_refit("ease") and not needs_refit("popularity") and needs_refit("a_ranker_we_do_not_know")
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from llmrec_platform.rankers.base import Ranker
+from llmrec_platform.rankers.base import Ranker, clear_rows
 
 # Rankers whose fitted state, apart from per-user rows, holds nothing learned from users: blanking suffices.
 ROW_DROP_SUFFICES = {
@@ -125,11 +125,12 @@ def _walk(obj, ids: frozenset[str], rows: _Rows | None, result: Scrubbed, seen: 
         return type(obj)(kept)
     if type(obj).__module__.split(".")[0] in _OPAQUE_MODULES or not hasattr(obj, "__dict__"):
         return obj
+    skip: tuple[str, ...] = ()
     if isinstance(obj, Ranker):
-        rows = _blank_ranker(obj, ids, result)
+        rows, skip = _blank_ranker(obj, ids, result), Ranker.USER_STATE
     for name, value in list(vars(obj).items()):
-        if isinstance(obj, Ranker) and name in ("user_ids_", "_user_position", "train_", "train_timestamps_"):
-            continue  # done by _blank_ranker
+        if name in skip:
+            continue  # cleared by Ranker.forget_users
         walked = _walk(value, ids, rows, result, seen, depth + 1, users or _is_user_name(name))
         if walked is not value:
             object.__setattr__(obj, name, walked)  # also through frozen dataclasses
@@ -137,42 +138,19 @@ def _walk(obj, ids: frozenset[str], rows: _Rows | None, result: Scrubbed, seen: 
 
 
 def _blank_ranker(ranker: Ranker, ids: frozenset[str], result: Scrubbed) -> _Rows | None:
-    if ranker.user_ids_ is None:
-        return None
-    user_ids = np.asarray(ranker.user_ids_)
-    positions = np.flatnonzero(np.isin(user_ids.astype(str), list(ids)))
+    positions = ranker.forget_users(sorted(ids))
     if not len(positions):
         return None
     result.rankers.append(ranker.name)
     result.removed += len(positions)
-    blanked = user_ids.copy()
-    blanked[positions] = ""
-    ranker.user_ids_ = blanked
-    for user in ids:
-        ranker._user_position.pop(user, None)
-    n_items = len(ranker.item_ids_) if ranker.item_ids_ is not None else -1
-    rows = _Rows(positions, len(user_ids), n_items)
-    for name in ("train_", "train_timestamps_"):
-        if getattr(ranker, name, None) is not None:
-            setattr(ranker, name, _zero_rows(getattr(ranker, name), positions))
-    if getattr(ranker, "popularity_", None) is not None and getattr(ranker, "train_", None) is not None:
-        ranker.popularity_ = np.asarray(ranker.train_.getnnz(axis=0), dtype=np.float32)
-    return rows
-
-
-def _zero_rows(matrix: sp.spmatrix, positions: np.ndarray) -> sp.csr_matrix:
-    matrix = sp.csr_matrix(matrix, copy=True)
-    for position in positions:
-        matrix.data[matrix.indptr[position]:matrix.indptr[position + 1]] = 0
-    matrix.eliminate_zeros()
-    return matrix
+    return _Rows(positions, len(ranker.user_ids_), len(ranker.item_ids_) if ranker.item_ids_ is not None else -1)
 
 
 def _sparse_rows(matrix, rows: _Rows | None, result: Scrubbed):
     if rows is None or rows.n_users == rows.n_items or matrix.shape[0] != rows.n_users:
         return matrix
     result.removed += len(rows.positions)
-    return _zero_rows(matrix, rows.positions)
+    return clear_rows(matrix, rows.positions)
 
 
 def _array(array: np.ndarray, ids: frozenset[str], rows: _Rows | None, result: Scrubbed, users: bool) -> np.ndarray:

@@ -134,45 +134,48 @@ def rewrite_duckdb(path: Path) -> None:
 def blank_log_lines(path: Path, ids: list[str], until: int | None = None) -> int:
     """Overwrite every line of `path` (before byte `until`) that names one of `ids` as its user with spaces (same
     length), under the log's flock, and fsync. Returns how many lines were blanked."""
-    if not path.exists():
-        return 0
     keys = [f'"user_id":{json.dumps(i)}'.encode() for i in ids]
-    blanked = 0
-    with open(path, "r+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # the writers' lock (EventLog.append): no append lands meanwhile
-        try:
-            position = 0
-            for line in iter(handle.readline, b""):
-                if until is not None and position >= until:
-                    break  # events after the request are new: the erasure covers what was there
-                if (line.endswith(b"\n") and any(k in line for k in keys)) or _names_user(line, ids):
-                    os.pwrite(handle.fileno(), b" " * (len(line) - 1), position)
-                    blanked += 1
-                position += len(line)
-            if blanked:
-                os.fsync(handle.fileno())
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    return blanked
+
+    def blank(line: bytes) -> bytes | None:
+        if (line.endswith(b"\n") and any(k in line for k in keys)) or _names_user(line, ids):
+            return b" " * (len(line) - 1)
+        return None
+
+    return _rewrite_lines_in_place(path, blank, until)
 
 
 def redact_log_ids(path: Path, ids: list[str]) -> int:
     """Overwrite each of `ids` standing as a JSON string in `path` with as many `*`, in place, under the log's flock
     (the audit log: the record of who did what stays, without whom). Returns how many lines changed."""
+    quoted = [json.dumps(i).encode() for i in ids]
+
+    def redact(line: bytes) -> bytes | None:
+        if not (line.endswith(b"\n") and any(q in line for q in quoted)):
+            return None
+        for q in quoted:
+            line = line.replace(q, b'"' + b"*" * (len(q) - 2) + b'"')
+        return line
+
+    return _rewrite_lines_in_place(path, redact, None)
+
+
+def _rewrite_lines_in_place(path: Path, rewrite: Callable[[bytes], bytes | None], until: int | None) -> int:
+    """Apply `rewrite` (a same-length replacement, or None to keep the line) to each line of `path` before byte
+    `until`, in place under the writers' flock (EventLog.append, AuditLog.append), so every offset stays valid;
+    fsync when anything changed. Returns how many lines changed."""
     if not path.exists():
         return 0
-    quoted = [json.dumps(i).encode() for i in ids]
     changed = 0
     with open(path, "r+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # the writers' lock (AuditLog.append)
+        fcntl.flock(handle, fcntl.LOCK_EX)  # no append lands meanwhile
         try:
             position = 0
             for line in iter(handle.readline, b""):
-                if line.endswith(b"\n") and any(q in line for q in quoted):
-                    redacted = line
-                    for q in quoted:
-                        redacted = redacted.replace(q, b'"' + b"*" * (len(q) - 2) + b'"')
-                    os.pwrite(handle.fileno(), redacted, position)
+                if until is not None and position >= until:
+                    break  # events after the request are new: the erasure covers what was there
+                replacement = rewrite(line)
+                if replacement is not None:
+                    os.pwrite(handle.fileno(), replacement, position)
                     changed += 1
                 position += len(line)
             if changed:

@@ -104,6 +104,30 @@ class Ranker(ABC):
         self._fit(data)
         return self
 
+    # What `fit` keeps per user, cleared by `forget_users` (what a subclass learned from them is its own).
+    USER_STATE: ClassVar[tuple[str, ...]] = ("user_ids_", "_user_position", "train_", "train_timestamps_")
+
+    def forget_users(self, user_ids: Sequence[str]) -> np.ndarray:
+        """Drop these users from what `fit` kept: their ids become "", their training rows empty, the popularity
+        is recounted without them. Every other user keeps their position, so a subclass's user-aligned arrays stay
+        aligned. Returns the positions cleared (empty when the ranker never saw them)."""
+        if self.user_ids_ is None:
+            return np.zeros(0, dtype=np.int64)
+        known = np.asarray(self.user_ids_)
+        positions = np.flatnonzero(np.isin(known.astype(str), [str(u) for u in user_ids]))
+        if not len(positions):
+            return positions
+        blanked = known.copy()
+        blanked[positions] = ""
+        self.user_ids_ = blanked
+        for user in user_ids:
+            self._user_position.pop(str(user), None)
+        for name in ("train_", "train_timestamps_"):
+            if getattr(self, name, None) is not None:  # rankers pickled before they kept timestamps
+                setattr(self, name, clear_rows(getattr(self, name), positions))
+        self.popularity_ = np.asarray(self.train_.getnnz(axis=0), dtype=np.float32)
+        return positions
+
     @abstractmethod
     def _fit(self, data: InteractionData) -> None:
         """Learn from `data.train` (and `data.train_timestamps`); never read valid or test."""
@@ -313,3 +337,13 @@ class TrainedRanker:
         if not isinstance(stored, TrainedRanker):
             raise TypeError(f"{source} holds a {type(stored).__name__}, not a TrainedRanker")
         return stored
+
+
+
+def clear_rows(matrix: sp.spmatrix, positions: np.ndarray) -> sp.csr_matrix:
+    """A copy of `matrix` with the rows at `positions` emptied (same shape)."""
+    matrix = sp.csr_matrix(matrix, copy=True)
+    for position in positions:
+        matrix.data[matrix.indptr[position]:matrix.indptr[position + 1]] = 0
+    matrix.eliminate_zeros()
+    return matrix
