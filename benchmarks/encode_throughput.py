@@ -7,6 +7,13 @@ a dataset.
 
     python benchmarks/encode_throughput.py --dataset ml-1m --device cpu
     python benchmarks/encode_throughput.py --texts texts.parquet --model /path/to/model --device cuda
+    python benchmarks/encode_throughput.py --dataset ml-100k --device cpu --no-asset \
+        --paths before:fp32:128 torch:fp32:128 torch:fp32:32 onnx:fp32:32 torch:bf16:32
+
+`--paths` compares encoder paths on the CPU, backend:precision:batch: `before` is the encoder as it was before
+token-length batching (sentence-transformers' own character-length sort, one call); each row gives wall and CPU
+seconds (user + system of this process: less sensitive than wall time to other jobs on a shared machine) and the
+smallest cosine of its vectors to the first row's.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ def materialize(texts: pd.DataFrame, home: Path, args) -> dict:
     from llmrec_platform.assets.ingest import raw_items
     from llmrec_platform.assets.text import item_texts as item_texts_asset
     from llmrec_platform.resources import (
+        ComputeResource,
         DatasetResource,
         DeviceResource,
         EncoderResource,
@@ -54,6 +62,7 @@ def materialize(texts: pd.DataFrame, home: Path, args) -> dict:
             "dataset": DatasetResource(),  # raw_items is only an unselected upstream here
             "device": DeviceResource(device=args.device, precision=args.precision, batch_size=args.batch_size),
             "encoder": EncoderResource(model=args.model),
+            "compute": ComputeResource(),  # in-process (no Ray address)
         },
     )
     [event] = result.asset_materializations_for_node("item_embeddings")
@@ -80,6 +89,39 @@ def sweep(texts: list[str], args) -> list[dict]:
     return rows
 
 
+def compare_paths(texts: list[str], args) -> list[dict]:
+    """Each backend:precision:batch path on the CPU, timed after a warm-up, against the first path's vectors."""
+    import tempfile
+
+    import numpy as np
+
+    from llmrec_platform.encoders.models import TextEncoder
+
+    rows, reference = [], None
+    with tempfile.TemporaryDirectory() as exported:
+        for path in args.paths:
+            backend, precision, batch = path.split(":")
+            start, cpu = time.perf_counter(), time.process_time()
+            encoder = TextEncoder(args.model, device="cpu", precision=precision, batch_size=int(batch),
+                                  backend="torch" if backend == "before" else backend, cache_dir=exported)
+            load_s, load_cpu = time.perf_counter() - start, time.process_time() - cpu
+            encoder.encode(texts[:64])  # warm-up (kernels, tokenizer)
+            start, cpu = time.perf_counter(), time.process_time()
+            if backend == "before":
+                vectors = encoder.model.encode(texts, batch_size=int(batch), normalize_embeddings=True,
+                                               convert_to_numpy=True, show_progress_bar=False)
+            else:
+                vectors, _ = encoder.encode(texts)
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+            reference = vectors if reference is None else reference
+            rows.append({"path": path, "load_s": round(load_s, 1), "load_cpu_s": round(load_cpu, 1),
+                         "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "texts_per_s": round(len(texts) / wall, 1),
+                         "texts_per_cpu_s": round(len(texts) / cpu, 1),
+                         "min_cosine": float(np.min(np.sum(np.asarray(vectors) * reference, axis=1)))})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-1m")
@@ -91,6 +133,9 @@ def main() -> int:
     parser.add_argument("--sweep-batches", type=int, nargs="*", default=[64, 256, 1024])
     parser.add_argument("--repeat", type=int, default=1, help="repeat the texts this many times in the sweep")
     parser.add_argument("--no-asset", action="store_true", help="only the bare-encoder sweep (no Dagster, no DuckDB)")
+    parser.add_argument("--paths", nargs="*", default=[],
+                        help="compare CPU encoder paths backend:precision:batch (backend: before, torch, onnx) "
+                             "instead of the batch sweep")
     args = parser.parse_args()
     texts = item_texts(args)
     print(f"{len(texts)} item texts; python {sys.version.split()[0]}")
@@ -100,7 +145,8 @@ def main() -> int:
             meta = materialize(texts, Path(tmp), args)
             print(f"item_embeddings asset ({attempt}): {time.perf_counter() - start:.1f} s wall; "
                   + ", ".join(f"{k}={meta[k]}" for k in ("device", "precision", "dim", "encoded", "cached", "items_per_second")))
-    rows = sweep(texts["text"].tolist() * args.repeat, args)
+    texts_list = texts["text"].tolist() * args.repeat
+    rows = compare_paths(texts_list, args) if args.paths else sweep(texts_list, args)
     print(pd.DataFrame(rows).to_string(index=False))
     return 0
 

@@ -1,10 +1,12 @@
-"""Replay evaluation of the live loop: the champion alone against the short-term blend.
+"""Replay evaluation of the live loop: the champion alone against the live ranking (channels, one score).
 
 Each test user's held-out interactions are replayed in time order as events; before each one the list is
 computed from the history so far and the next item looked up (hit@10, NDCG@10; llmrec_platform.evaluation.replay).
-The blend settings are chosen on the valid fold and reported on the test fold.
+A grid of settings is ranked on the valid fold; on the test fold the shipped default and the best on valid are
+compared with the champion alone, paired per user (95 % bootstrap interval of the mean difference).
 
     python benchmarks/replay.py --dataset ml-100k --protocol temporal            # EASE fitted here
+    python benchmarks/replay.py --dataset ml-100k --protocol recbole             # the random 8:1:1 split
     python benchmarks/replay.py --home .llmrec --ranker hybrid                    # a published ranker
 
 Prints Markdown tables.
@@ -19,8 +21,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from llmrec_platform.evaluation.replay import replay, replay_steps
-from llmrec_platform.live.short_term import ShortTermBlend
+from llmrec_platform.evaluation.replay import per_user, replay_per_step, replay_steps
+from llmrec_platform.evaluation.significance import comparisons_markdown, paired_bootstrap
+from llmrec_platform.live.channels import LiveRanking
 
 
 def inputs(args) -> tuple:
@@ -55,8 +58,9 @@ def main() -> None:
     parser.add_argument("--protocol", default="temporal", choices=["temporal", "recbole"])
     parser.add_argument("--home", help="read the split, embeddings and --ranker from a home a run published")
     parser.add_argument("--ranker", default="ease")
-    parser.add_argument("--max-users", type=int, default=None)
+    parser.add_argument("--max-users", type=int, default=None, help="replay a seeded sample of this many users per fold")
     parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--no-grid", action="store_true", help="skip the valid-fold grid: the default against the champion")
     args = parser.parse_args()
     start = time.perf_counter()
     ranker, split, embeddings = inputs(args)
@@ -66,21 +70,36 @@ def main() -> None:
     vectors[positions[positions >= 0]] = np.stack(embeddings["embedding"].to_numpy())[positions >= 0]
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
-    grid = {"champion alone": ShortTermBlend(weight=0)}
-    for weight, recent, share in itertools.product((0.5, 1.0, 2.0), (1, 3, 5), (0.0, 0.5, 1.0)):
-        grid[f"w={weight} recent={recent} llm_share={share}"] = ShortTermBlend(weight, recent, 0.5, share)
-    valid = replay(ranker, replay_steps(ranker, split, "valid", args.max_users, args.seed), vectors, grid)
-    valid = valid.sort_values("ndcg@10", ascending=False, kind="stable")
-    print(f"## Valid fold ({ranker.name}, {args.home or args.dataset}, {args.protocol if not args.home else 'its'} split)\n")
-    print(valid.head(8).to_markdown(index=False, floatfmt=".4f"))
-    best = valid.iloc[0]["variant"] if valid.iloc[0]["variant"] != "champion alone" else valid.iloc[1]["variant"]
-    default = ShortTermBlend()
-    chosen = {"champion alone": grid["champion alone"], f"best on valid: {best}": grid[best],
-              f"default: w={default.weight} recent={default.recent} llm_share={default.llm_share}": default}
-    test = replay(ranker, replay_steps(ranker, split, "test", args.max_users, args.seed), vectors, chosen)
-    print("\n## Test fold\n")
-    print(test.to_markdown(index=False, floatfmt=".4f"))
-    print(f"\n{time.perf_counter() - start:.0f} s")
+    champion = "champion alone"
+    grid = {champion: LiveRanking(weight=0)}
+    for scale, weight, shift, share in itertools.product(("rank", "z"), (0.5, 1.0, 2.0), (0.0, 2.0, 5.0), (0.5, 1.0)):
+        grid[f"{scale} w={weight} shift={shift} llm_share={share}"] = LiveRanking(weight, 5, 0.5, share, shift,
+                                                                                   scale=scale)
+    default = LiveRanking()
+    shipped = (f"default: {default.scale} w={default.weight} shift={default.shift_weight} recent={default.recent} "
+               f"llm_share={default.llm_share}")
+    chosen = {champion: grid[champion], shipped: default}
+    split_name = args.protocol if not args.home else "its"
+    print(f"# {ranker.name}, {args.home or args.dataset}, {split_name} split, max users {args.max_users}\n")
+    if not args.no_grid:
+        valid_steps = replay_steps(ranker, split, "valid", args.max_users, args.seed)
+        valid = replay_per_step(ranker, valid_steps, vectors, grid)
+        table = valid.groupby("variant", sort=False)[["hit@10", "ndcg@10"]].mean().reset_index()
+        table = table.sort_values("ndcg@10", ascending=False, kind="stable")
+        print(f"## Valid fold ({len(valid_steps)} steps)\n")
+        print(table.head(10).to_markdown(index=False, floatfmt=".4f"))
+        best = next(v for v in table["variant"] if v != champion)
+        chosen[f"best on valid: {best}"] = grid[best]
+    test_steps = replay_steps(ranker, split, "test", args.max_users, args.seed)
+    test = replay_per_step(ranker, test_steps, vectors, chosen)
+    summary = test.groupby("variant", sort=False)[["hit@10", "ndcg@10"]].mean().reset_index()
+    print(f"\n## Test fold ({len(test_steps)} steps, {test['user_id'].nunique()} users)\n")
+    print(summary.to_markdown(index=False, floatfmt=".4f"))
+    comparisons = [paired_bootstrap(per_user(test, name, metric), per_user(test, champion, metric), metric, name,
+                                    champion, seed=args.seed)
+                   for name in list(chosen)[1:] for metric in ("ndcg@10", "hit@10")]
+    print("\n" + comparisons_markdown(comparisons))
+    print(f"{time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

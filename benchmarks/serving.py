@@ -1,223 +1,363 @@
-"""Serving benchmark: `llmrec serve` measured from this (separate) process over loopback.
+"""Serving benchmark: our server and Cornac's, the same load, the same bundle's data, one run.
 
-    python benchmarks/serving.py --dataset ml-1m --seconds 60 --clients 16    # builds an EASE bundle first
-    python benchmarks/serving.py --home .llmrec                                 # the bundle a run published
+    python benchmarks/serving.py --source /tmp/runs/ml1m/home --seconds 20 --warmup 3 --clients 16
+    git archive HEAD | tar -x -C /tmp/before    # then add ease:before:1 to --configs and --before /tmp/before
 
-Mix: 80 % GET /users/{id}/recommendations (k=10, a random known user), 20 % POST /events (a click), over
-`--clients` keep-alive connections for `--seconds`. Then /query latency (encoding included), freshness (202
--> the next GET shows a changed list), the fsync batch sizes from /metrics, and where a request's time goes
-(measured in-process on the same bundle). Prints Markdown tables.
+`--source` is a home whose published bundle is served (the ML-1M demo: the hybrid champion, with EASE as its
+`collab` ranker). It is copied (never written): once as it is ("hybrid") and once with the EASE ranker as the
+champion ("ease"). Each (bundle, server, workers) configuration of `--configs` gets a fresh home, a server
+started as `llmrec serve` does, `--warmup` seconds of load, then `--seconds` measured. The load: `--clients`
+keep-alive HTTP/1.1 connections, each sending its next request when the last one is answered, 80 % GET
+/users/{id}/recommendations?k=10 (a random known user) and 20 % POST /events (a click on a random catalogue
+item; durable: fsynced before the 202). The client is a bare asyncio socket loop (a few µs per request), so
+what is measured is the server, not the client.
+
+Cornac (`cornac.serving`, Flask, threaded) serves cornac's own EASE fitted on the same histories (its lambda
+is ours: 750), with the same mix: GET /recommend?uid=..&k=10&remove_seen=true and POST /feedback (a CSV
+append, no fsync, it does not change the next list). Prints one Markdown table: req/s, p50, p99, errors and
+the POST p99 of each configuration, and the server's CPU milliseconds per request (user + sys of all its
+processes over the measured seconds, from /proc): the steadier figure on a machine others load too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
-import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
-import httpx
 import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-QUERIES = ["animated film for children", "a dark thriller about a detective", "romantic comedy in New York",
-           "science fiction with space battles", "film de guerre historique", "una comedia familiar", "恐怖电影"]
+DEFAULT_CONFIGS = "ease:uvicorn:1,ease:uvicorn:2,ease:granian:1,ease:granian:2,hybrid:uvicorn:1,hybrid:uvicorn:2," \
+                  "hybrid:granian:2,ease:cornac:1"
 
 
-def build_bundle(home: Path, dataset_name: str, seed: int) -> None:
-    from llmrec_platform.data.datasets import load_dataset
-    from llmrec_platform.data.interactions import InteractionData
-    from llmrec_platform.data.split import SplitConfig, prepare_interactions, split_interactions
-    from llmrec_platform.data.text import build_item_texts
-    from llmrec_platform.encoders.models import DEFAULT_MODEL, TextEncoder
-    from llmrec_platform.paths import Paths
-    from llmrec_platform.rankers.ease import EASERanker
-    from llmrec_platform.serving.bundle import publish_bundle
-
-    dataset = load_dataset(dataset_name)
-    split = split_interactions(prepare_interactions(dataset.ratings, dataset.items, 3.0, 10),
-                               SplitConfig(protocol="recbole", seed=seed))
-    ease = EASERanker().fit(InteractionData.from_split(split))
-    texts, _ = build_item_texts(dataset.items)
-    vectors, _ = TextEncoder().encode(texts["text"].tolist())
-    publish_bundle(Paths(home).ensure().bundles, ease, dataset.items.merge(texts[["item_id", "text"]], on="item_id"),
-                   pd.DataFrame({"item_id": texts["item_id"], "embedding": list(vectors)}), split,
-                   {"event_offset": 0, "encoder": DEFAULT_MODEL, "data_fingerprint": dataset_name}, collab=ease)
+@dataclass
+class Load:
+    """What the clients saw: latencies (seconds) per kind, error descriptions, measured seconds."""
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {"get": [], "post": []})
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the server's (all its processes'), over the measured seconds
 
 
-def percentile(values, q) -> float:
-    return float(np.percentile(np.asarray(values) * 1000, q)) if len(values) else float("nan")
+class Connection:
+    """One keep-alive HTTP/1.1 connection: send a request, read the status line, headers and body."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}\r\n"
+        if body or method == "POST":
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" in fields:
+            payload = await self.reader.readexactly(int(fields["content-length"]))
+        elif fields.get("transfer-encoding", "").lower() == "chunked":
+            payload = b""
+            while size := int((await self.reader.readuntil(b"\r\n")).strip(), 16):
+                payload += await self.reader.readexactly(size)
+                await self.reader.readexactly(2)
+            await self.reader.readuntil(b"\r\n")
+        else:
+            payload = await self.reader.read()
+        if fields.get("connection", "").lower() == "close" or lines[0].startswith("HTTP/1.0"):
+            self.close()
+        return status, payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
-async def load(url: str, users: list[str], items: list[str], clients: int, seconds: float, seed: int) -> dict:
-    latencies = {"recommend": [], "event": []}
-    errors: list[str] = []
-    deadline = time.perf_counter() + seconds
-
-    async def client(n: int):
-        rng = random.Random(seed + n)
-        async with httpx.AsyncClient(base_url=url, timeout=10) as session:
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                try:
-                    if rng.random() < 0.8:
-                        kind = "recommend"
-                        response = await session.get(f"/users/{rng.choice(users)}/recommendations", params={"k": 10})
-                    else:
-                        kind = "event"
-                        response = await session.post("/events", json={"user_id": rng.choice(users),
-                                                                      "item_id": rng.choice(items), "type": "click"})
-                except httpx.HTTPError as exc:
-                    errors.append(repr(exc))
-                    continue
-                latencies[kind].append(time.perf_counter() - start)
-                if response.status_code >= 400:
-                    errors.append(str(response.status_code))
-
-    began = time.perf_counter()
-    await asyncio.gather(*(client(n) for n in range(clients)))
-    return {"latencies": latencies, "errors": errors, "seconds": time.perf_counter() - began}
+def our_requests(users: list[str], items: list[str]):
+    def make(rng: random.Random) -> tuple[str, str, str, bytes]:
+        if rng.random() < 0.8:
+            return "get", "GET", f"/users/{quote(rng.choice(users), safe='')}/recommendations?k=10", b""
+        event = {"user_id": rng.choice(users), "item_id": rng.choice(items), "type": "click"}
+        return "post", "POST", "/events", json.dumps(event).encode()
+    return make
 
 
-def freshness(url: str, users: list[str], items: list[str], trials: int, seed: int) -> list[float]:
-    rng = random.Random(seed)
-    times = []
-    with httpx.Client(base_url=url, timeout=10) as session:
-        for _ in range(trials):
-            user = rng.choice(users)
-            before = [i["item_id"] for i in session.get(f"/users/{user}/recommendations").json()["items"]]
-            session.post("/events", json={"user_id": user, "item_id": before[0], "type": "click"}).raise_for_status()
-            start = time.perf_counter()  # the 202 is in: how long until a GET shows a changed list?
-            while True:
-                after = [i["item_id"] for i in session.get(f"/users/{user}/recommendations").json()["items"]]
-                if after != before:
-                    break
-            times.append(time.perf_counter() - start)
-    return times
+def cornac_requests(users: list[str], items: list[str]):
+    def make(rng: random.Random) -> tuple[str, str, str, bytes]:
+        if rng.random() < 0.8:
+            return "get", "GET", f"/recommend?{urlencode({'uid': rng.choice(users), 'k': 10, 'remove_seen': 'true'})}", b""
+        return "post", "POST", f"/feedback?{urlencode({'uid': rng.choice(users), 'iid': rng.choice(items)})}", b""
+    return make
 
 
-def breakdown(home: Path, users: list[str], samples: int, seed: int) -> dict[str, float]:
-    """Mean milliseconds per stage of one recommendation, in-process on the served bundle."""
-    import orjson
-
-    from llmrec_platform.live.events import Event, EventLog
-    from llmrec_platform.live.short_term import ShortTermBlend
-    from llmrec_platform.serving.bundle import current_bundle, load_bundle
-    from llmrec_platform.serving.service import LiveService
-    from llmrec_platform.settings import Settings
-
-    settings = Settings(home=home)
-    bundle = load_bundle(current_bundle(settings.paths.bundles))
-    service = LiveService(bundle, EventLog(Path(tempfile.mkdtemp())), dict(settings.event_weights), settings.short_term)
-    plain = LiveService(bundle, EventLog(Path(tempfile.mkdtemp())), dict(settings.event_weights), ShortTermBlend(weight=0))
-    rng = random.Random(seed)
-    stages = {"history arrays (bundle + live)": 0.0, "fold-in (score_histories)": 0.0, "short-term blend": 0.0,
-              "exclusion + top-k": 0.0, "serialization (JSON)": 0.0}
-    for _ in range(samples):
-        user = rng.choice(users)
-        t0 = time.perf_counter()
-        service.history_arrays(user)
-        t1 = time.perf_counter()
-        plain.scores(user)
-        t2 = time.perf_counter()
-        scores, positions, _ = service.scores(user)
-        t3 = time.perf_counter()
-        top = service._top(scores, positions, 10)
-        t4 = time.perf_counter()
-        orjson.dumps({"items": [{"item_id": str(service.item_ids[p]), "title": service.titles[p],
-                                 "score": float(scores[p])} for p in top]})
-        t5 = time.perf_counter()
-        # the blend's cost is what the blended scores take beyond the plain fold-in
-        for stage, seconds in zip(stages, (t1 - t0, t2 - t1 - (t1 - t0), (t3 - t2) - (t2 - t1), t4 - t3, t5 - t4),
-                                  strict=True):
-            stages[stage] += seconds
-    log = EventLog(home / "benchmark-fsync")
+async def run_load(port: int, group: int, make_request, clients: int, warmup: float, seconds: float, seed: int) -> Load:
+    load = Load()
     start = time.perf_counter()
-    for n in range(100):
-        log.append([Event(user_id="u", item_id=str(n), event_type="click")])
-    stages["fsync (one event, no group commit)"] = (time.perf_counter() - start) / 100 * samples
-    return {stage: seconds / samples * 1000 for stage, seconds in stages.items()}
+    measure_from, deadline = start + warmup, start + warmup + seconds
+
+    async def measure_cpu() -> None:
+        await asyncio.sleep(warmup)
+        load.cpu_seconds = -group_cpu_seconds(group)
+        await asyncio.sleep(max(deadline - time.perf_counter(), 0))
+        load.cpu_seconds += group_cpu_seconds(group)
+
+    async def client(n: int) -> None:
+        rng = random.Random(seed + n)
+        connection = Connection("127.0.0.1", port)
+        while (now := time.perf_counter()) < deadline:
+            kind, method, target, body = make_request(rng)
+            try:
+                status, payload = await connection.request(method, target, body)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                connection.close()
+                if now >= measure_from:
+                    load.errors.append(type(exc).__name__)
+                continue
+            if now >= measure_from:
+                load.latencies[kind].append(time.perf_counter() - now)
+                if status >= 400:
+                    load.errors.append(f"{status} {payload[:80]!r}")
+        connection.close()
+
+    await asyncio.gather(measure_cpu(), *(client(n) for n in range(clients)))
+    load.seconds = seconds
+    return load
+
+
+def copy_home(source: Path, target: Path, champion: str) -> Path:
+    """A fresh home holding a copy of `source`'s current bundle, with `champion` ("hybrid": as published;
+    "ease": the bundle's collab ranker) as the champion. Large files are hard-linked (they are only read)."""
+    bundle = (source / "bundles" / "current").resolve()
+    copied = target / "bundles" / bundle.name
+    copied.mkdir(parents=True)
+    for path in bundle.iterdir():
+        if path.name != "manifest.json":
+            os.link(path, copied / path.name) if path.stat().st_dev == copied.stat().st_dev else shutil.copy(path, copied)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if champion == "ease":
+        if manifest.get("collab") != "ease":
+            raise SystemExit(f"{bundle}: its collab ranker is {manifest.get('collab')!r}, not EASE")
+        (copied / "champion.pkl").unlink()
+        os.link(copied / "collab.pkl", copied / "champion.pkl")
+        manifest["champion"] = "ease"
+    (copied / "manifest.json").write_text(json.dumps(manifest))
+    (target / "bundles" / "current").symlink_to(bundle.name)
+    return copied
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_ready(port: int, path: str, process: subprocess.Popen, limit: float = 600) -> None:
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with {process.returncode} before answering {path}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                probe.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                if probe.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the server did not answer {path} in {limit:.0f} s")
+
+
+def warm_encoder(port: int) -> None:
+    """One /query, so that the encoder (loaded in the background at start, holding the GIL for seconds) is
+    ready before the load begins: the load measures a server in its steady state."""
+    async def query() -> None:
+        connection = Connection("127.0.0.1", port)
+        status, payload = await asyncio.wait_for(connection.request("POST", "/query", b'{"text": "a film"}'), 600)
+        connection.close()
+        if status != 200:
+            raise SystemExit(f"/query answered {status}: {payload[:200]!r}")
+    asyncio.run(query())
+
+
+def start_ours(home: Path, server: str, workers: int, port: int, before: Path | None) -> subprocess.Popen:
+    """`llmrec serve` of this checkout, or (server "before") uvicorn from the checkout `--before` names, e.g. an
+    export of the last commit (`git archive HEAD | tar -x -C /tmp/before`), for a before/after pair in one run."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LLMREC_")}, "LLMREC_HOME": str(home)}
+    command = [sys.executable, "-m", "llmrec_platform.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    if server == "before":
+        if before is None:
+            raise SystemExit("a `before` configuration needs --before CHECKOUT")
+        return subprocess.Popen(command, cwd=before, env={**env, "PYTHONPATH": str(before)}, start_new_session=True)
+    return subprocess.Popen([*command, "--server", server], cwd=REPO, env=env, start_new_session=True)
+
+
+def start_cornac(work: Path, bundle: Path, port: int) -> subprocess.Popen:
+    """Fit cornac's EASE on the bundle's histories (once per `work`), then serve it with `cornac.serving`."""
+    model_dir = work / "cornac-ease"
+    if not model_dir.exists():
+        import cornac
+        from cornac.data import Dataset
+
+        histories = pd.read_parquet(bundle / "histories.parquet", columns=["user_id", "item_id", "rating"])
+        triples = list(zip(histories["user_id"].astype(str), histories["item_id"].astype(str),
+                           histories["rating"].astype(float), strict=True))
+        train = Dataset.from_uir(triples, seed=2020)
+        model = cornac.models.EASE(lamb=750.0, seed=2020, verbose=False)
+        model.fit(train)
+        saved = model.save(str(model_dir), save_trainset=True)
+        (work / "cornac-model-path").write_text(saved)
+    env = {**os.environ, "MODEL_PATH": (work / "cornac-model-path").read_text(), "MODEL_CLASS": "cornac.models.EASE",
+           "FLASK_APP": "cornac.serving.app"}
+    return subprocess.Popen([sys.executable, "-m", "flask", "run", "--port", str(port), "--with-threads"],
+                            cwd=work, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def stop(process: subprocess.Popen) -> None:
+    with_group = os.getpgid(process.pid)
+    os.killpg(with_group, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(with_group, signal.SIGKILL)
+        process.wait()
+
+
+def group_cpu_seconds(group: int) -> float:
+    """user + sys CPU seconds of every live process in a process group (the server and its workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # pgrp; then utime, stime at fields 11, 12 (after the command name)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def ms(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, q)) if values else float("nan")
+
+
+def fast_paths(bundle: Path, repeats: int = 3) -> pd.DataFrame:
+    """CPU µs per call of serving's one-user helpers against the sparse paths they replace, on the bundle's
+    EASE ranker and real histories (every third user), one BLAS thread, best of `repeats` rounds."""
+    import scipy.sparse as sp
+    from threadpoolctl import threadpool_limits
+
+    from llmrec_platform.data.interactions import binarize
+    from llmrec_platform.rankers.base import Histories, Ranker, top_k_positions, top_k_row
+
+    threadpool_limits(1)
+    ease = Ranker.load(bundle / "collab.pkl")
+    n_items = len(ease.item_ids_)
+    rows = [ease.train_[u] for u in range(0, ease.train_.shape[0], 3)]
+    stamps = [ease.train_timestamps_[u] for u in range(0, ease.train_.shape[0], 3)]
+    scores = np.random.default_rng(0).random(n_items).astype(np.float32)
+
+    def coo(row, stamp):
+        zeros = np.zeros(row.nnz, dtype=np.int64)
+        return (sp.csr_matrix((row.data, (zeros, row.indices)), shape=(1, n_items)),
+                sp.csr_matrix((stamp.data, (zeros, row.indices)), shape=(1, n_items)))
+
+    def excluded(row):
+        return sp.csr_matrix((np.ones(row.nnz, dtype=bool), (np.zeros(row.nnz, dtype=np.int64), row.indices)),
+                             shape=(1, n_items))
+
+    cases = {
+        "history matrices: COO constructor": lambda r, t: coo(r, t),
+        "history matrices: Histories.single": lambda r, t: Histories.single(r.indices, r.data, t.data, -1, n_items),
+        "exclusion + top-10: sparse mask + top_k_positions": lambda r, t: top_k_positions(scores[None], excluded(r), 10),
+        "exclusion + top-10: top_k_row": lambda r, t: top_k_row(scores, r.indices, 10),
+        "EASE fold-in: sparse product": lambda r, t: np.asarray(binarize(r) @ ease.weights_, dtype=np.float32),
+        "EASE fold-in: one-user path (sum_rows)": lambda r, t: ease._score_histories(Histories(r, t, np.array([-1]), (None,))),
+    }
+    table = []
+    for name, case in cases.items():
+        best = np.inf
+        for _ in range(repeats):
+            start = time.process_time()
+            for row, stamp in zip(rows, stamps, strict=True):
+                case(row, stamp)
+            best = min(best, (time.process_time() - start) / len(rows))
+        table.append({"step (one user)": name, "CPU µs per call": best * 1e6})
+    return pd.DataFrame(table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--home", type=Path, help="serve this home's published bundle (default: build one)")
-    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--source", type=Path, required=True, help="the home whose current bundle is served (copied)")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS,
+                        help="comma-separated bundle:server:workers (bundle hybrid|ease; server granian|uvicorn|cornac|before)")
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--before", type=Path, help="a checkout whose server the `before` configurations run")
+    parser.add_argument("--fast-paths", action="store_true", help="only time the one-user helpers in-process")
     args = parser.parse_args()
-    home = args.home or Path(tempfile.mkdtemp(prefix="llmrec-serving-"))
-    if args.home is None:
-        started = time.perf_counter()
-        build_bundle(home, args.dataset, args.seed)
-        print(f"bundle built in {time.perf_counter() - started:.0f} s under {home}", file=sys.stderr)
-    from llmrec_platform.serving.bundle import current_bundle
-
-    bundle = current_bundle(Path(home) / "bundles")
-    histories = pd.read_parquet(bundle / "histories.parquet", columns=["user_id"])
-    users = sorted(histories["user_id"].unique())
-    items = pd.read_parquet(bundle / "items.parquet", columns=["item_id"])["item_id"].tolist()
-
-    port = 18000 + os.getpid() % 1000
-    url = f"http://127.0.0.1:{port}"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LLMREC_")}, "LLMREC_HOME": str(home)}
-    server = subprocess.Popen([sys.executable, "-m", "llmrec_platform.cli", "serve", "--port", str(port),
-                               "--workers", str(args.workers)], cwd=REPO, env=env, start_new_session=True)
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        for text in QUERIES:  # warm the encoder
-            httpx.post(url + "/query", json={"text": text}, timeout=120).raise_for_status()
-        result = asyncio.run(load(url, users, items, args.clients, args.seconds, args.seed))
-        query_times = []
-        with httpx.Client(base_url=url, timeout=30) as session:
-            for n in range(200):
-                start = time.perf_counter()
-                session.post("/query", json={"text": QUERIES[n % len(QUERIES)], "k": 10}).raise_for_status()
-                query_times.append(time.perf_counter() - start)
-        fresh = freshness(url, users, items, 200, args.seed)
-        metrics = httpx.get(url + "/metrics").text
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-    manifest = bundle / "manifest.json"
-    print(f"## Serving ({bundle.name}: champion {pd.read_json(manifest, typ='series')['champion']}, "
-          f"{len(users)} users, {len(items)} items; {args.workers} worker(s), {args.clients} clients, "
-          f"{args.seconds:.0f} s, {os.cpu_count()} CPUs)\n")
+    bundle = (args.source / "bundles" / "current").resolve()
+    if args.fast_paths:
+        print(f"## One-user fast paths ({bundle.name}, EASE, every third user's training history)\n")
+        print(fast_paths(bundle).to_markdown(index=False, floatfmt=".0f"))
+        return
+    users = sorted(pd.read_parquet(bundle / "histories.parquet", columns=["user_id"])["user_id"].astype(str).unique())
+    items = pd.read_parquet(bundle / "items.parquet", columns=["item_id"])["item_id"].astype(str).tolist()
     rows = []
-    for kind, values in result["latencies"].items():
-        rows.append({"request": kind, "count": len(values), "req/s": len(values) / result["seconds"],
-                     "p50 ms": percentile(values, 50), "p99 ms": percentile(values, 99)})
-    every = result["latencies"]["recommend"] + result["latencies"]["event"]
-    rows.append({"request": "all", "count": len(every), "req/s": len(every) / result["seconds"],
-                 "p50 ms": percentile(every, 50), "p99 ms": percentile(every, 99)})
-    rows.append({"request": "/query (sequential, encoding included)", "count": len(query_times), "req/s": float("nan"),
-                 "p50 ms": percentile(query_times, 50), "p99 ms": percentile(query_times, 99)})
-    rows.append({"request": "freshness: 202 -> changed list", "count": len(fresh), "req/s": float("nan"),
-                 "p50 ms": percentile(fresh, 50), "p99 ms": percentile(fresh, 99)})
+    with tempfile.TemporaryDirectory(prefix="llmrec-serving-") as folder:
+        work = Path(folder)
+        for n, config in enumerate(args.configs.split(",")):
+            champion, server, workers = config.split(":")
+            port = free_port()
+            if server == "cornac":
+                process, make = start_cornac(work, bundle, port), cornac_requests(users, items)
+                wait_ready(port, f"/recommend?{urlencode({'uid': users[0], 'k': 10, 'remove_seen': 'true'})}", process)
+            else:
+                home = work / f"home-{n}"
+                copy_home(args.source, home, champion)
+                process, make = start_ours(home, server, int(workers), port, args.before), our_requests(users, items)
+                wait_ready(port, "/health", process)
+                warm_encoder(port)
+            try:
+                load = asyncio.run(run_load(port, process.pid, make, args.clients, args.warmup, args.seconds, args.seed))
+            finally:
+                stop(process)
+            every = load.latencies["get"] + load.latencies["post"]
+            rows.append({"bundle": champion, "server": {"cornac": "Cornac (Flask)", "before": "ours before (HEAD), uvicorn"}.get(
+                             server, f"ours, {server}"),
+                         "workers": int(workers), "req/s": len(every) / load.seconds, "p50 ms": ms(every, 50),
+                         "p99 ms": ms(every, 99), "errors": len(load.errors),
+                         "server CPU ms/req": load.cpu_seconds * 1000 / max(len(every), 1),
+                         "GET p99 ms": ms(load.latencies["get"], 99),
+                         "POST p50 ms": ms(load.latencies["post"], 50), "POST p99 ms": ms(load.latencies["post"], 99)})
+            print(pd.DataFrame(rows[-1:]).to_markdown(index=False, floatfmt=".1f"), file=sys.stderr, flush=True)
+            if load.errors:
+                print(f"  first errors: {sorted(set(load.errors))[:3]}", file=sys.stderr)
+    print(f"## Serving, {bundle.name} ({len(users)} users, {len(items)} items): {args.clients} keep-alive clients, "
+          f"80 % GET / 20 % POST, {args.seconds:.0f} s after {args.warmup:.0f} s of warm-up, {os.cpu_count()} CPUs\n")
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f"))
-    print(f"\nerrors: {len(result['errors'])} {sorted(set(result['errors']))[:5]}")
-    count = float(re.search(r"llmrec_fsync_batch_events_count ([\d.e+]+)", metrics).group(1))
-    total = float(re.search(r"llmrec_fsync_batch_events_sum ([\d.e+]+)", metrics).group(1))
-    print(f"group commit: {total:.0f} events in {count:.0f} fsyncs (mean batch {total / max(count, 1):.2f}; "
-          "metrics of the worker that answered /metrics)")
-    print("\n## Where a recommendation's time goes (in-process, mean ms)\n")
-    stages = breakdown(Path(home), users, 300, args.seed)
-    print(pd.DataFrame({"stage": list(stages), "ms": list(stages.values())}).to_markdown(index=False, floatfmt=".3f"))
 
 
 if __name__ == "__main__":

@@ -503,7 +503,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     check_port_free(args.host, args.port)
     finish_erasures(settings.paths, lock=True)
     try:
-        serve(settings, args.host, args.port, args.workers, "info" if args.verbose else "warning")
+        serve(settings, args.host, args.port, args.workers, "info" if args.verbose else "warning", args.server)
     except BundleError as exc:
         raise CliError(str(exc)) from None
     return 0
@@ -515,6 +515,8 @@ def add_serve(commands) -> None:
     serve.add_argument("--port", type=port_option, default=8000)
     serve.add_argument("--workers", type=workers_option, default=1, metavar="N",
                        help="worker processes sharing the event log (1-64)")
+    serve.add_argument("--server", choices=("granian", "uvicorn"), default="granian",
+                       help="the HTTP server (default granian: docs/serving.md compares them)")
     serve.add_argument("--verbose", action="store_true", help="uvicorn's info log")
     serve.set_defaults(func=cmd_serve)
 
@@ -579,6 +581,36 @@ def add_forget(commands) -> None:
     forget.set_defaults(func=cmd_forget)
 
 
+# --- catalogue -------------------------------------------------------------------------------------------------
+
+def cmd_add_items(args: argparse.Namespace, settings: Settings) -> int:
+    from llmrec_platform.live.catalogue import LANDING_ITEMS, add_landed_items
+    from llmrec_platform.serving.bundle import BundleError
+
+    paths = settings.paths
+    try:
+        with home_lock(paths, "add-items"):
+            results = add_landed_items(paths)
+    except BundleError as exc:
+        raise CliError(str(exc)) from None
+    if not results:
+        print(f"llmrec add-items: no item files in {paths.landing / LANDING_ITEMS}")
+    for r in results:
+        if r.status == "rejected":
+            print(f"llmrec add-items: {r.file}: rejected ({r.reason}); moved to {r.destination}", file=sys.stderr)
+        else:
+            print(f"llmrec add-items: {r.file}: {r.added} of {r.rows} items added, {r.quarantined} rows quarantined "
+                  f"(the warehouse's quarantine table, source_file {str(r.file)!r}); moved to {r.destination}")
+    return 1 if any(r.status == "rejected" for r in results) else 0
+
+
+def add_add_items(commands) -> None:
+    what = ("add the item files waiting in LLMREC_HOME/landing/items/ (item_id, title, text[, categories]) to the "
+            "live catalogue: encoded, appended to the items log, served at once by every running server")
+    verb = commands.add_parser("add-items", help=what, description=what)
+    verb.set_defaults(func=cmd_add_items)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="llmrec", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -587,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_uis(commands)
     add_serve(commands)
     add_forget(commands)
+    add_add_items(commands)
     return parser
 
 

@@ -32,6 +32,7 @@ from llmrec_platform.orchestration import (
 )
 from llmrec_platform.paths import Paths
 from llmrec_platform.resources import (
+    ComputeResource,
     DatasetResource,
     DeviceResource,
     EncoderResource,
@@ -106,6 +107,7 @@ def build_resources(
         "experiment": ExperimentResource(protocol=protocol or settings.protocol, cold_items=cold_items, seed=seed,
                                          fit_cache=str(home.fit_cache) if settings.fit_cache else None,
                                          dense_max_items=settings.dense_max_items,
+                                         ann_min_items=settings.ann_min_items,
                                          champion_tolerance=settings.champion_tolerance,
                                          # a dataset config's user_texts.weight, else LLMREC_USER_TEXT_WEIGHT
                                          user_text_weight=settings.user_text_weight if (
@@ -114,10 +116,14 @@ def build_resources(
                                          dp_epsilon=None if settings.count_release.exact else settings.dp_epsilon,
                                          dp_mechanism=settings.dp_mechanism, dp_delta=settings.dp_delta,
                                          dp_seed=dg.EnvVar(DP_SEED_ENV) if settings.dp_seed is not None else None),
-        "device": DeviceResource(device=settings.device if device == "auto" else device),
+        "device": DeviceResource(device=settings.device if device == "auto" else device, precision=settings.encoder_dtype),
+        # LLMREC_RAY_ADDRESS: encoding and all-user scoring on a Ray cluster; unset, in-process
+        "compute": ComputeResource(ray_address=settings.ray_address or "", num_threads=settings.num_threads,
+                                   cpu_kernels=settings.cpu_kernels, block_users=settings.block_users),
         "description_model": descriptions.DescriptionModelResource(model=settings.description_model),
         # A dataset config may name its encoder (`encoder:`); otherwise the platform default.
-        "encoder": EncoderResource(**({"model": m} if (m := config_encoder(dataset or settings.dataset)) else {})),
+        "encoder": EncoderResource(**({"model": m} if (m := config_encoder(dataset or settings.dataset)) else {}),
+                                   backend=settings.encoder_backend, cache_dir=str(home.encoder_cache)),
         "tracking": TrackingResource(home=str(home.home)),
         "home": HomeResource(path=str(home.home)),
         "events": EventLogResource(folder=str(home.events), max_batch=settings.events_batch,

@@ -26,6 +26,7 @@ AVX2_PINS = {
     "MKL_CBWR": "AVX2",  # torch's MKL matrix products (conditional numerical reproducibility)
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # torch's oneDNN kernels
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels
+    "FAISS_OPT_LEVEL": "AVX2",  # faiss's SIMD build (the ANN index of retrieval.py)
 }
 
 

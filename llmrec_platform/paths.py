@@ -62,6 +62,11 @@ class Paths:
         return self.home / "cache" / "fits"
 
     @property
+    def encoder_cache(self) -> Path:
+        """Encoders exported for another backend (`encoders/onnx_backend.py`), by model id: exported once."""
+        return self.home / "cache" / "encoders"
+
+    @property
     def audit(self) -> Path:
         """The server's append-only audit log of writes and erasures (`serving/audit.py`): holds stored user ids."""
         return self.home / "audit"

@@ -24,6 +24,8 @@ champion tolerance into `ExperimentResource`, the events batch into `EventLogRes
 | LLMREC_SHORT_TERM_RECENT | `5` | how many of the latest distinct items form the short-term interest |
 | LLMREC_SHORT_TERM_DECAY | `0.5` | weight of each older recent item relative to the next newer one |
 | LLMREC_SHORT_TERM_LLM_SHARE | `0.5` | share of language-model similarity in it (the rest: the champion's item-item) |
+| LLMREC_SHORT_TERM_SHIFT | `5` | extra short-term weight per unit of text distance between the latest events and the history |
+| LLMREC_SHORT_TERM_SCALE | `rank` | how the live ranking puts its channels on one scale: `rank` (normal scores) or `z` |
 | LLMREC_USER_TEXT_WEIGHT | `0.05` | weight of a user's own text (profile, reviews, queries); `user_texts.weight` wins |
 | LLMREC_QUERY_USER_WEIGHT | `0.5` | weight of the user's own list in a free-text `/query` that names a user |
 | LLMREC_CHALLENGER_SHARE | `0` | share of users (stable hash of the id) served by the bundle's challenger ranker |
@@ -36,13 +38,19 @@ champion tolerance into `ExperimentResource`, the events batch into `EventLogRes
 | LLMREC_PSEUDONYMIZE | `0` | `1`: user ids become keyed pseudonyms before any store sees them (or `privacy:` in a config) |
 | LLMREC_PSEUDONYM_KEY | unset | the secret HMAC key of the pseudonyms (16+ characters); required when pseudonymization is on |
 | LLMREC_DENSE_MAX_ITEMS | `20000` | most items a dense item-item ranker (EASE, llm_ease_map) is fitted on; else skipped |
+| LLMREC_ANN_MIN_ITEMS | `50000` | from this many items, nearest-item search (content ranker) uses a faiss HNSW index |
 | LLMREC_NUM_THREADS | `2` | BLAS threads of every pipeline process: fixed, so the same inputs give the same metrics anywhere |
 | LLMREC_FIT_CACHE | `1` | keep fitted rankers under `<home>/cache/fits`, keyed by their inputs; `0` refits every time |
 | LLMREC_CPU_KERNELS | `avx2` | `avx2`: the same float kernels on every x86-64 CPU (same numbers); `native`: the fastest |
+| LLMREC_ENCODER_BACKEND | `torch` | text encoder: `torch` (same vectors on any CPU) or `onnx` (faster; CPU-dependent) |
+| LLMREC_ENCODER_DTYPE | `fp32` | encoder precision: `fp32`, `bf16` (opt-in, CPU-dependent) or `fp16` (CUDA only) |
 | LLMREC_DP_EPSILON | unset (`inf`) | epsilon of each released aggregate (popularity, online CTR, the report's counts); > 0 |
 | LLMREC_DP_MECHANISM | `laplace` | their noise: `laplace` (pure epsilon-DP) or `gaussian` (analytic, with delta) |
 | LLMREC_DP_DELTA | `1e-6` | the Gaussian mechanism's delta, in (0, 1) |
 | LLMREC_DP_SEED | unset | a secret seed that makes the noise reproducible; unset: the OS's secure generator |
+| LLMREC_RAY_ADDRESS | unset (in-process) | Ray cluster of the heavy steps: `auto` (`ray start`), `host:port`, `ray://host:port` |
+| LLMREC_BLOCK_USERS | `1024` | users per all-user scoring block, in-process and on Ray alike (same blocks, same lists) |
+| PROMETHEUS_MULTIPROC_DIR | unset | set by `llmrec serve` to a fresh folder under the home: `/metrics` sums its workers |
 """
 
 from __future__ import annotations
@@ -50,18 +58,21 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from llmrec_platform.data.split import PROTOCOLS
+from llmrec_platform.encoders.models import ENCODER_BACKENDS, ENCODER_DTYPES
 from llmrec_platform.encoders.vectors import DEFAULT_TEXT_WEIGHT
 from llmrec_platform.kernels import CPU_KERNEL_CHOICES, CPU_KERNELS_ENV
+from llmrec_platform.live.channels import SCALES as SHORT_TERM_SCALES
 from llmrec_platform.live.events import DEFAULT_EVENT_WEIGHTS
 from llmrec_platform.live.short_term import ShortTermBlend
 from llmrec_platform.paths import Paths
 from llmrec_platform.privacy.dp import DEFAULT_DELTA, MECHANISMS, CountRelease
+from llmrec_platform.retrieval import DEFAULT_ANN_MIN_ITEMS
 
 HOME_ENV = "LLMREC_HOME"
 DATASET_ENV = "LLMREC_DATASET"
@@ -74,11 +85,17 @@ EVENTS_BATCH_ENV = "LLMREC_EVENTS_BATCH"
 PSEUDONYMIZE_ENV = "LLMREC_PSEUDONYMIZE"
 PSEUDONYM_KEY_ENV = "LLMREC_PSEUDONYM_KEY"
 DENSE_MAX_ITEMS_ENV = "LLMREC_DENSE_MAX_ITEMS"
+ANN_MIN_ITEMS_ENV = "LLMREC_ANN_MIN_ITEMS"
 DP_SEED_ENV = "LLMREC_DP_SEED"  # a secret: it travels to Dagster as an EnvVar, like the pseudonym key
 DEFAULT_DENSE_MAX_ITEMS = 20_000  # dense EASE: ~3 float64 n x n matrices while fitting, 9.6 GB at 20k items
 NUM_THREADS_ENV = "LLMREC_NUM_THREADS"
 DEFAULT_NUM_THREADS = 2  # BLAS threads of every pipeline process: fixed, so metrics do not depend on the machine
 FIT_CACHE_ENV = "LLMREC_FIT_CACHE"  # 0: refit every ranker on every run
+ENCODER_BACKEND_ENV = "LLMREC_ENCODER_BACKEND"
+ENCODER_DTYPE_ENV = "LLMREC_ENCODER_DTYPE"
+RAY_ADDRESS_ENV = "LLMREC_RAY_ADDRESS"  # unset: the heavy steps run in-process
+_RAY_ADDRESS = re.compile(r"auto|(ray://)?[A-Za-z0-9_.\-]+:\d+")
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it when it is imported
 EXPLAINERS = ("template", "local", "openai")
 
 DEFAULT_HOME = ".llmrec"
@@ -116,6 +133,8 @@ class Settings:
     short_term_recent: int = ShortTermBlend.recent
     short_term_decay: float = ShortTermBlend.decay
     short_term_llm_share: float = ShortTermBlend.llm_share
+    short_term_shift: float = ShortTermBlend.shift_weight
+    short_term_scale: str = ShortTermBlend.scale
     query_user_weight: float = 0.5
     user_text_weight: float = DEFAULT_TEXT_WEIGHT
     challenger_share: float = 0.0
@@ -130,13 +149,19 @@ class Settings:
     pseudonymize: bool = False
     pseudonym_key: str | None = field(default=None, repr=False)  # a secret: never printed
     dense_max_items: int = DEFAULT_DENSE_MAX_ITEMS
+    ann_min_items: int = DEFAULT_ANN_MIN_ITEMS
     num_threads: int = DEFAULT_NUM_THREADS
     fit_cache: bool = True
     cpu_kernels: str = "avx2"
+    encoder_backend: str = "torch"
+    encoder_dtype: str = "fp32"
     dp_epsilon: float = math.inf
     dp_mechanism: str = "laplace"
     dp_delta: float = DEFAULT_DELTA
     dp_seed: int | None = field(default=None, repr=False)  # a secret: whoever knows it can remove the noise
+    ray_address: str | None = None
+    block_users: int = 1024
+    metrics_dir: Path | None = None  # the server workers' shared Prometheus folder (multiprocess mode)
 
     @property
     def count_release(self) -> CountRelease:
@@ -146,7 +171,7 @@ class Settings:
     @property
     def short_term(self) -> ShortTermBlend:
         return ShortTermBlend(self.short_term_weight, self.short_term_recent, self.short_term_decay,
-                              self.short_term_llm_share)
+                              self.short_term_llm_share, self.short_term_shift, scale=self.short_term_scale)
 
     @property
     def paths(self) -> Paths:
@@ -180,14 +205,26 @@ class Settings:
             champion_tolerance=_number(env, TOLERANCE_ENV, DEFAULT_TOLERANCE, float, minimum=0.0),
             events_batch=_number(env, EVENTS_BATCH_ENV, DEFAULT_EVENTS_BATCH, int, minimum=1),
             dense_max_items=_number(env, DENSE_MAX_ITEMS_ENV, DEFAULT_DENSE_MAX_ITEMS, int, minimum=1),
+            ann_min_items=_number(env, ANN_MIN_ITEMS_ENV, DEFAULT_ANN_MIN_ITEMS, int, minimum=1),
             num_threads=_number(env, NUM_THREADS_ENV, DEFAULT_NUM_THREADS, int, minimum=1),
             fit_cache=_switch(env, FIT_CACHE_ENV, True),
             cpu_kernels=_cpu_kernels(env),
+            encoder_backend=_one_of(env, ENCODER_BACKEND_ENV, "torch", ENCODER_BACKENDS),
+            encoder_dtype=_one_of(env, ENCODER_DTYPE_ENV, "fp32", ENCODER_DTYPES),
+            ray_address=_ray_address(env),
+            block_users=_number(env, "LLMREC_BLOCK_USERS", 1024, int, minimum=1),
+            metrics_dir=Path(env[METRICS_DIR_ENV]) if env.get(METRICS_DIR_ENV, "").strip() else None,
             **_privacy(env),
             **_differential_privacy(env),
             **_serving(env),
             **_descriptions(env),
         )
+
+
+def export_metrics_dir(path: Path, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Point prometheus_client's multiprocess mode at `path` for this process and the server workers it starts
+    (they import prometheus_client after this, and read their settings from the environment they inherit)."""
+    environ[METRICS_DIR_ENV] = str(path)
 
 
 def _differential_privacy(env: Mapping[str, str]) -> dict:
@@ -207,6 +244,14 @@ def _differential_privacy(env: Mapping[str, str]) -> dict:
         raise SettingsError(f"LLMREC_DP_DELTA={delta}: must be in (0, 1)")
     seed = _number(env, DP_SEED_ENV, None, int, minimum=0)
     return {"dp_epsilon": epsilon, "dp_mechanism": mechanism, "dp_delta": delta, "dp_seed": seed}
+
+
+def _ray_address(env: Mapping[str, str]) -> str | None:
+    """Checked for form here; whether a cluster answers is checked when a run connects (`compute.cluster`)."""
+    address = _text(env, RAY_ADDRESS_ENV, "") or None
+    if address is not None and not _RAY_ADDRESS.fullmatch(address):
+        raise SettingsError(f"{RAY_ADDRESS_ENV}={address!r}: use auto, host:port or ray://host:port (unset: in-process)")
+    return address
 
 
 def _cpu_kernels(env: Mapping[str, str]) -> str:
@@ -255,6 +300,9 @@ def _serving(env: Mapping[str, str]) -> dict:
         raise SettingsError(f"LLMREC_SHORT_TERM_DECAY={decay}: must be in (0, 1]")
     if _number(env, "LLMREC_SHORT_TERM_LLM_SHARE", 0.5, float, minimum=0.0) > 1:
         raise SettingsError("LLMREC_SHORT_TERM_LLM_SHARE: a share between 0 and 1")
+    scale = _text(env, "LLMREC_SHORT_TERM_SCALE", ShortTermBlend.scale)
+    if scale not in SHORT_TERM_SCALES:
+        raise SettingsError(f"LLMREC_SHORT_TERM_SCALE={scale!r}: use one of {', '.join(SHORT_TERM_SCALES)}")
     return {
         "api_token": env.get("LLMREC_API_TOKEN", "").strip() or None,
         **_access(env),
@@ -263,6 +311,8 @@ def _serving(env: Mapping[str, str]) -> dict:
         "short_term_recent": _number(env, "LLMREC_SHORT_TERM_RECENT", ShortTermBlend.recent, int, minimum=0),
         "short_term_decay": decay,
         "short_term_llm_share": _number(env, "LLMREC_SHORT_TERM_LLM_SHARE", ShortTermBlend.llm_share, float, minimum=0.0),
+        "short_term_shift": _number(env, "LLMREC_SHORT_TERM_SHIFT", ShortTermBlend.shift_weight, float, minimum=0.0),
+        "short_term_scale": scale,
         "query_user_weight": _number(env, "LLMREC_QUERY_USER_WEIGHT", 0.5, float, minimum=0.0),
         "user_text_weight": text_weight,
         "challenger_share": share,
@@ -312,6 +362,13 @@ def _weights(env: Mapping[str, str], name: str) -> tuple[tuple[str, float], ...]
 def _text(env: Mapping[str, str], name: str, default: str) -> str:
     """The stripped value; unset and empty both mean the default."""
     return env.get(name, "").strip() or default
+
+
+def _one_of(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _text(env, name, default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r}: use {', '.join(choices)}")
+    return value
 
 
 def _number(env: Mapping[str, str], name: str, default, kind, minimum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -21,7 +22,8 @@ from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.fit_cache import FitCache
 from llmrec_platform.rankers.genre import GenreMatchRanker
-from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
+from llmrec_platform.rankers.hybrid import FeatureContext, HybridConfig, HybridRanker
+from llmrec_platform.rankers.hybrid.model import TRAINING_SETS
 from llmrec_platform.rankers.simple import PopularityRanker
 from llmrec_platform.testing import item_genres, two_group_split, unit_embeddings
 
@@ -127,21 +129,61 @@ class RecordingCache(FitCache):
         self.calls.append((name, hit))
         return result, hit
 
+    def get_or_compute(self, name, key, compute):
+        result, hit = super().get_or_compute(name, key, compute)
+        if name == TRAINING_SETS:
+            self.calls.append((name, hit))
+        return result, hit
 
-def test_variants_reuse_the_hybrids_pseudo_label_refits(data, tmp_path):
+
+def test_variants_reuse_the_hybrids_matrices_and_equal_a_fit_from_scratch(data, tmp_path):
     content = LLMContentRanker(unit_embeddings(list(data.item_ids), "item_id", seed=1)).fit(data)
+    other_content = LLMContentRanker(unit_embeddings(list(data.item_ids), "item_id", seed=7)).fit(data)
     config = HybridConfig(n_candidates=4, n_estimators=10, min_child_samples=2, num_leaves=4, n_models=2,
-                          pseudo_label_share=0.3, seed=3, num_threads=1)
+                          pseudo_label_share=0.3, pseudo_draws=2, seed=3, num_threads=2)  # variants side by side
     rankers = {"ease": EASERanker(reg_weight=5.0).fit(data), "popularity": PopularityRanker().fit(data)}
     cache = RecordingCache(tmp_path)
     hybrid = HybridRanker(rankers, content, {}, config, refit_cache=cache).fit(data)
-    refits = {name for name, _ in cache.calls}
+    refits = {name for name, _ in cache.calls} - {TRAINING_SETS}
     assert refits == {"hybrid_pseudo_ease", "hybrid_pseudo_popularity", "hybrid_pseudo_sequence"}
     assert not any(hit for _, hit in cache.calls)
     cache.calls.clear()
-    cached = hybrid_variants(hybrid, data, refit_cache=cache)["without_llm"]
-    assert {name: hit for name, hit in cache.calls if name in refits} == dict.fromkeys(refits, True)
-    fresh = hybrid_variants(hybrid, data)["without_llm"]  # no cache: every refit fitted again
+    # In the hybrid's process: its matrices are reused, nothing is refitted or even loaded from the cache.
+    in_process = hybrid_variants(hybrid, data, other_content, refit_cache=cache)
+    assert not cache.calls
+    # In another process (the ablation asset gets the pickled hybrid): the matrices come from the refit cache.
+    stored = hybrid_variants(pickle.loads(pickle.dumps(hybrid)), data, other_content, refit_cache=cache)
+    assert cache.calls == [(TRAINING_SETS, True)]
+    # Without any cache: the matrices are built again, refits and all.
+    rebuilt = hybrid_variants(pickle.loads(pickle.dumps(hybrid)), data, other_content)
+    # The old way, every part computed from scratch by a hybrid with the variant's content.
+    scratch = {"without_llm": constant_content(content), "tfidf": other_content}
     users = np.arange(data.n_users)
-    np.testing.assert_array_equal(cached.score(users), fresh.score(users))
+    for name, variant_content in scratch.items():
+        fresh = HybridRanker(rankers, variant_content, {}, dataclasses.replace(config, n_models=1)).fit(data)
+        for variants in (in_process, stored, rebuilt):
+            np.testing.assert_array_equal(variants[name].score(users), fresh.score(users))
+            assert variants[name].training_log_.validation_curve == fresh.training_log_.validation_curve
     assert pickle.loads(pickle.dumps(hybrid)).refit_cache is None  # the cache is not part of the model
+
+
+def test_variants_share_one_feature_pass_and_score_as_alone(data, monkeypatch):
+    content = LLMContentRanker(unit_embeddings(list(data.item_ids), "item_id", seed=1)).fit(data)
+    other_content = LLMContentRanker(unit_embeddings(list(data.item_ids), "item_id", seed=7)).fit(data)
+    config = HybridConfig(n_candidates=4, n_estimators=10, min_child_samples=2, num_leaves=4, n_models=1,
+                          pseudo_label_share=0.0, seed=3, num_threads=1, batch_size=5)
+    hybrid = HybridRanker({"ease": EASERanker(reg_weight=5.0).fit(data)}, content, {}, config).fit(data)
+    variants = hybrid_variants(hybrid, data, other_content)
+    users = np.arange(data.n_users)
+    alone = {}
+    for name, variant in hybrid_variants(hybrid, data, other_content).items():
+        variant.feature_memo_ = None  # scored alone: retrieves and featurises every batch itself
+        alone[name] = variant.score(users)
+    calls = []
+    retrieve = FeatureContext.candidates_and_features
+    monkeypatch.setattr(FeatureContext, "candidates_and_features", lambda *args: calls.append(1) or retrieve(*args))
+    shared = {name: variant.score(users) for name, variant in variants.items()}
+    assert len(calls) == -(-data.n_users // 5)  # one pass per batch of 5 users, whatever the number of variants
+    for name, scores in shared.items():
+        np.testing.assert_array_equal(scores, alone[name])
+    assert not np.array_equal(shared["with_llm"], shared["tfidf"])

@@ -42,7 +42,8 @@ def test_build_resources_puts_every_path_under_the_home_it_is_given(tmp_path):
     resources = build_resources(Paths(tmp_path / "home"), settings=settings)
     fields = {(key, name): value for key, resource in resources.items()
               for name, value in resource.model_dump().items() if isinstance(value, str) and "/" in value}
-    assert {key for key, _ in fields} == {"io_manager", "artifacts_io", "warehouse", "tracking", "home", "events", "experiment"}
+    assert {key for key, _ in fields} == {"io_manager", "artifacts_io", "warehouse", "tracking", "home", "events", "experiment",
+                                          "encoder"}  # the encoder's export cache (onnx backend)
     assert all(Path(value).is_relative_to(tmp_path / "home") for value in fields.values()), fields
     # What is not passed comes from the settings.
     assert resources["dataset"].source == "ml-1m" and resources["experiment"].protocol == "temporal"

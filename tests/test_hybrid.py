@@ -1,5 +1,7 @@
 """The LLM-enhanced hybrid re-ranker and the paired comparison, on small synthetic data."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -190,3 +192,23 @@ def test_pseudo_draws_and_model_average(data):
     np.testing.assert_allclose(two.score(users)[rows, items], mean, rtol=1e-5)
     expected = evaluate(two, data, "valid", users=two.validation_users_).summary["ndcg@10"]
     assert two.training_log_.extra["holdout_full_ranking_ndcg@10"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_models_side_by_side_are_bit_identical_to_one_after_another(data):
+    candidates = {"ease": EASERanker(reg_weight=10).fit(data), "popularity": PopularityRanker().fit(data)}
+    config = HybridConfig(n_candidates=8, n_estimators=25, min_child_samples=5, num_leaves=7, seed=3, n_models=3,
+                          pseudo_label_share=0.2, num_threads=2, parallel_models=True)
+    parallel = HybridRanker(candidates, content_ranker(data), config=config).fit(data)
+    users = np.arange(data.n_users)
+    for other in ({"parallel_models": False}, {"parallel_models": False, "num_threads": 1}):
+        sequential = HybridRanker(candidates, content_ranker(data), config=dataclasses.replace(config, **other)).fit(data)
+        for mine, theirs in zip([parallel.model_, *parallel.extra_models_],
+                                [sequential.model_, *sequential.extra_models_], strict=True):
+            assert trees(mine) == trees(theirs)
+        np.testing.assert_array_equal(parallel.score(users), sequential.score(users))
+    assert trees(parallel.extra_models_[0]) != trees(parallel.model_)  # another seed, other trees
+
+
+def trees(model) -> str:
+    """A LightGBM model's trees as text (without the parameters it lists after them, n_jobs among them)."""
+    return model.booster_.model_to_string().split("end of trees")[0]

@@ -1,10 +1,12 @@
-"""Mult-VAE: the ranker contract and the deterministic forward pass computed by hand."""
+"""Mult-VAE: the ranker contract, the deterministic forward pass computed by hand, the sparse input layer and DP."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData
-from llmrec_platform.rankers.multvae import MultVAERanker, multvae_forward
+from llmrec_platform.rankers.early_stopping import EarlyStopping
+from llmrec_platform.rankers.multvae import DPSGD, MultVAERanker, SparseInput, multvae_forward, train_multvae
 from llmrec_platform.testing import RankerContract, two_group_split
 
 
@@ -36,3 +38,38 @@ def test_invalid_parameters():
         MultVAERanker(dropout=1.0)
     with pytest.raises(ValueError, match="epochs"):
         MultVAERanker(epochs=0)
+
+
+def test_sparse_histories_score_as_dense_ones():
+    rng = np.random.default_rng(1)
+    weights = [(rng.normal(size=(30, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)),
+               (rng.normal(size=(8, 6)).astype(np.float32), rng.normal(size=6).astype(np.float32)),
+               (rng.normal(size=(3, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)),
+               (rng.normal(size=(8, 30)).astype(np.float32), rng.normal(size=30).astype(np.float32))]
+    x = sp.random(7, 30, density=0.2, format="csr", random_state=2, dtype=np.float32)
+    x.data[:] = 1.0  # binary histories, one of them possibly empty
+    np.testing.assert_allclose(multvae_forward(x, weights), multvae_forward(x.toarray(), weights), rtol=1e-5, atol=1e-5)
+
+
+def test_the_sparse_input_layer_is_the_dense_product():
+    import torch
+
+    linear = torch.nn.Linear(30, 8)
+    layer = SparseInput(linear)
+    x = sp.random(5, 30, density=0.3, format="csr", random_state=4, dtype=np.float32)
+    out = layer(torch.from_numpy(x.indices.astype(np.int64)), torch.from_numpy(x.indptr[:-1].astype(np.int64)),
+                torch.from_numpy(x.data))
+    expected = linear(torch.from_numpy(x.toarray()))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    out.sum().backward()  # the gradient reaches the item rows of W, (items, hidden), and the bias
+    assert layer.weight.grad.shape == (30, 8) and torch.count_nonzero(layer.weight.grad.sum(dim=1)) > 0
+
+
+def test_early_stopping_is_off_under_dp_sgd(data):
+    private = MultVAERanker(hidden=8, latent=2, epochs=2, batch_size=4, seed=3, num_threads=1, dp_epsilon=8.0,
+                            patience=3).fit(data)
+    assert private.best_epoch_ is None and private.validation_curve_ is None
+    assert 0 < private.dp_spent_epsilon_ <= 8.0 + 1e-6
+    with pytest.raises(ValueError, match="early stopping is off under DP-SGD"):
+        train_multvae(data.train, 8, 2, 0.2, 2, 4, 1e-2, 0.2, 10, 3, private=DPSGD(8.0),
+                      stopping=EarlyStopping.for_data(data, 3, 1, 100, 3))

@@ -73,6 +73,8 @@ def test_only_settings_reads_the_environment_and_nothing_writes_it():
     assert writers == []
     # The two exceptions: the CLI hands its environment (plus DAGSTER_HOME) to the processes it starts, and the
     # kernel pins must be in the environment before numpy and torch load, so the package's import sets them.
+    # (settings.export_metrics_dir, the server's multiprocess-metrics folder for its workers, writes through a
+    # parameter too, inside settings.py.)
     assert sorted(r.split(": ", 1)[1] for r in readers) == sorted([
         'return {**os.environ, "DAGSTER_HOME": str(paths.dagster_home)}',
         "def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:"])

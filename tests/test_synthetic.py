@@ -50,6 +50,32 @@ def test_the_generator_is_seeded_and_power_law(tmp_path, shop):
         pq.read_table(again.parent / "events/part-00000.parquet"))
 
 
+def test_the_generator_draws_power_laws_and_taste_clusters_the_item_texts_name():
+    import numpy as np
+
+    from llmrec_platform.data.synthetic import CATEGORIES, interaction_chunks, item_table
+
+    events = pa.concat_tables(list(interaction_chunks(SPEC))).to_pandas()
+    catalog = item_table(SPEC).to_pandas()
+    events = events.merge(catalog[["sku", "category", "description"]], on="sku")
+    # Power laws: log(count) against log(rank) over the top 100 falls with a slope near -exponent.
+    for column, exponent in (("sku", SPEC.item_exponent), ("customer_id", SPEC.user_exponent)):
+        counts = events[column].value_counts().to_numpy()[:100]
+        slope = np.polyfit(np.log(np.arange(1, 101)), np.log(counts), 1)[0]
+        assert -exponent - 0.3 < slope < -exponent + 0.3, (column, slope)
+    # Taste clusters: a user's favourite category (from the first half of their rows) predicts the category of
+    # the second half far better than the catalogue's most popular category does; the item text names it.
+    assert events.apply(lambda row: row["category"] in row["description"], axis=1).all()
+    assert set(catalog["category"]) == set(CATEGORIES)
+    events["half"] = events.groupby("customer_id").cumcount() >= events.groupby("customer_id")["sku"].transform("size") / 2
+    active = events.groupby("customer_id")["sku"].transform("size") >= 20
+    first, second = events[active & ~events["half"]], events[active & events["half"]]
+    favourite = first.groupby("customer_id")["category"].agg(lambda c: c.value_counts().index[0])
+    by_taste = (second["category"] == second["customer_id"].map(favourite)).mean()
+    by_popularity = (second["category"] == events["category"].value_counts().index[0]).mean()
+    assert by_taste > SPEC.taste - 0.1 and by_taste > 3 * by_popularity
+
+
 def test_the_bulk_path_keeps_and_rejects_the_rows_the_pandas_path_does(tmp_path, shop):
     store = Warehouse(tmp_path / "w.duckdb")
     report = bulk_load(load_config(shop), store, partition_range())

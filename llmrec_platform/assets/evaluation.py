@@ -6,18 +6,41 @@ import dagster as dg
 import pandas as pd
 
 from llmrec_platform.assets.rankers import ARTIFACTS_IO, RANKER_ASSETS
+from llmrec_platform.compute import rows_by_node
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.champion import Publication, record_publication
 from llmrec_platform.evaluation.report import metrics_table, plot_metrics, released_counts, render_report
 from llmrec_platform.evaluation.significance import comparisons_markdown
 from llmrec_platform.evaluation.suite import CHAMPION_METRIC, evaluate_suite
 from llmrec_platform.live.online import online_markdown
+from llmrec_platform.memory import PeakMark
 from llmrec_platform.privacy.dp import CountRelease
 from llmrec_platform.rankers.base import TrainedRanker
 from llmrec_platform.rankers.fit_cache import derived_key
 from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource, WarehouseResource
+from llmrec_platform.resources.ray import ComputeResource
 
 RANKER_INS = {name: dg.AssetIn(name) for name in RANKER_ASSETS}
+
+
+def ranker_asset_of(evaluation_report: dict, ranker_name: str) -> str:
+    """The asset that holds the ranker named `ranker_name` in this evaluation."""
+    asset = (evaluation_report.get("ranker_assets") or {}).get(ranker_name)
+    if asset is None and f"{ranker_name}_ranker" in RANKER_ASSETS:  # a report written before it kept the names
+        asset = f"{ranker_name}_ranker"
+    if asset is None:
+        raise dg.Failure(f"no ranker asset holds {ranker_name!r} in this evaluation_report: materialize "
+                         "evaluation_report again")
+    return asset
+
+
+def load_ranker(artifacts_io: dg.IOManager, asset_name: str) -> TrainedRanker:
+    """One ranker asset, read by name through the rankers' own IO manager: the other rankers' files are never
+    opened (an asset that takes them all as inputs loads every one, 12 GiB on a 1M-interaction shop)."""
+    if asset_name not in RANKER_ASSETS:
+        raise dg.Failure(f"{asset_name!r} is not a ranker asset of this code location ({', '.join(RANKER_ASSETS)})")
+    stored = artifacts_io.load_input(dg.build_input_context(asset_key=dg.AssetKey(asset_name)))
+    return TrainedRanker.checked(stored, asset_name)
 
 
 def online_section(store, release: CountRelease | None = None) -> list[str]:
@@ -34,10 +57,13 @@ def evaluation_report(
     tracking: TrackingResource,
     dataset: DatasetResource,
     experiment: ExperimentResource,
+    compute: ComputeResource,
     **rankers: TrainedRanker,
 ) -> dict:
     """Full-ranking test metrics of every ranker (and a seeded random floor), written to
-    `evaluation_metrics`, to each ranker's MLflow run and to a Markdown report with a plot."""
+    `evaluation_metrics`, to each ranker's MLflow run and to a Markdown report with a plot. The user blocks are
+    scored where `compute` says (in-process, or spread over a Ray cluster's nodes)."""
+    blocks = compute.blocks()  # an unreachable cluster fails here, before any work
     data = InteractionData.from_split(split)
     trained = {t.ranker.name: t for t in rankers.values()}
     names = sorted(trained)
@@ -45,7 +71,8 @@ def evaluation_report(
     key = derived_key(experiment.seed, experiment.top_k, *names, *(trained[name].fit_key for name in names))
     suite, cached = experiment.fit_cache_store().get_or_compute(
         "evaluation_suite", key,
-        lambda: evaluate_suite(trained, data, seed=experiment.seed, progress=None, top_k=experiment.top_k))
+        lambda: evaluate_suite(trained, data, seed=experiment.seed, progress=None, top_k=experiment.top_k,
+                               blocks=blocks))
     if cached:
         context.log.info("evaluation_report: inputs unchanged, the metrics are loaded from the fit cache")
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -88,6 +115,8 @@ def evaluation_report(
         "report_path": dg.MetadataValue.path(str(report_path)),
         "champion": suite.champion,
         "fit_cache": "hit" if cached else "miss",
+        # which node scored how many user rows (all rankers and folds together): `local` when in-process
+        "compute": blocks.name, "scored_rows_by_node": dg.MetadataValue.json(rows_by_node(blocks.placements)),
         f"champion_valid_{CHAMPION_METRIC}": dg.MetadataValue.float(round(suite.valid_scores[suite.champion], 5)),
         **{f"test_ndcg@10/{r}": dg.MetadataValue.float(round(float(v), 5)) for r, v in table["ndcg@10"].items()},
     })
@@ -98,23 +127,27 @@ def evaluation_report(
         "comparisons": [c.as_dict() for c in suite.comparisons],
         "report_path": str(report_path),
         "recommendations": suite.recommendations,  # the champion's top-k, published by `recommendations`
+        "ranker_assets": {t.ranker.name: asset for asset, t in rankers.items()},  # what loads the champion alone
     }
 
 
-@dg.asset(ins=RANKER_INS, metadata={"table": "recommendations"}, group_name="serving", kinds={"duckdb"})
+# The rankers are dependencies (lineage), not inputs: an input is loaded before the step starts, all twelve of them.
+@dg.asset(deps=RANKER_ASSETS, metadata={"table": "recommendations"}, group_name="serving", kinds={"duckdb"})
 def recommendations(
     context: dg.AssetExecutionContext,
     evaluation_report: dict,
     experiment: ExperimentResource,
     dataset: DatasetResource,
     warehouse: WarehouseResource,
-    **rankers: TrainedRanker,
+    artifacts_io: dg.ResourceParam[dg.IOManager],
 ) -> pd.DataFrame:
     """Top-k per user from the champion, excluding everything the user already interacted with (computed by the
     evaluation from the champion's test scores, `evaluate_suite(top_k=...)`). Each publication is appended to
-    `champion_history` (the blocking `champion_not_regressed` check compares the next champion with it)."""
-    asset_name, champion = next((name, t) for name, t in rankers.items()
-                                if t.ranker.name == evaluation_report["champion"])
+    `champion_history` (the blocking `champion_not_regressed` check compares the next champion with it). Only the
+    champion's ranker file is read."""
+    mark = PeakMark()
+    asset_name = ranker_asset_of(evaluation_report, evaluation_report["champion"])
+    champion = load_ranker(artifacts_io, asset_name)
     frame = evaluation_report["recommendations"]
     record_publication(warehouse.warehouse(), Publication(
         run_id=context.run_id, ranker=champion.ranker.name, ranker_asset=asset_name, metric=CHAMPION_METRIC,
@@ -123,5 +156,6 @@ def recommendations(
         data_fingerprint=champion.data_fingerprint,
     ))
     context.add_output_metadata({"ranker": champion.ranker.name, "users": int(frame["user_id"].nunique()),
-                                 "mlflow_run_id": champion.mlflow_run_id})
+                                 "mlflow_run_id": champion.mlflow_run_id, "rankers_loaded": asset_name,
+                                 **mark.metadata()})
     return frame.assign(ranker=champion.ranker.name)[["ranker", "user_id", "rank", "item_id", "score"]]

@@ -88,6 +88,8 @@ def train_ranker(
         "fit_seconds": dg.MetadataValue.float(round(fit_seconds, 3)),
         "fit_cache": "hit" if cached else "miss",
     })
+    if getattr(ranker, "best_epoch_", None) is not None:  # early stopping chose the epoch (Mult-VAE, Adam-BPR)
+        context.add_output_metadata({"best_epoch": ranker.best_epoch_, "max_epochs": ranker.epochs})
     return TrainedRanker(ranker, run_id, fingerprint, valid, fit_seconds, key)
 
 
@@ -116,11 +118,17 @@ def llm_content_ranker(
     encoder = str(item_embeddings["model"].iloc[0])
     profiles = user_embeddings[["user_id", "profile_embedding"]].rename(columns={"profile_embedding": "embedding"})
     weight = float(user_embeddings["profile_weight"].iloc[0]) if "profile_weight" in user_embeddings else None
-    ranker = LLMContentRanker(item_embeddings, profiles, encoder=encoder,
+    ranker = LLMContentRanker(item_embeddings, profiles, encoder=encoder, dense_max_items=experiment.dense_max_items,
+                              ann_min_items=experiment.ann_min_items,
                               **({} if weight is None else {"profile_weight": weight}))  # the weight user_embeddings used
     trained = train_ranker(context, ranker, split, {"encoder": encoder, "user_text_weight": ranker.profile_weight},
                            tracking, dataset, experiment)
     ranker = trained.ranker  # the fitted one (possibly from the fit cache)
+    if ranker.item_index_.approximate or not hasattr(ranker, "item_similarity_"):  # what falls back, once per run
+        context.log.warning(ranker.retrieval_note_)
+    context.add_output_metadata({"retrieval": ranker.retrieval_note_, **(
+        {"ann_recall@100": dg.MetadataValue.float(round(ranker.retrieval_recall_, 4))}
+        if ranker.item_index_.approximate else {})})
     stored = align(ranker.user_ids_, user_embeddings, "user_id", "users")
     if not np.allclose(ranker.user_vectors_, stored, atol=1e-5):
         raise dg.Failure("llm_content_ranker's interest vectors differ from user_embeddings': both must weight "
@@ -169,14 +177,14 @@ bpr_ranker = cf_ranker_asset(
     "Bayesian Personalized Ranking (the `implicit` library), seeded and single-threaded for determinism.", "implicit",
     seeded=True)
 bpr_adam_ranker = cf_ranker_asset(
-    "bpr_adam_ranker", AdamBPRRanker, ["factors", "learning_rate", "epochs", "batch_size"],
+    "bpr_adam_ranker", AdamBPRRanker, ["factors", "learning_rate", "epochs", "batch_size", "patience", "eval_every"],
     "BPR trained as RecBole trains it (mini-batch Adam in torch): the reproduction of its published BPR.", "pytorch", seeded=True)
 
 multvae_ranker = cf_ranker_asset(
     "multvae_ranker", MultVAERanker, ["hidden", "latent", "dropout", "epochs", "batch_size", "learning_rate",
-                                      "dp_epsilon", "dp_delta", "dp_max_grad_norm"],
-    "Mult-VAE (Liang et al. 2018): a variational autoencoder with a multinomial likelihood, torch on the CPU; "
-    "dp_epsilon trains it with DP-SGD (opacus).",
+                                      "dp_epsilon", "dp_delta", "dp_max_grad_norm", "patience", "eval_every"],
+    "Mult-VAE (Liang et al. 2018): a variational autoencoder with a multinomial likelihood, torch on the CPU, early "
+    "stopping on validation (epochs is the maximum); dp_epsilon trains it with DP-SGD (opacus, no early stopping).",
     "pytorch", seeded=True)
 
 

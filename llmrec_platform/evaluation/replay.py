@@ -3,21 +3,23 @@
 For each user, the held-out interactions of a fold are replayed in time order as events: before each one,
 the ranker scores the history so far (the earlier folds plus the events replayed before it) and the
 held-out item is looked up in that list. hit@k and NDCG@k (one relevant item) are averaged over all
-steps. This is the offline mirror of serving: the history goes through `score_histories` (fold-in), the
-list never shows what the history holds (`excluded_items`), and a `ShortTermBlend` is applied exactly as
-the server applies it. Choose blend settings on the valid fold; report the test fold.
+steps, and per user for paired comparisons. This is the offline mirror of serving: the history goes through
+`score_histories` (fold-in), the list never shows what the history holds (`excluded_items`), and the
+`LiveRanking` is applied exactly as the server applies it (`LiveRanking.scores`, with the ranker's training
+timeline as the short-term horizon). Choose settings on the valid fold; report the test fold.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from llmrec_platform.live.short_term import ShortTermBlend, latest_positions
-from llmrec_platform.rankers.base import Histories, Ranker, excluded_items
+from llmrec_platform.live.channels import LiveRanking, one_per_item, training_horizon
+from llmrec_platform.rankers.base import Histories, Ranker
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class ReplayStep:
     ratings: np.ndarray
     timestamps: np.ndarray
     target: int  # item position of the interaction replayed next
+    user_id: str = ""
 
 
 def replay_steps(ranker: Ranker, split: pd.DataFrame, fold: str, max_users: int | None = None,
@@ -51,40 +54,55 @@ def replay_steps(ranker: Ranker, split: pd.DataFrame, fold: str, max_users: int 
         position = ranker._user_position.get(str(user_id), -1)
         for j in range(len(held_out)):
             end = len(base) + j
-            steps.append(ReplayStep(position, items[:end], ratings[:end], stamps[:end], int(items[end])))
+            steps.append(ReplayStep(position, *one_per_item(items[:end], ratings[:end], stamps[:end]),
+                                    int(items[end]), str(user_id)))
     return steps
 
 
-def replay(ranker: Ranker, steps: list[ReplayStep], item_vectors: np.ndarray | None,
-           blends: dict[str, ShortTermBlend], k: int = 10, batch_size: int = 256) -> pd.DataFrame:
-    """(variant, steps, hit@k, ndcg@k) for each blend (ShortTermBlend(weight=0) is the champion alone).
-    `item_vectors` are unit-norm rows in the ranker's item order (needed by any active blend)."""
+def replay_per_step(ranker: Ranker, steps: list[ReplayStep], item_vectors: np.ndarray | None,
+                    variants: dict[str, LiveRanking], k: int = 10, batch_size: int = 256) -> pd.DataFrame:
+    """(variant, user_id, rank, hit@k, ndcg@k) per step and variant (`LiveRanking(weight=0)` is the champion
+    alone). `item_vectors` are unit-norm rows in the ranker's item order."""
     n_items = len(ranker.item_ids_)
-    hits = {name: [] for name in blends}
-    gains = {name: [] for name in blends}
+    horizon = training_horizon(ranker)
+    similarity = functools.lru_cache(maxsize=8192)(ranker._similar_item_scores)  # the latest items recur step to step
+    ranks: dict[str, list[np.ndarray]] = {name: [] for name in variants}
     for start in range(0, len(steps), batch_size):
         batch = steps[start:start + batch_size]
-        rows = np.repeat(np.arange(len(batch)), [len(s.history) for s in batch])
-        cols = np.concatenate([s.history for s in batch]) if batch else np.zeros(0, np.int64)
+        indptr = np.r_[0, np.cumsum([len(s.history) for s in batch])]
+        cols = np.concatenate([s.history for s in batch]).astype(np.int64)
         shape = (len(batch), n_items)
-        ratings = sp.csr_matrix((np.concatenate([s.ratings for s in batch]), (rows, cols)), shape=shape)
-        stamps = sp.csr_matrix((np.concatenate([s.timestamps for s in batch]), (rows, cols)), shape=shape)
-        histories = Histories(ratings, stamps, np.array([s.user for s in batch]), (None,) * len(batch))
-        scores = ranker.score_histories(histories)
-        blocked = excluded_items(ratings).toarray()
+        ratings = sp.csr_matrix((np.concatenate([s.ratings for s in batch]).astype(np.float32), cols, indptr), shape=shape)
+        stamps = sp.csr_matrix((np.concatenate([s.timestamps for s in batch]), cols, indptr), shape=shape)
+        scores = ranker.score_histories(Histories(ratings, stamps, np.array([s.user for s in batch]), (None,) * len(batch)))
+        blocked = np.zeros(shape, dtype=bool)
+        blocked[np.repeat(np.arange(len(batch)), np.diff(indptr)), cols] = True  # the one exclusion rule
         targets = np.array([s.target for s in batch])
-        for name, blend in blends.items():
-            latest = [latest_positions(s.history, s.timestamps, blend.recent) for s in batch] if blend.active else \
-                [[] for _ in batch]
-            blended = blend.apply(scores, latest, item_vectors, ranker._similar_item_scores) if blend.active else scores
-            rank = target_ranks(blended, blocked, targets)
-            hits[name].append(rank < k)
-            gains[name].append(np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0))
-    return pd.DataFrame([{
-        "variant": name, "steps": len(steps),
-        f"hit@{k}": float(np.concatenate(hits[name]).mean()) if steps else float("nan"),
-        f"ndcg@{k}": float(np.concatenate(gains[name]).mean()) if steps else float("nan"),
-    } for name in blends])
+        for name, variant in variants.items():
+            live = np.stack([variant.scores(scores[r], n_items, s.history, s.timestamps, horizon, item_vectors,
+                                            similarity) for r, s in enumerate(batch)]) if variant.active else scores
+            ranks[name].append(target_ranks(live, blocked, targets))
+    users = np.array([s.user_id for s in steps], dtype=object)
+    frames = []
+    for name in variants:
+        rank = np.concatenate(ranks[name]) if steps else np.zeros(0, np.int64)
+        frames.append(pd.DataFrame({"variant": name, "user_id": users, "rank": rank, f"hit@{k}": (rank < k).astype(float),
+                                    f"ndcg@{k}": np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def replay(ranker: Ranker, steps: list[ReplayStep], item_vectors: np.ndarray | None,
+           blends: dict[str, LiveRanking], k: int = 10, batch_size: int = 256) -> pd.DataFrame:
+    """(variant, steps, hit@k, ndcg@k) for each variant, averaged over all steps."""
+    per_step = replay_per_step(ranker, steps, item_vectors, blends, k, batch_size)
+    summary = per_step.groupby("variant", sort=False)[[f"hit@{k}", f"ndcg@{k}"]].mean().reindex(list(blends))
+    return summary.reset_index().assign(steps=len(steps))[["variant", "steps", f"hit@{k}", f"ndcg@{k}"]]
+
+
+def per_user(per_step: pd.DataFrame, variant: str, metric: str) -> pd.DataFrame:
+    """(user_id, metric): one variant's metric averaged over each user's steps, for a paired comparison."""
+    rows = per_step[per_step["variant"] == variant]
+    return rows.groupby("user_id", sort=True)[metric].mean().reset_index()
 
 
 def target_ranks(scores: np.ndarray, blocked: np.ndarray, targets: np.ndarray) -> np.ndarray:

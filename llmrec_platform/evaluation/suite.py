@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from llmrec_platform.compute import BlockMap
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.evaluate import DEFAULT_KS, EvaluationResult, evaluate_slices
 from llmrec_platform.evaluation.significance import PairedComparison, paired_bootstrap
@@ -44,7 +45,7 @@ def slices(data: InteractionData) -> dict[str, np.ndarray | None]:
 
 def evaluate_suite(
     trained: dict[str, TrainedRanker], data: InteractionData, seed: int, ks=DEFAULT_KS, folds=("test",),
-    progress: bool | None = False, top_k: int | None = None,
+    progress: bool | None = False, top_k: int | None = None, blocks: BlockMap | None = None,
 ) -> SuiteResult:
     """Every ranker on every fold and slice, the champion (best validation NDCG@10) and the combined rankers'
     paired comparisons. With `top_k`, also the champion's top-k for every user (`TopKLists`, excluding every
@@ -65,7 +66,8 @@ def evaluate_suite(
             ranker_slices = {slice_name: (None, candidates) for slice_name, candidates in slices(data).items()
                              if slice_name != "cold" or ranker.scores_cold_items}
             reuse = lists if lists is not None and fold == "test" and ranker.name == champion else None
-            by_ranker.append(evaluate_slices(ranker, data, ranker_slices, fold, ks, progress=progress, on_scores=reuse))
+            by_ranker.append(evaluate_slices(ranker, data, ranker_slices, fold, ks, progress=progress, on_scores=reuse,
+                                             blocks=blocks))
         results.extend(by_slice[name] for name in slices(data) for by_slice in by_ranker if name in by_slice)
     metrics = pd.concat([r.long() for r in results], ignore_index=True)
     suite = SuiteResult(metrics, results, champion, valid_scores,

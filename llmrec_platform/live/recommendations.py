@@ -23,7 +23,14 @@ class TopKLists:
 
     def __call__(self, users: np.ndarray, scores: np.ndarray) -> None:
         """Take one batch: `scores` are `ranker.score(users)` (users by position)."""
-        frame = top_k_frame(scores, self.excluded[users], self.k, self.ranker.item_ids_)
+        self.take(users, self.block(users, scores))
+
+    def block(self, users: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+        """One batch's lists (row, rank, item_id, score): where the batch was scored, a worker node on a cluster."""
+        return top_k_frame(scores, self.excluded[users], self.k, self.ranker.item_ids_)
+
+    def take(self, users: np.ndarray, frame: pd.DataFrame) -> None:
+        """Keep the lists `block` made of `users`' batch (the `evaluate_slices` ScoreSink protocol)."""
         self.frames.append(frame.assign(position=users[frame.pop("row").to_numpy()]))
         self.done[users] = True
 

@@ -17,6 +17,7 @@ from typing import TextIO
 import dagster as dg
 
 from llmrec_platform import progress
+from llmrec_platform.memory import PeakMark
 
 _EVENTS = dg.DagsterEventType
 BAR_WIDTH = 24
@@ -33,6 +34,8 @@ class RunConsole(logging.Handler):
         self.checks_passed = 0
         self.checks_failed: list[str] = []
         self.step_seconds: dict[str, float] = {}
+        self.step_memory: dict[str, tuple[float, float]] = {}  # step -> (process peak GiB after it, GiB it raised it by)
+        self._marks: dict[str, PeakMark] = {}
         self._running: tuple[str, float] | None = None
         self._progress: dict[str, tuple[int, int, str]] = {}  # step -> its latest (done, total, unit)
         self._lock = threading.Lock()
@@ -56,6 +59,7 @@ class RunConsole(logging.Handler):
         if kind == _EVENTS.STEP_START:
             with self._lock:
                 self._running = (step, time.monotonic())
+                self._marks[step] = PeakMark()
             self._start_ticker()
         elif kind == _EVENTS.ASSET_MATERIALIZATION:
             self.materialized.setdefault(step, []).append(event.asset_key.to_user_string())
@@ -70,8 +74,11 @@ class RunConsole(logging.Handler):
         elif kind == _EVENTS.STEP_SUCCESS:
             seconds = event.event_specific_data.duration_ms / 1000
             self.step_seconds[step] = seconds
+            mark = self._marks.pop(step, None) or PeakMark()
+            peak = mark.metadata()
+            self.step_memory[step] = (peak["process_peak_rss_gib"], peak["step_raised_peak_by_gib"])
             if step in self.materialized:  # a check step prints nothing when it passes
-                self._line(f"  {step:<34} {seconds:7.1f} s")
+                self._line(f"  {step:<34} {seconds:7.1f} s  {self.memory_text(step)}")
             self._done(step)
         elif kind == _EVENTS.STEP_FAILURE:
             self._line(f"  {step:<34}  FAILED")
@@ -107,6 +114,12 @@ class RunConsole(logging.Handler):
 
         self._ticker = threading.Thread(target=tick, name="llmrec-console", daemon=True)
         self._ticker.start()
+
+    def memory_text(self, step: str) -> str:
+        """The step's memory, as the process's peak RSS after it and how much the step raised it (the peak never
+        falls, so a step that stayed below an earlier step's peak shows +0.00)."""
+        peak, raised = self.step_memory[step]
+        return f"peak RSS {peak:5.2f} GiB (+{raised:.2f})"
 
     def status_line(self, step: str, seconds: float) -> str:
         """The running step, its time and, once it has reported any, its progress bar."""

@@ -6,10 +6,14 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.encoders.vectors import align, normalize_rows, user_interest_vectors
 from llmrec_platform.rankers.base import Histories, Ranker
+from llmrec_platform.retrieval import DEFAULT_ANN_MIN_ITEMS, VectorIndex
+
+DENSE_SIMILARITY_MAX_ITEMS = 20_000  # items x items float32 similarities: 1.6 GB at 20k items (LLMREC_DENSE_MAX_ITEMS)
 
 TextEncode = Callable[[list[str]], np.ndarray]
 
@@ -33,6 +37,11 @@ class LLMContentRanker(Ranker):
     history_weight chosen on the ML-1M valid fold (recbole protocol, --cold-items 0.1), NDCG@10:
     0.0 -> 0.0155, 0.5 -> 0.0470, 0.8 -> 0.0480 (kept), 1.0 -> 0.0469. On the cold test slice the same
     weights give 0.1277, 0.2009, 0.1993 and 0.1911 (genre match 0.1291, random 0.0454).
+
+    Size: up to `dense_max_items` items nearest_x(i) reads a dense items x items similarity matrix (exact). Above
+    it each item keeps its `neighbours` nearest items (found by `VectorIndex`: exact below `ann_min_items`, faiss
+    HNSW above), and nearest_x(i) is 0 for an item outside every history item's list. `similar_items` and
+    `retrieve` use the same index. `retrieval_note_` says which path a fit took.
     """
 
     name = "llm_content"
@@ -41,7 +50,9 @@ class LLMContentRanker(Ranker):
 
     def __init__(self, item_embeddings: pd.DataFrame, profile_embeddings: pd.DataFrame | None = None,
                  history_weight: float = 0.8, profile_weight: float = 0.05, half_life_days: float = 365.0,
-                 encoder: str | None = None, name: str | None = None):
+                 encoder: str | None = None, name: str | None = None,
+                 dense_max_items: int = DENSE_SIMILARITY_MAX_ITEMS, ann_min_items: int = DEFAULT_ANN_MIN_ITEMS,
+                 neighbours: int = 100):
         if not 0.0 <= history_weight <= 1.0:
             raise ValueError(f"history_weight must be in [0, 1], got {history_weight}")
         if not 0.0 <= profile_weight <= 1.0:
@@ -52,6 +63,9 @@ class LLMContentRanker(Ranker):
         self.profile_weight = profile_weight
         self.half_life_days = half_life_days
         self.encoder = encoder
+        self.dense_max_items = dense_max_items
+        self.ann_min_items = ann_min_items
+        self.neighbours = neighbours
         if name:
             self.name = name
 
@@ -64,8 +78,24 @@ class LLMContentRanker(Ranker):
                 positions = pd.Index(data.user_ids).get_indexer(known["user_id"])
                 self.profile_vectors_[positions] = np.stack(known["embedding"].to_numpy())
         del self._item_frame, self._profile_frame  # keep the pickled ranker small
-        if self.history_weight > 0:
+        self.item_index_ = VectorIndex(self.item_vectors_, self.ann_min_items)
+        n_items = len(self.item_vectors_)
+        self.retrieval_note_ = f"{self.name}: {self.item_index_.describe()}"
+        if self.item_index_.approximate:  # measured once per fit: the share of the exact top 100 the index finds
+            self.retrieval_recall_ = self.item_index_.recall_at(k=100, sample=1000, seed=0)
+            self.retrieval_note_ += f", recall@100 against exact search {self.retrieval_recall_:.4f} (1,000 items)"
+        if self.history_weight > 0 and n_items <= self.dense_max_items:
             self.item_similarity_ = self.item_vectors_ @ self.item_vectors_.T
+        elif self.history_weight > 0:
+            # Counting the item itself, as the dense matrix's diagonal does.
+            ids, scores = self.item_index_.neighbours(min(self.neighbours, n_items), include_self=True)
+            found = ids >= 0
+            self.item_neighbours_ = sp.csr_matrix(
+                (scores[found], ids[found], np.r_[0, np.cumsum(found.sum(axis=1))]), shape=(n_items, n_items))
+            self.retrieval_note_ += (
+                f"; nearest history item: the {self.neighbours} nearest items of each item, not a dense "
+                f"{n_items:,} x {n_items:,} similarity matrix ({4 * n_items**2 / 1e9:,.1f} GB; above "
+                f"LLMREC_DENSE_MAX_ITEMS {self.dense_max_items:,})")
         self.user_vectors_ = self.interest_vectors(self.training_histories(np.arange(data.n_users)))
 
     def set_text_encoder(self, encode: TextEncode) -> None:
@@ -117,13 +147,41 @@ class LLMContentRanker(Ranker):
 
     def nearest_history_similarity(self, histories: Histories) -> np.ndarray:
         """Each item's highest cosine with any item of each history (0 for an empty history)."""
-        nearest = np.zeros((len(histories), len(self.item_vectors_)), dtype=self.item_similarity_.dtype)
+        dense = getattr(self, "item_similarity_", None)
+        nearest = np.zeros((len(histories), len(self.item_vectors_)), dtype=np.float32)
         ratings = histories.ratings
         for row in range(len(histories)):
             history = ratings.indices[ratings.indptr[row]:ratings.indptr[row + 1]]
-            if len(history):
-                nearest[row] = self.item_similarity_[history].max(axis=0)
+            if not len(history):
+                continue
+            if dense is not None:
+                nearest[row] = dense[history].max(axis=0)
+            else:  # the sparse lists: each history item's neighbours; an item outside all of them stays 0
+                lists = self.item_neighbours_[history]
+                best = np.full(len(self.item_vectors_), -np.inf, dtype=np.float32)
+                np.maximum.at(best, lists.indices, lists.data)
+                nearest[row] = np.where(np.isfinite(best), best, 0.0)
         return nearest
+
+    def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
+        """The k items whose text is nearest to `item_id`'s; on a catalogue of `ann_min_items` or more, through
+        the HNSW index instead of scoring every item."""
+        self._check_fitted()
+        index = getattr(self, "item_index_", None)
+        position = self._item_position.get(str(item_id))
+        if index is None or not index.approximate or position is None:
+            return super().similar_items(item_id, k)
+        ids, scores = index.search(self.item_vectors_[position], k, exclude=[np.array([position])])
+        found = ids[0] >= 0
+        return pd.DataFrame({"item_id": self.item_ids_[ids[0][found]], "score": scores[0][found]})
+
+    def retrieve(self, histories: Histories, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Content retrieval without scoring every item: each history's `k` unseen items nearest its interest
+        vector, as (item positions, cosines), through the index (exact below `ann_min_items`)."""
+        self._check_fitted()
+        index = getattr(self, "item_index_", None) or VectorIndex(
+            self.item_vectors_, getattr(self, "ann_min_items", DEFAULT_ANN_MIN_ITEMS))  # a ranker pickled before
+        return index.search(self.interest_vectors(histories), k, exclude=histories.ratings)
 
     def _similar_item_scores(self, position: int) -> np.ndarray:
         return self.item_vectors_ @ self.item_vectors_[position]

@@ -7,7 +7,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData, binarize
-from llmrec_platform.rankers.base import Histories, Ranker
+from llmrec_platform.rankers.base import Histories, Ranker, sum_rows
 
 
 def ease_weights(x: sp.spmatrix | np.ndarray, reg_weight: float) -> np.ndarray:
@@ -44,6 +44,8 @@ class EASERanker(Ranker):
         self.weights_ = np.ascontiguousarray(ease_weights(binarize(data.train), self.reg_weight), dtype=np.float32)
 
     def _score_histories(self, histories: Histories) -> np.ndarray:
+        if len(histories) == 1:  # serving's one user: x B is the sum of B's history rows, added in the same order
+            return sum_rows(self.weights_, histories.nonzero_positions())[None, :]
         return np.asarray(histories.binary() @ self.weights_, dtype=np.float32)
 
     def _similar_item_scores(self, position: int) -> np.ndarray:

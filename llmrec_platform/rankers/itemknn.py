@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData, binarize
-from llmrec_platform.rankers.base import Histories, Ranker
+from llmrec_platform.rankers.base import Histories, Ranker, sum_sparse_rows
 
 
 class ItemKNNRanker(Ranker):
@@ -62,6 +62,8 @@ class ItemKNNRanker(Ranker):
         )
 
     def _score_histories(self, histories: Histories) -> np.ndarray:
+        if len(histories) == 1:  # serving's one user: the similarity rows of the history, added in the same order
+            return sum_sparse_rows(self.similarity_, histories.nonzero_positions())[None, :]
         return (histories.binary() @ self.similarity_).toarray()
 
     def _similar_item_scores(self, position: int) -> np.ndarray:

@@ -11,8 +11,10 @@ from llmrec_platform.resources.core import (
     WarehouseResource,
 )
 from llmrec_platform.resources.io_managers import WarehouseIOManager
+from llmrec_platform.resources.ray import ComputeResource
 
 __all__ = [
+    "ComputeResource",
     "DatasetResource",
     "DeviceResource",
     "EncoderResource",

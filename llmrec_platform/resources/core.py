@@ -28,6 +28,7 @@ from llmrec_platform.live.events import DEFAULT_EVENT_WEIGHTS, EventLog
 from llmrec_platform.paths import Paths
 from llmrec_platform.privacy.dp import DEFAULT_DELTA, CountRelease
 from llmrec_platform.rankers.fit_cache import FitCache
+from llmrec_platform.retrieval import DEFAULT_ANN_MIN_ITEMS
 from llmrec_platform.settings import DEFAULT_DENSE_MAX_ITEMS, DEFAULT_EVENTS_BATCH, DEFAULT_TOLERANCE
 from llmrec_platform.storage.tracking import Tracker
 from llmrec_platform.storage.warehouse import Warehouse
@@ -164,6 +165,9 @@ class ExperimentResource(dg.ConfigurableResource):
         default=DEFAULT_DENSE_MAX_ITEMS,
         description="most items a dense item-item ranker (EASE, llm_ease_map) is fitted on; above it a sparse "
                     "RP3beta stands in")
+    ann_min_items: int = Field(
+        default=DEFAULT_ANN_MIN_ITEMS, ge=1,
+        description="from this many items, nearest-item search (the content ranker) uses a faiss HNSW index")
     user_text_weight: float = Field(
         default=DEFAULT_TEXT_WEIGHT, ge=0.0, le=1.0,
         description="weight of a user's own text (profile, reviews, queries) in the interest vector")
@@ -194,7 +198,7 @@ class DeviceResource(dg.ConfigurableResource):
     """Where the language model runs: auto | cpu | cuda | cuda:N (build_resources fills in LLMREC_DEVICE)."""
 
     device: str = "auto"
-    precision: str = Field(default="fp32", description="fp32, or fp16 / bf16 on CUDA")
+    precision: str = Field(default="fp32", description="fp32, bf16 (CPU or CUDA; LLMREC_ENCODER_DTYPE) or fp16 on CUDA")
     batch_size: int = 128
 
     def resolve(self, log: logging.Logger | None = None) -> str:
@@ -205,17 +209,22 @@ class DeviceResource(dg.ConfigurableResource):
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_encoder(model: str, device: str, precision: str, batch_size: int) -> TextEncoder:
-    return TextEncoder(model, device=device, precision=precision, batch_size=batch_size)
+def _cached_encoder(model: str, device: str, precision: str, batch_size: int, backend: str = "torch",
+                    cache_dir: str = "") -> TextEncoder:
+    return TextEncoder(model, device=device, precision=precision, batch_size=batch_size, backend=backend,
+                       cache_dir=cache_dir or None)
 
 
 class EncoderResource(dg.ConfigurableResource):
     """The sentence encoder: a packaged model name or a saved model folder (never a hub download)."""
 
     model: str = DEFAULT_MODEL
+    backend: str = Field(default="torch", description="torch (same vectors on any CPU) or onnx (LLMREC_ENCODER_BACKEND)")
+    cache_dir: str = Field(default="", description="where the onnx backend keeps its exported model "
+                                                   "(<home>/cache/encoders); empty: a temporary folder")
 
     def load(self, device: str, precision: str, batch_size: int) -> TextEncoder:
-        return _cached_encoder(self.model, device, precision, batch_size)
+        return _cached_encoder(self.model, device, precision, batch_size, self.backend, self.cache_dir)
 
 
 class TrackingResource(dg.ConfigurableResource):

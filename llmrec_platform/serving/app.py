@@ -16,12 +16,12 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmrec_platform.serving.explain import Writer
 from llmrec_platform.serving.metrics import BodyLimitAndLatency
 from llmrec_platform.serving.routes import ROUTERS
+from llmrec_platform.serving.schemas import FastJSONResponse
 from llmrec_platform.serving.service import UnknownItemError
 from llmrec_platform.serving.state import ServingState
 from llmrec_platform.settings import Settings
@@ -33,7 +33,10 @@ def create_app(settings: Settings | None = None, writer: Writer | None = None) -
     """The app for `settings.home` (default: from the environment). `writer` overrides the explanation writer
     that settings choose (tests inject one)."""
     state = ServingState(settings or Settings.from_env(), writer)
-    app = FastAPI(title="llmrec-platform", version="1", lifespan=state.running,
+    # FastAPI's native OpenTelemetry is off: the server's metrics are Prometheus's (/metrics), and asking the
+    # OpenTelemetry providers whether they are configured cost 2 % of every request (py-spy).
+    app = FastAPI(title="llmrec-platform", version="1", lifespan=state.running, default_response_class=FastJSONResponse,
+                  telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
                   description="Live recommendations: events change the next list at once.")
     app.state.serving = state
     app.add_middleware(BodyLimitAndLatency, metrics=state.metrics)
@@ -53,17 +56,17 @@ def add_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
             message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
             problems.append(f"{where}: {message}" if where else message)
-        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+        return FastJSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return FastJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(UnknownItemError)
     async def unknown_item(request: Request, exc: UnknownItemError):
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return FastJSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
+        return FastJSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)

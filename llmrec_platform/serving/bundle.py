@@ -5,14 +5,18 @@
         champion.pkl         the champion Ranker (it folds in any history: `score_query`)
         challenger.pkl       optional second ranker for an online A/B split
         collab.pkl           optional item-item ranker (EASE) whose weights explanations cite
-        items.parquet        item_id, title, genres, text, popularity, in the champion's item order
+        items.parquet        item_id, title, genres, text, popularity: the whole catalogue, the champion's items first
+                             in its order (positions 0..n-1, n = len(champion.item_ids_)), then every other catalogue
+                             item (k-core filtered, cold, never rated) sorted by id
         item_vectors.npy     the language model's unit-norm item embeddings, same order (zeros if missing)
         histories.parquet    user_id, item_id, rating, timestamp, event: every known interaction, and the
                              events of the log up to `event_offset`
     <LLMREC_HOME>/bundles/current -> <version>   (a symlink, swapped with one atomic rename)
 
 A bundle is written under a temporary name and renamed into place before `current` moves, so a reader
-sees either the old or the new bundle, never half of one. The server never opens the warehouse.
+sees either the old or the new bundle, never half of one. The server never opens the warehouse. A bundle
+published before the catalogue was whole holds the champion's items only; it still loads (`champion_items`
+is then `len(items)`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class Bundle:
     path: Path
     manifest: dict
     champion: Ranker
-    items: pd.DataFrame  # indexed like champion.item_ids_
+    items: pd.DataFrame  # the catalogue: champion.item_ids_ first (positions 0..n-1), then the others by id
     item_vectors: np.ndarray
     histories: pd.DataFrame
     collab: Ranker | None = None
@@ -59,6 +63,11 @@ class Bundle:
     @property
     def event_offset(self) -> int:
         return int(self.manifest["event_offset"])
+
+    @property
+    def champion_items(self) -> int:
+        """n: catalogue positions [0, n) are the champion's item space, in its order."""
+        return len(self.champion.item_ids_)
 
 
 def published_popularity(counts: np.ndarray, release: CountRelease | None) -> np.ndarray:
@@ -79,8 +88,10 @@ def publish_bundle(
     `items` has item_id, title, genres (list or "|"-joined), text; `item_vectors` has item_id, embedding;
     `histories` has user_id, item_id, rating, timestamp and optionally event. `manifest` must name the
     `event_offset` the histories include and may carry anything else (metrics, fingerprint, encoder).
-    `popularity` is a column already released, in the champion's item order: a republish keeps it (releasing
-    the counts again would spend the privacy budget again)."""
+    `popularity` is a column already released, in the champion's item order (then 0 for the other items) or in
+    the catalogue's: a republish keeps it (releasing the counts again would spend the privacy budget again).
+    Every item of `items` is published (the whole catalogue, `catalogue_order`); an item only `item_vectors` or
+    the champion knows is not a catalogue item unless the champion scores it."""
     if "event_offset" not in manifest:
         raise ValueError("the manifest must say which event-log offset the histories include (event_offset)")
     root = Path(root)
@@ -90,16 +101,18 @@ def publish_bundle(
     staging = root / f".tmp-{version}"
     staging.mkdir()
 
-    order = pd.Index(champion.item_ids_)
+    order = catalogue_order(champion.item_ids_, items["item_id"])
     catalogue = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
     catalogue = catalogue.reindex(order)
+    served = len(champion.item_ids_)
+    released = (published_popularity(champion.popularity_, popularity_release) if popularity is None
+                else np.asarray(popularity, dtype=np.float64))
     frame = pd.DataFrame({
         "item_id": order.astype(str),
         "title": catalogue["title"].fillna("").astype(str).to_numpy() if "title" in catalogue else order.astype(str),
         "genres": [_genre_list(g) for g in (catalogue["genres"] if "genres" in catalogue else [None] * len(order))],
         "text": catalogue["text"].fillna("").astype(str).to_numpy() if "text" in catalogue else "",
-        "popularity": (published_popularity(champion.popularity_, popularity_release) if popularity is None
-                       else np.asarray(popularity, dtype=np.float64)),
+        "popularity": np.r_[released, np.zeros(len(order) - len(released))] if len(released) == served else released,
     })
     frame.to_parquet(staging / "items.parquet", index=False)
     vectors = _aligned_vectors(order, item_vectors)
@@ -117,7 +130,8 @@ def publish_bundle(
         **manifest, "version": version, "created_at": created.isoformat(), "champion": champion.name,
         "challenger": challenger.name if challenger is not None else None,
         "collab": collab.name if collab is not None else None,
-        "items": len(frame), "users": int(history["user_id"].nunique()), "interactions": len(history),
+        "items": len(frame), "champion_items": served,
+        "users": int(history["user_id"].nunique()), "interactions": len(history),
         "embedded_items": int((np.abs(vectors).sum(axis=1) > 0).sum()),
     }
     (staging / "manifest.json").write_text(json.dumps(full_manifest, indent=2, sort_keys=True, default=str))
@@ -161,7 +175,8 @@ def load_bundle(path: str | Path) -> Bundle:
         histories = pd.read_parquet(path / "histories.parquet")
     except FileNotFoundError as exc:
         raise BundleError(f"bundle {path} is incomplete ({exc.filename} is missing): publish it again") from exc
-    if list(items["item_id"]) != [str(i) for i in champion.item_ids_] or len(vectors) != len(items):
+    served = [str(i) for i in champion.item_ids_]
+    if list(items["item_id"].iloc[:len(served)]) != served or len(vectors) != len(items):
         raise BundleError(f"bundle {path}: items, vectors and the champion's item space disagree")
     optional = {name: Ranker.load(path / f"{name}.pkl") if (path / f"{name}.pkl").exists() else None
                 for name in ("collab", "challenger")}
@@ -170,6 +185,13 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"bundle {path}: the challenger was fitted on another item space than the champion")
     return Bundle(path, manifest, champion, items, vectors, histories, optional["collab"], optional["challenger"],
                   dict(zip(items["item_id"], items["title"], strict=True)))
+
+
+def catalogue_order(champion_item_ids, catalogue_item_ids) -> pd.Index:
+    """The bundle's item order: the champion's items in its order, then every other catalogue item sorted by id."""
+    served = pd.Index(np.asarray(champion_item_ids).astype(str))
+    others = pd.Index(pd.unique(pd.Series(catalogue_item_ids).astype(str))).difference(served).sort_values()
+    return served.append(others)
 
 
 def _genre_list(value) -> list[str]:

@@ -2,9 +2,12 @@
 
 `evidence(...)` gathers why an item is on a user's list, only from what the user did: the history items
 closest to it in the language model's space, the strongest collaborative link (the bundle's item-item
-weights, e.g. EASE's B), and the genres it shares with the history. `template_text` turns evidence into one
-line. A generated text (any `Writer`) passes `guard` only if every catalogue title it names is in the
-evidence; otherwise, or on a timeout, the template is served and the rejection counted.
+weights, e.g. EASE's B), and the genres it shares with the history. An item served on its text alone (outside
+the champion's item space: filtered, cold or added live; `content=True`) has no collaborative link: its
+evidence is the content, the history items nearest by text and the shared genres, and the sentence says so.
+`template_text` turns evidence into one line. A generated text (any `Writer`) passes `guard` only if every
+catalogue title it names is in the evidence; otherwise, or on a timeout, the template is served and the rejection
+counted.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Evidence:
     closest: list[HistoryLink] = field(default_factory=list)  # up to three history items, most similar first
     collaborative: CollaborativeLink | None = None  # the history item whose item-item weight to this one is largest
     shared_genres: list[str] = field(default_factory=list)
+    content: bool = False  # served on its text vector (the champion cannot score it): the evidence is the content
 
     def titles(self) -> set[str]:
         named = {self.title, *(link.title for link in self.closest)}
@@ -54,8 +58,10 @@ class Evidence:
 
 
 def evidence(item: int, history: np.ndarray, item_ids: np.ndarray, titles: list[str], genres: list[list[str]],
-             item_vectors: np.ndarray, collab_scores: Callable[[int], np.ndarray] | None) -> Evidence:
-    """Why item position `item` suits a user whose history holds item positions `history`."""
+             item_vectors: np.ndarray, collab_scores: Callable[[int], np.ndarray] | None,
+             content: bool = False) -> Evidence:
+    """Why item position `item` suits a user whose history holds item positions `history`; `content`: the item
+    is served on its text vector (no collaborative link is looked for)."""
     history = np.unique(np.asarray(history, dtype=np.int64))
     history = history[history != item]  # an item never explains itself
     similarity = item_vectors[history] @ item_vectors[item]
@@ -63,7 +69,7 @@ def evidence(item: int, history: np.ndarray, item_ids: np.ndarray, titles: list[
                for p, s in sorted(zip(history, similarity, strict=True), key=lambda t: (-t[1], t[0]))[:3]
                if s > 0]
     collaborative = None
-    if collab_scores is not None and len(history):
+    if collab_scores is not None and len(history) and not content:
         weights = np.array([collab_scores(h)[item] for h in history])  # what each history item adds to x·B
         best = int(np.argmax(weights))
         if weights[best] > 0:
@@ -71,13 +77,16 @@ def evidence(item: int, history: np.ndarray, item_ids: np.ndarray, titles: list[
                                               round(float(weights[best]), 5))
     counts = Counter(g for p in history for g in genres[p])
     shared = sorted((g for g in genres[item] if counts[g]), key=lambda g: (-counts[g], g))
-    return Evidence(str(item_ids[item]), titles[item], closest, collaborative, shared)
+    return Evidence(str(item_ids[item]), titles[item], closest, collaborative, shared, bool(content))
 
 
 def template_text(e: Evidence) -> str:
     parts = []
-    if e.closest:
-        parts.append("you liked " + " and ".join(f"“{link.title}”" for link in e.closest[:2]))
+    liked = " and ".join(f"“{link.title}”" for link in e.closest[:2])
+    if e.closest and e.content:
+        parts.append(f"its description is close to {liked}, which you liked")
+    elif e.closest:
+        parts.append("you liked " + liked)
     if e.collaborative is not None and all(e.collaborative.item_id != link.item_id for link in e.closest[:2]):
         parts.append(f"people who watched “{e.collaborative.title}” also chose it")
     if e.shared_genres:
@@ -107,6 +116,8 @@ def prompt(e: Evidence) -> str:
         lines.append(f"People who watched {e.collaborative.title} also chose it")
     if e.shared_genres:
         lines.append(f"Genres it shares with the user's history: {', '.join(e.shared_genres)}")
+    if e.content:
+        lines.append("It is recommended for its description (it is new to the catalogue or rarely rated)")
     return ("\n".join(lines) + f"\n\nIn one or two friendly sentences, tell the user why they may enjoy {e.title}. "
             "Name no film other than those above.")
 

@@ -24,11 +24,35 @@ class Metrics:
         self.events = Counter("llmrec_events_appended", "events appended to the log", registry=self.registry)
         self.fsync_batch = Histogram("llmrec_fsync_batch_events", "events written per fsync (group commit)",
                                      registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-        self.bundle = Gauge("llmrec_bundle_info", "the served bundle", ["version", "champion"], registry=self.registry)
+        # With several workers (multiprocess mode) the highest value over the live workers: 1 while any serves it.
+        self.bundle = BundleGauge("llmrec_bundle_info", "the served bundle", ["version", "champion"], registry=self.registry,
+                            multiprocess_mode="livemax")
         self.rejected = Counter("llmrec_explanations_rejected", "generated explanations replaced by the template",
                                 ["reason"], registry=self.registry)
         self.throttled = Counter("llmrec_requests_throttled", "requests answered 429 (over a rate limit)", ["limit"],
                                  registry=self.registry)
+
+
+def use_multiprocess_values() -> None:
+    """Metrics created from now on in this process write to the multiprocess folder (PROMETHEUS_MULTIPROC_DIR).
+    prometheus_client picks its value class when it is imported: a worker forked from a parent that imported it
+    before `llmrec serve` set the folder (granian's workers) would otherwise keep counting only for itself."""
+    from prometheus_client import values
+
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()
+
+
+class BundleGauge(Gauge):
+    """A gauge whose `clear()` first sets every series to 0: in multiprocess mode the series live on in the
+    worker's file after `clear()`, and the version served before would stay at 1."""
+
+    def clear(self) -> None:
+        with self._lock:
+            children = list(self._metrics.values())
+        for child in children:
+            child.set(0)
+        super().clear()
 
 
 def body_too_large() -> HTTPException:

@@ -4,9 +4,12 @@ A `LiveService` holds one published `Bundle` and the event log. Every known inte
 bundle (its histories include the log up to `bundle.event_offset`); every event after that offset is
 replayed from the log into in-memory live histories, on start and before every answer (`catch_up`), so a
 restart loses nothing and several server processes on one log all read their own and each other's writes.
-A list is the champion's fold-in of bundle history + live events (`score_histories`, what `score_query`
-does for a history), blended with the short-term interest of the latest interactions (`ShortTermBlend`),
-never showing what the history holds. A user erased by `llmrec forget` or `DELETE /users/{id}` (the erasure
+A list is the live ranking (`LiveRanking`, `live/channels.py`) over the whole catalogue: the champion's fold-in
+of bundle history + live events (`score_histories`, what `score_query` does for a history), the short-term
+neighbours of the events newer than the champion's training timeline, and the text vectors for the catalogue
+items the champion cannot score; never showing what the history holds. The item space is the catalogue:
+positions [0, n) are the champion's items in its order, then the bundle's other items, then items added live
+(`add_items`); every one of them is a valid event target. A user erased by `llmrec forget` or `DELETE /users/{id}` (the erasure
 ledger, `llmrec_platform.erasure`) is dropped before the next answer (`drop_erased`).
 """
 
@@ -19,11 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
+from llmrec_platform.live.channels import LiveRanking, one_per_item, standardize, training_horizon
 from llmrec_platform.live.events import Event, EventLog, event_rating
-from llmrec_platform.live.short_term import ShortTermBlend, latest_positions, standardize
-from llmrec_platform.rankers.base import Histories, Interaction, Query, Ranker, excluded_items, top_k_positions
+from llmrec_platform.rankers.base import Histories, Interaction, Query, Ranker, top_k_row
 from llmrec_platform.serving.bundle import Bundle
 from llmrec_platform.serving.explain import Evidence, evidence
 
@@ -46,29 +48,39 @@ class Recommendation:
 
 class LiveService:
     def __init__(self, bundle: Bundle, log: EventLog, event_weights: dict[str, float],
-                 blend: ShortTermBlend | None = None, challenger_share: float = 0.0,
+                 blend: LiveRanking | None = None, challenger_share: float = 0.0,
                  query_user_weight: float = 0.5):
         self.bundle = bundle
         self.log = log
         self.event_weights = event_weights
-        self.blend = blend or ShortTermBlend()
+        self.blend = blend or LiveRanking()
         self.challenger_share = challenger_share if bundle.challenger is not None else 0.0
         self.query_user_weight = query_user_weight
-        ranker = bundle.champion
-        self.item_ids = np.asarray(ranker.item_ids_)
-        self.item_position = {str(i): p for p, i in enumerate(self.item_ids)}
-        self.titles = bundle.items["title"].tolist()
+        champion_items = np.asarray(bundle.champion.item_ids_).astype(str)
+        self.n_champion = len(champion_items)
+        catalogue = bundle.items["item_id"].astype(str).to_numpy()
+        if not np.array_equal(catalogue[:self.n_champion], champion_items):
+            raise ValueError(f"bundle {bundle.path}: items.parquet must start with the champion's "
+                             f"{self.n_champion} items in its order")
+        self.item_ids = catalogue.astype(object)
+        self.item_position = {i: p for p, i in enumerate(catalogue)}
+        self.titles = bundle.items["title"].astype(str).tolist()
         self.genres = [list(g) for g in bundle.items["genres"]]
-        self.vectors = bundle.item_vectors
+        self.vectors = np.ascontiguousarray(bundle.item_vectors, dtype=np.float32)
+        # Events after the champion's training data are new to it: the short-term channel's events.
+        self.horizons = {"champion": training_horizon(bundle.champion)}
+        if bundle.challenger is not None:
+            self.horizons["challenger"] = training_horizon(bundle.challenger)
         collab = bundle.collab  # explanations cite its item-item weights when it shares the item space
         self._collab_scores = collab._similar_item_scores if collab is not None and \
-            np.array_equal(collab.item_ids_, self.item_ids) else None
+            np.array_equal(np.asarray(collab.item_ids_).astype(str), champion_items) else None
         self._index_histories(bundle.histories)
         self.live: dict[str, list[Interaction]] = defaultdict(list)
         self.offset = bundle.event_offset
         self.events_applied = 0
         # Erasures before this service started are in its bundle and log already; later ones are dropped on the way.
         self._erased = log.erased.current().hashes if log.erased is not None else frozenset()
+        self.catalogue = None  # a follower of the items log (`live.catalogue.CatalogueFollower`): items added live
         self.catch_up()
 
     # -- histories ------------------------------------------------------------------------------------------------
@@ -78,14 +90,17 @@ class LiveService:
         ends = np.r_[boundaries[1:], len(users)]
         self._spans = {str(users[b]): (int(b), int(e)) for b, e in zip(boundaries, ends, strict=True)}
         self._h_items = frame["item_id"].astype(str).to_numpy()
-        self._h_positions = pd.Index(self.item_ids.astype(str)).get_indexer(self._h_items)  # -1: not in the item space
+        self._h_positions = pd.Index(self.item_ids.astype(str)).get_indexer(self._h_items)  # -1: not in the catalogue
         self._h_ratings = frame["rating"].to_numpy(dtype=np.float64)
         self._h_stamps = frame["timestamp"].to_numpy(dtype=np.float64)
         self._h_events = frame["event"].astype(str).to_numpy()
 
     def catch_up(self) -> int:
-        """Apply the events appended to the log since the last call (by any process); returns how many."""
+        """Apply the items and events appended to the logs since the last call (by any process); returns how many
+        events."""
         self.drop_erased()
+        if self.catalogue is not None:  # items first: an event may name an item added a moment before
+            self.catalogue.catch_up(self)
         if self.log.size() == self.offset:
             return 0
         batch = self.log.read(self.offset)
@@ -123,28 +138,51 @@ class LiveService:
         return stored + self.live.get(str(user_id), [])
 
     def history_arrays(self, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(item positions, ratings, timestamps) of the user's history in the item space, one entry per item
-        (its latest interaction, as `Ranker.histories` keeps it), sorted by position."""
+        """(catalogue positions, ratings, timestamps) of the user's history, one entry per item (its latest
+        interaction, as `Ranker.histories` keeps it), sorted by position. Items beyond the champion's count too."""
         start, end = self._spans.get(str(user_id), (0, 0))
         live = self.live.get(str(user_id), [])
         positions = np.r_[self._h_positions[start:end], [self.item_position.get(h.item_id, -1) for h in live]]
         ratings = np.r_[self._h_ratings[start:end], [h.rating for h in live]]
         stamps = np.r_[self._h_stamps[start:end], [h.timestamp for h in live]]
         known = positions >= 0
-        positions, ratings, stamps = positions[known].astype(np.int64), ratings[known], stamps[known]
-        newest_first = np.lexsort((np.arange(len(stamps)), stamps))[::-1]
-        _, first = np.unique(positions[newest_first], return_index=True)
-        chosen = newest_first[first]
-        return positions[chosen], ratings[chosen], stamps[chosen]
+        return one_per_item(positions[known], ratings[known], stamps[known])
 
     def knows(self, user_id: str) -> bool:
         return str(user_id) in self._spans or str(user_id) in self.live
 
     def check_item(self, item_id: str) -> int:
+        """The catalogue position of an item (any catalogue item, including those added live)."""
         position = self.item_position.get(str(item_id))
         if position is None:
             raise UnknownItemError(item_id)
         return position
+
+    def add_items(self, item_ids, titles, genres, vectors: np.ndarray) -> int:
+        """Append catalogue items added live (POST /items, the items log): they become event targets and join the
+        content channel at once. `vectors` are their text embeddings (normalized here). An id already in the
+        catalogue is skipped, so replaying the items log is idempotent. Returns how many were added."""
+        item_ids = [str(i) for i in item_ids]
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if not len(item_ids) == len(titles) == len(genres) == len(vectors):
+            raise ValueError(f"add_items: {len(item_ids)} ids, {len(titles)} titles, {len(genres)} genre lists and "
+                             f"{len(vectors)} vectors: one of each per item")
+        if len(vectors) and vectors.shape[1] != self.vectors.shape[1]:
+            raise ValueError(f"add_items: vectors of dimension {vectors.shape[1]}, the bundle's are {self.vectors.shape[1]}")
+        fresh = [j for j, i in enumerate(item_ids) if i not in self.item_position and i not in item_ids[:j]]
+        if not fresh:
+            return 0
+        norms = np.linalg.norm(vectors[fresh], axis=1, keepdims=True)
+        for j in fresh:
+            self.item_position[item_ids[j]] = len(self.item_ids) + fresh.index(j)
+        self.item_ids = np.r_[self.item_ids, np.array([item_ids[j] for j in fresh], dtype=object)]
+        self.titles += [str(titles[j]) for j in fresh]
+        self.genres += [list(genres[j] or []) for j in fresh]
+        self.vectors = np.r_[self.vectors, vectors[fresh] / np.where(norms > 0, norms, 1.0)].astype(np.float32)
+        unknown = np.flatnonzero(self._h_positions < 0)  # bundle history on items the catalogue lacked until now
+        if len(unknown):
+            self._h_positions[unknown] = [self.item_position.get(i, -1) for i in self._h_items[unknown]]
+        return len(fresh)
 
     # -- ranking --------------------------------------------------------------------------------------------------
     def arm(self, user_id: str) -> tuple[str, Ranker]:
@@ -156,21 +194,22 @@ class LiveService:
         return "champion", self.bundle.champion
 
     def scores(self, user_id: str, ranker: Ranker | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(blended scores, the history's item positions, cold start?) for a user: the ranker's fold-in of
-        the history (`score_histories`, what `score_query` does for a history), or its cold start."""
+        """(scores over the catalogue, the history's catalogue positions, cold start?) for a user: the live
+        ranking of the ranker's fold-in of the history (`score_histories`, what `score_query` does for a
+        history), or its cold start."""
         ranker = ranker or self.bundle.champion
         positions, ratings, stamps = self.history_arrays(user_id)
         if not len(positions):
-            return ranker.score_query(Query()), positions, True
-        rows = np.zeros(len(positions), dtype=np.int64)
-        shape = (1, len(self.item_ids))
-        histories = Histories(sp.csr_matrix((ratings.astype(np.float32), (rows, positions)), shape=shape),
-                              sp.csr_matrix((stamps, (rows, positions)), shape=shape),
-                              np.array([ranker._user_position.get(str(user_id), -1)]), (None,))
-        scores = ranker.score_histories(histories)[0]
-        if self.blend.active:
-            latest = [latest_positions(positions, stamps, self.blend.recent)]
-            scores = self.blend.apply(scores, latest, self.vectors, ranker._similar_item_scores)[0]
+            return self.blend.scores(ranker.score_query(Query()), len(self.item_ids), positions, stamps, np.inf,
+                                     None, None), positions, True
+        known = positions < self.n_champion  # sorted by position: the champion's items come first
+        histories = Histories.single(positions[known], ratings[known], stamps[known],
+                                     ranker._user_position.get(str(user_id), -1), self.n_champion)
+        horizon = self.horizons["challenger" if ranker is self.bundle.challenger else "champion"]
+        # Only items outside the champion's space: it answers as for a newcomer, the other channels personalise.
+        folded = ranker.score_histories(histories)[0] if known.any() else ranker.score_query(Query())
+        scores = self.blend.scores(folded, len(self.item_ids), positions, stamps, horizon, self.vectors,
+                                   ranker._similar_item_scores)
         return scores, positions, False
 
     def recommend(self, user_id: str, k: int = 10, explain: bool = False) -> Recommendation:
@@ -189,14 +228,17 @@ class LiveService:
 
     def _top(self, scores: np.ndarray, history_positions: np.ndarray, k: int) -> np.ndarray:
         """The one exclusion rule (`excluded_items`: never what the history holds), then the top k."""
-        history = sp.csr_matrix((np.ones(len(history_positions), dtype=bool),
-                                 (np.zeros(len(history_positions), dtype=np.int64), history_positions)),
-                                shape=(1, len(scores)))
-        return top_k_positions(scores[None, :], excluded_items(history), k)[0]
+        return top_k_row(scores, history_positions, k)
 
     def evidence_for(self, item: int, history_positions: np.ndarray) -> Evidence:
-        return evidence(item, history_positions, self.item_ids, self.titles, self.genres, self.vectors,
-                        self._collab_scores)
+        collab = self._collab_scores
+        if collab is not None and item >= self.n_champion:
+            collab = None  # the collaborative weights know nothing of an item outside the champion's space
+        elif collab is not None:
+            n, inner = self.n_champion, collab
+            collab = lambda h: inner(h) if h < n else np.zeros(n, dtype=np.float32)  # noqa: E731
+        return evidence(item, history_positions, self.item_ids, self.titles, self.genres, self.vectors, collab,
+                        content=item >= self.n_champion)
 
     def explain(self, user_id: str, item_id: str) -> Evidence | None:
         """The evidence for one item of a user's list (None for a user without a usable history)."""
@@ -222,7 +264,12 @@ class LiveService:
                 for p in top], personal
 
     def similar(self, item_id: str, k: int) -> list[dict]:
-        self.check_item(item_id)
+        """The champion's similar items; for an item outside its space, the nearest in text over the catalogue."""
+        position = self.check_item(item_id)
+        if position >= self.n_champion:
+            top = self._top(self.vectors @ self.vectors[position], np.array([position]), k)
+            return [{"item_id": str(self.item_ids[p]), "title": self.titles[p],
+                     "score": round(float(self.vectors[p] @ self.vectors[position]), 6)} for p in top]
         frame = self.bundle.champion.similar_items(item_id, k)
         return [{"item_id": str(i), "title": self.titles[self.item_position[str(i)]], "score": round(float(s), 6)}
                 for i, s in zip(frame["item_id"], frame["score"], strict=True)]

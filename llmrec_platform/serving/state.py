@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from llmrec_platform.data.config import config_pseudonymize
 from llmrec_platform.data.privacy import pseudonymizer_for
 from llmrec_platform.erasure.ledger import Tombstones
+from llmrec_platform.live.catalogue import CatalogueFollower, ItemLog
 from llmrec_platform.live.events import EventLog
 from llmrec_platform.live.online import ImpressionLog
 from llmrec_platform.serving.audit import AuditLog, AuditRecord
@@ -74,8 +75,12 @@ class ServingState:
         settings = self.settings
         # Erased users' events are left out of the log, and their live state is dropped at the next answer.
         log = EventLog(self.paths.events, erased=Tombstones(self.paths.erasure))
-        return LiveService(bundle, log, dict(settings.event_weights), settings.short_term,
-                           settings.challenger_share, settings.query_user_weight)
+        service = LiveService(bundle, log, dict(settings.event_weights), settings.short_term,
+                              settings.challenger_share, settings.query_user_weight)
+        # Items added live (POST /items, landed item files) join every service, replayed from the items log.
+        service.catalogue = CatalogueFollower(ItemLog(self.paths.events))
+        service.catch_up()
+        return service
 
     def install(self, service: LiveService) -> None:
         self.service = service

@@ -53,17 +53,18 @@ def server_env(home: Paths, **extra: str) -> dict[str, str]:
 
 
 class Server:
-    """`llmrec serve` in a child process (a real uvicorn on 127.0.0.1)."""
+    """`llmrec serve` in a child process (a real granian, or uvicorn, on 127.0.0.1)."""
 
-    def __init__(self, home: Paths, workers: int = 1, port: int | None = None, **env: str):
-        self.home, self.workers, self.env = home, workers, env
+    def __init__(self, home: Paths, workers: int = 1, port: int | None = None, server: str = "granian", **env: str):
+        self.home, self.workers, self.server, self.env = home, workers, server, env
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> Server:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "llmrec_platform.cli", "serve", "--port", str(self.port), "--workers", str(self.workers)],
+            [sys.executable, "-m", "llmrec_platform.cli", "serve", "--port", str(self.port), "--workers", str(self.workers),
+             "--server", self.server],
             cwd=REPO, env=server_env(self.home, **self.env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -22,6 +22,10 @@ class HybridConfig:
     # model alone scores 0.2374) | + RP3beta, pseudo_draws 2, n_models 3, 800 trees 0.2377 (first model 0.2382).
     # Both kept changes together (Mult-VAE candidates in the pipeline's hybrid_ranker, n_models 5): 0.2393 at 500
     # trees (300: 0.2397, 400: 0.2395; 500 kept, the difference is noise), first model alone 0.2386.
+    # Re-measured on ML-100K (7 Dec, benchmarks/profile_hybrid.py --stored-refits --test --sweep, the same feature
+    # matrices): early_stopping_rounds 100 stops at 14 trees, test NDCG@10 -0.0003 [-0.0062, +0.0053] against 500
+    # trees (its five models 6.6 CPU s); n_models 3 +0.0003 [-0.0017, +0.0024] (31.5 CPU s). Neither is the
+    # default until ML-1M confirms it (docs/performance.md). No pseudo-labels (no refits): -0.0037, kept.
     n_candidates: int = 30
     n_estimators: int = 500
     learning_rate: float = 0.02
@@ -42,6 +46,7 @@ class HybridConfig:
     pseudo_draws: int = 1  # independent pseudo-label draws (each refits the base rankers once)
     sequence_window: int = 3  # the hybrid's own SequenceNeighbourRanker feature (0: off)
     n_models: int = 5  # LambdaRank models with seeds seed, seed + 1, ...; the hybrid scores their mean
+    parallel_models: bool = True  # train the models after the first side by side, one LightGBM thread each
     objective: str = "lambdarank"  # or "rank_xendcg"
 
 

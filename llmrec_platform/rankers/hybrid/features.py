@@ -18,6 +18,9 @@ from llmrec_platform.rankers.hybrid.batch import UserBatch
 from llmrec_platform.rankers.hybrid.candidates import Candidates, retrieve
 
 DAY = 86400.0
+# The columns computed from the content ranker (its interest and item vectors): the only ones an ablation variant
+# with other content changes.
+CONTENT_FEATURES = ["llm_cosine", "llm_cosine_z", "llm_max_sim_liked", "llm_mean_sim_liked"]
 
 
 def item_item_matrix(ranker: Ranker) -> np.ndarray | sp.csr_matrix | None:
@@ -127,7 +130,7 @@ class FeatureContext:
             names += [f"{r}_score", f"{r}_rank", f"{r}_score_gap", f"{r}_score_z"]
         for r in self.item_item:
             names += [f"{r}_max_link", f"{r}_centred_score"]
-        names += ["candidate_votes", "llm_cosine", "llm_cosine_z", "llm_max_sim_liked", "llm_mean_sim_liked"]
+        names += ["candidate_votes", *CONTENT_FEATURES]
         for r in self.feature_rankers:
             names += [f"{r}_score", f"{r}_score_z"]
         return names + ["item_popularity", "item_mean_rating", "user_activity", "user_mean_rating",
@@ -138,15 +141,9 @@ class FeatureContext:
         users = self.user_statistics(batch.histories)
         candidates = retrieve(batch, self.candidate_rankers, users.binary, n)
         rows, items = candidates.rows, candidates.items
-        sizes = np.bincount(rows, minlength=len(batch)).astype(np.float64)
 
         def within_user(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """(value - the history's best candidate value, z-score among the history's candidates)."""
-            mean = np.bincount(rows, weights=values, minlength=len(batch)) / np.maximum(sizes, 1)
-            var = np.bincount(rows, weights=(values - mean[rows]) ** 2, minlength=len(batch)) / np.maximum(sizes, 1)
-            best = np.full(len(batch), -np.inf)
-            np.maximum.at(best, rows, values)
-            return values - best[rows], (values - mean[rows]) / np.sqrt(var[rows] + 1e-12)
+            return within_history(values, rows, len(batch))
 
         columns = []
         votes = np.zeros(len(rows), dtype=np.float32)
@@ -157,10 +154,7 @@ class FeatureContext:
             votes += r <= n
         max_links, centred_scores = self._item_item_features(users, rows, items)
         columns += [c for pair in zip(max_links, centred_scores, strict=True) for c in pair]
-        user_vectors = self.user_vectors(batch)
-        cosine = np.einsum("ij,ij->i", user_vectors[rows], self.item_vectors[items]).astype(np.float64)
-        columns += [votes, cosine, within_user(cosine)[1]]
-        columns += list(self._liked_similarity(users, rows, items))
+        columns += [votes, *self._content_columns(batch, users, rows, items)]
         for r in self.feature_rankers.values():
             values = batch.scores(r)[rows, items].astype(np.float64)
             columns += [values, within_user(values)[1]]
@@ -168,6 +162,39 @@ class FeatureContext:
                     users.mean_rating[rows], np.log1p(users.last[rows] - users.first[rows]),
                     self.item_first[items] - users.last[rows], *self.window_counts(users, rows, items)]
         return candidates, np.column_stack(columns).astype(np.float32)
+
+    def _content_columns(self, batch: UserBatch, users: UserStatistics, rows: np.ndarray,
+                         items: np.ndarray) -> list[np.ndarray]:
+        """The CONTENT_FEATURES of (row, item) pairs; each row's values depend on that history alone."""
+        user_vectors = self.user_vectors(batch)
+        cosine = np.einsum("ij,ij->i", user_vectors[rows], self.item_vectors[items]).astype(np.float64)
+        return [cosine, within_history(cosine, rows, len(batch))[1], *self._liked_similarity(users, rows, items)]
+
+    def content_columns(self, users: np.ndarray, groups: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The CONTENT_FEATURES (float32, one row per pair) of `items`, whose first `groups[0]` pairs belong to
+        the history of users[0] (a training row of this context), the next `groups[1]` to users[1], ... Each
+        group must hold all of its history's candidates (the z-score is taken among them): the values are the
+        ones `candidates_and_features` gives these pairs, so a stored feature matrix can take another content's
+        columns without retrieving candidates or computing the other features again."""
+        columns = np.zeros((len(items), len(CONTENT_FEATURES)), dtype=np.float32)
+        ends = np.cumsum(groups)
+        step = 512
+        for start in range(0, len(users), step):
+            stop = min(start + step, len(users))
+            lo, hi = (ends[start - 1] if start else 0), ends[stop - 1]
+            batch = self.batch(users[start:stop])
+            rows = np.repeat(np.arange(stop - start), groups[start:stop])
+            statistics = self.user_statistics(batch.histories)
+            columns[lo:hi] = np.column_stack(self._content_columns(batch, statistics, rows, items[lo:hi]))
+        return columns
+
+    def with_content(self, user_vectors: Callable[[UserBatch], np.ndarray], item_vectors: np.ndarray) -> FeatureContext:
+        """A copy whose CONTENT_FEATURES come from other interest and item vectors (the rest is shared)."""
+        other = object.__new__(FeatureContext)
+        other.__dict__.update(self.__getstate__())
+        other.user_vectors, other.item_vectors = user_vectors, item_vectors
+        other._dense_cache = {key: value for key, value in self.__dict__.get("_dense_cache", {}).items() if key != "llm"}
+        return other
 
     def _dense(self, key: str) -> np.ndarray:
         """Dense item x item matrices (item-item rankers' W, LLM cosine), built once per process, not pickled."""
@@ -207,3 +234,13 @@ class FeatureContext:
         similarity = self._dense("llm")
         mean_sim = np.asarray(users.liked @ similarity)[rows, items]  # liked rows are mean-normalised
         return self._max_over_history(similarity, users.liked, rows, items), mean_sim
+
+
+def within_history(values: np.ndarray, rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(value - the history's best candidate value, z-score among the history's candidates) of each pair."""
+    sizes = np.bincount(rows, minlength=n_rows).astype(np.float64)
+    mean = np.bincount(rows, weights=values, minlength=n_rows) / np.maximum(sizes, 1)
+    var = np.bincount(rows, weights=(values - mean[rows]) ** 2, minlength=n_rows) / np.maximum(sizes, 1)
+    best = np.full(n_rows, -np.inf)
+    np.maximum.at(best, rows, values)
+    return values - best[rows], (values - mean[rows]) / np.sqrt(var[rows] + 1e-12)

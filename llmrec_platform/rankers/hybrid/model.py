@@ -17,11 +17,20 @@ LambdaRank groups. No valid item of a held-out user and no test item is ever a l
 the rankers fitted on the full training fold are used: a training user by position (`score`), any other
 history through the base rankers' fold-in (`score_query`). Items outside the candidate set score below every
 candidate, in the order of the first candidate ranker, so every score is finite.
+
+The models after the first train side by side, one LightGBM thread each (`parallel_models`; the same trees). A fit
+keeps its training matrices (`training_parts_`, not pickled) and stores them in its refit cache: a
+`content_variant` (the ablation) is trained on them with only the CONTENT_FEATURES columns computed again.
 """
 
 from __future__ import annotations
 
+import contextvars
+import copy
+import dataclasses
 import hashlib
+import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +44,10 @@ from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.fit_cache import FitCache
 from llmrec_platform.rankers.hybrid.batch import UserBatch
 from llmrec_platform.rankers.hybrid.config import HybridConfig, HybridTrainingLog
-from llmrec_platform.rankers.hybrid.features import FeatureContext
+from llmrec_platform.rankers.hybrid.features import CONTENT_FEATURES, FeatureContext
 from llmrec_platform.rankers.sequence import SequenceNeighbourRanker
+
+TRAINING_SETS = "hybrid_training_sets"  # the refit cache's name for a fit's training parts (for its ablation)
 
 
 @dataclass
@@ -49,12 +60,19 @@ class RankingSet:
     n_relevant: np.ndarray  # relevant items per such user (retrieved or not), for full-ranking NDCG
     n_users: int  # users the set stands for, including those whose positives were all missed
     users: np.ndarray  # the user (position) of each group
+    items: np.ndarray | None = None  # the candidate item (position) of each row
 
     def subset(self, keep_groups: np.ndarray, n_users: int) -> RankingSet:
         """The groups where `keep_groups` is true, standing for `n_users` users."""
         rows = np.repeat(keep_groups, self.groups)
         return RankingSet(self.X[rows], self.y[rows], self.groups[keep_groups], self.n_relevant[keep_groups], n_users,
-                          self.users[keep_groups])
+                          self.users[keep_groups], None if self.items is None else self.items[rows])
+
+    def with_columns(self, columns: np.ndarray, values: np.ndarray) -> RankingSet:
+        """A copy whose feature `columns` hold `values` (one row per row of X)."""
+        X = self.X.copy()
+        X[:, columns] = values
+        return dataclasses.replace(self, X=X)
 
     def full_ranking_ndcg(self, predictions: np.ndarray, k: int = 10) -> float:
         """Mean NDCG@k over all `n_users`, as `evaluate` computes it: non-candidates never rank, so only the
@@ -84,9 +102,20 @@ def fold_fingerprint(*matrices: sp.spmatrix) -> str:
 
 
 def concat_sets(sets: list[RankingSet]) -> RankingSet:
+    items = None if any(s.items is None for s in sets) else np.concatenate([s.items for s in sets])
     return RankingSet(np.vstack([s.X for s in sets]), np.concatenate([s.y for s in sets]),
                       np.concatenate([s.groups for s in sets]), np.concatenate([s.n_relevant for s in sets]),
-                      sum(s.n_users for s in sets), np.concatenate([s.users for s in sets]))
+                      sum(s.n_users for s in sets), np.concatenate([s.users for s in sets]), items)
+
+
+class PrecomputedVectors:
+    """A context's user vectors looked up by training row (picklable, unlike a lambda)."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = vectors
+
+    def __call__(self, batch: UserBatch) -> np.ndarray:
+        return self.vectors[batch.histories.users]
 
 
 class HybridRanker(Ranker):
@@ -106,7 +135,11 @@ class HybridRanker(Ranker):
         self.refit_cache = refit_cache
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "refit_cache": None}
+        # The training matrices and a scoring memo are large and transient: `training_parts_for` finds them again.
+        state = {**self.__dict__, "refit_cache": None}
+        for transient in ("training_parts_", "feature_memo_"):
+            state.pop(transient, None)
+        return state
 
     @property
     def feature_names(self) -> list[str]:
@@ -117,8 +150,25 @@ class HybridRanker(Ranker):
         for name, ranker in {**self.candidate_rankers, **self.feature_rankers, "content": self.content}.items():
             if ranker.item_ids_ is None or not np.array_equal(ranker.item_ids_, data.item_ids):
                 raise ValueError(f"hybrid: sub-ranker {name!r} must be fitted on the same data first")
-        self.prepare(data)
-        self.train_model(self.training_matrices(data))
+        source = getattr(self, "_content_source", None)
+        if source is not None:  # content_variant: the source hybrid's matrices with this content's columns
+            hybrid, parts = source
+            self.own_rankers_ = hybrid.own_rankers_
+            self.context_ = hybrid.context_.with_content(self._content_user_vectors, self.content.item_vectors_)
+            self.validation_users_ = hybrid.validation_users_
+            self.candidate_recall_ = hybrid.candidate_recall_
+            if hasattr(hybrid, "pseudo_recall_"):
+                self.pseudo_recall_ = hybrid.pseudo_recall_
+            parts = self._with_own_content(parts, data)
+        else:
+            self.prepare(data)
+            parts = self.training_parts(data)
+        self.train_model(parts)
+        self.training_parts_ = parts
+        # The fit's own key (its first model's trees): the ablation, another step, loads the parts by it.
+        self.training_sets_key_ = hashlib.sha256(self.model_.booster_.model_to_string().encode()).hexdigest()[:24]
+        if source is None and self.refit_cache is not None and self.refit_cache.folder is not None:
+            self.refit_cache.get_or_compute(TRAINING_SETS, self.training_sets_key_, lambda: parts)
 
     def _all_feature_rankers(self) -> dict[str, Ranker]:
         return {**self.feature_rankers, **self.own_rankers_}
@@ -142,6 +192,7 @@ class HybridRanker(Ranker):
         """Features and labels of `users`; also how many of their labelled items the candidates retrieved."""
         cfg = self.config
         X, y, groups, n_relevant, group_users, retrieved = [np.zeros((0, len(context.feature_names())))], [], [], [], [], 0
+        row_items = []
         for start in range(0, len(users), cfg.batch_size):
             batch = users[start:start + cfg.batch_size]
             candidates, features = context.candidates_and_features(context.batch(batch), cfg.n_candidates)
@@ -152,17 +203,28 @@ class HybridRanker(Ranker):
             has_positive = np.bincount(rows, weights=positive, minlength=len(batch)) > 0
             keep = has_positive[rows]  # groups without a positive teach LambdaRank nothing
             X.append(features[keep])
+            row_items.append(items[keep])
             y.append(positive[keep].astype(np.int32))
             groups.append(sizes[has_positive])
             n_relevant.append(np.asarray(labels[batch].getnnz(axis=1))[has_positive])
             group_users.append(batch[has_positive])
         ints = np.zeros(0, dtype=np.int64)
         return RankingSet(np.vstack(X).astype(np.float32), np.concatenate([ints, *y]), np.concatenate([ints, *groups]),
-                          np.concatenate([ints, *n_relevant]), len(users), np.concatenate([ints, *group_users])), retrieved
+                          np.concatenate([ints, *n_relevant]), len(users), np.concatenate([ints, *group_users]),
+                          np.concatenate([ints, *row_items])), retrieved
 
     def training_matrices(self, data: InteractionData) -> dict[str, RankingSet]:
-        """LambdaRank inputs: 'train' (validation users not held out, plus pseudo-labelled groups when
-        configured) and 'holdout' (the held-out validation users, for early stopping and validation)."""
+        """LambdaRank inputs: 'valid_train' (validation users not held out), 'holdout' (the held-out validation
+        users, for early stopping and validation) and 'pseudo' (the pseudo-labelled groups of every draw, when
+        configured)."""
+        parts = self.training_parts(data)
+        draws = [part for name, part in parts.items() if name.startswith("pseudo")]
+        matrices = {name: part for name, part in parts.items() if not name.startswith("pseudo")}
+        return {**matrices, "pseudo": concat_sets(draws)} if draws else matrices
+
+    def training_parts(self, data: InteractionData) -> dict[str, RankingSet]:
+        """`training_matrices` with each pseudo-label draw d apart ('pseudo_d'): the parts a variant's content
+        columns are computed again on (each draw has its own reduced history)."""
         cfg = self.config
         valid_users = np.flatnonzero(np.asarray(data.valid.getnnz(axis=1)) > 0)
         rng = np.random.default_rng(cfg.seed)
@@ -172,17 +234,16 @@ class HybridRanker(Ranker):
         train, retrieved_train = self._ranking_set(self.context_, valid_users[~holdout], data.valid)
         hold, retrieved_hold = self._ranking_set(self.context_, self.validation_users_, data.valid)
         self.candidate_recall_ = (retrieved_train + retrieved_hold) / max(int(data.valid.nnz), 1)
-        matrices = {"valid_train": train, "holdout": hold}
+        parts = {"valid_train": train, "holdout": hold}
         if cfg.pseudo_label_share > 0:
             draws = [self.pseudo_label_set(data, draw) for draw in range(max(cfg.pseudo_draws, 1))]
             self.pseudo_recall_ = float(np.mean([recall for _, recall in draws]))
-            matrices["pseudo"] = concat_sets([ranking_set for ranking_set, _ in draws])
-        return matrices
+            parts.update({f"pseudo_{draw}": ranking_set for draw, (ranking_set, _) in enumerate(draws)})
+        return parts
 
-    def pseudo_label_set(self, data: InteractionData, draw: int = 0) -> tuple[RankingSet, float]:
-        """Groups from the training fold: a seeded share of each user's training items are labels for rankers
-        refitted on the rest (copies; the hybrid's own rankers are untouched). Also the share of those labels
-        that the candidates retrieved. Each `draw` holds out a different random share."""
+    def pseudo_fold(self, data: InteractionData, draw: int = 0) -> tuple[InteractionData, np.ndarray]:
+        """The training fold of pseudo-label `draw`: a seeded share of each user's training items held out as
+        its valid fold, the rest its train fold; and the users that get a pseudo-labelled group."""
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, 1 + draw])
         train = data.train.tocsr().copy()
@@ -205,6 +266,14 @@ class HybridRanker(Ranker):
         users = np.flatnonzero(take > 0)
         if cfg.pseudo_users < 1:
             users = np.sort(rng.choice(users, size=int(round(cfg.pseudo_users * len(users))), replace=False))
+        return inner, users
+
+    def pseudo_label_set(self, data: InteractionData, draw: int = 0) -> tuple[RankingSet, float]:
+        """Groups from the training fold: a seeded share of each user's training items are labels for rankers
+        refitted on the rest (copies; the hybrid's own rankers are untouched). Also the share of those labels
+        that the candidates retrieved. Each `draw` holds out a different random share (`pseudo_fold`)."""
+        cfg = self.config
+        inner, users = self.pseudo_fold(data, draw)
         fingerprint = fold_fingerprint(inner.train, inner.train_timestamps)
         to_refit = [*self.candidate_rankers.items(), *self._all_feature_rankers().items()]
         refits = []
@@ -213,10 +282,8 @@ class HybridRanker(Ranker):
             report_progress(len(refits), len(to_refit), "base rankers refitted")
         rankers = dict(zip(self.candidate_rankers, refits[:len(self.candidate_rankers)], strict=True))
         features = dict(zip(self._all_feature_rankers(), refits[len(self.candidate_rankers):], strict=True))
-        # The interest vectors are rebuilt from the reduced history (user_interest_vectors' defaults).
-        user_vectors = user_interest_vectors(inner.train, inner.train_timestamps, self.content.item_vectors_)
-        context = FeatureContext(rankers, lambda batch: user_vectors[batch.histories.users], self.content.item_vectors_,
-                                 features, inner.train, inner.train_timestamps, cfg.liked_threshold)
+        context = FeatureContext(rankers, self._pseudo_user_vectors(inner), self.content.item_vectors_, features,
+                                 inner.train, inner.train_timestamps, cfg.liked_threshold)
         labels = inner.valid
         if cfg.pseudo_with_valid:  # never the held-out validation users' items: they score the hybrid
             training_users = np.ones(data.n_users, dtype=np.float32)
@@ -224,6 +291,60 @@ class HybridRanker(Ranker):
             labels = (labels + sp.diags(training_users) @ binarize(data.valid)).tocsr()
         result, retrieved = self._ranking_set(context, users, labels)
         return result, retrieved / max(int(labels[users].nnz), 1)
+
+    def _pseudo_user_vectors(self, inner: InteractionData) -> PrecomputedVectors:
+        """The interest vectors of a pseudo-label fold, rebuilt from its reduced history (user_interest_vectors'
+        defaults)."""
+        return PrecomputedVectors(user_interest_vectors(inner.train, inner.train_timestamps, self.content.item_vectors_))
+
+    def _with_own_content(self, parts: dict[str, RankingSet], data: InteractionData) -> dict[str, RankingSet]:
+        """Another hybrid's training parts with this hybrid's CONTENT_FEATURES columns: every other column (the
+        candidates, the base rankers' and their pseudo-label refits' features) is taken as it is."""
+        columns = [self.feature_names.index(name) for name in CONTENT_FEATURES]
+        result = {}
+        for name, part in parts.items():
+            if part.items is None:
+                raise ValueError(f"hybrid: training part {name!r} has no candidate items; build it with training_parts")
+            context = self.context_
+            if name.startswith("pseudo_"):
+                inner, _ = self.pseudo_fold(data, int(name.removeprefix("pseudo_")))
+                context = FeatureContext({}, self._pseudo_user_vectors(inner), self.content.item_vectors_, {},
+                                         inner.train, inner.train_timestamps, self.config.liked_threshold)
+            result[name] = part.with_columns(columns, context.content_columns(part.users, part.groups, part.items))
+        return result
+
+    def content_variant(self, content: LLMContentRanker, data: InteractionData, name: str,
+                        parts: dict[str, RankingSet] | None = None, n_models: int = 1, **config) -> HybridRanker:
+        """A hybrid trained on this fitted hybrid's feature matrices (`parts`: `training_parts_for(data)` unless
+        given) with the CONTENT_FEATURES columns computed from `content` instead: the same candidates, other
+        features, pseudo-label refits, holdout users, config (but `n_models` and any other `config` field given)
+        and seeds; nothing but those columns is computed again."""
+        variant = HybridRanker(self.candidate_rankers, content, self.feature_rankers,
+                               dataclasses.replace(self.config, n_models=n_models, **config), refit_cache=self.refit_cache)
+        variant.name = name
+        variant._content_source = (self, self.training_parts_for(data) if parts is None else parts)
+        try:
+            return variant.fit(data)
+        finally:
+            del variant._content_source
+
+    def training_parts_for(self, data: InteractionData, refit_cache: FitCache | None = None) -> dict[str, RankingSet]:
+        """The training parts this fitted hybrid was trained on (`data` must be what it was fitted on): kept from
+        the fit in this process, else loaded from the refit cache (`refit_cache`, else its own) where the fit
+        stored them, else built again (on a copy; the pseudo-label refits come from that cache when it holds
+        them)."""
+        parts = self.__dict__.get("training_parts_")
+        if parts is not None:
+            return parts
+        cache = refit_cache or self.refit_cache or FitCache(None)
+
+        def build() -> dict[str, RankingSet]:
+            clone = copy.copy(self)  # a copy leaves the transient state and the cache behind (__getstate__)
+            clone.refit_cache = cache
+            return clone.training_parts(data)
+
+        parts, _ = cache.get_or_compute(TRAINING_SETS, getattr(self, "training_sets_key_", ""), build)
+        return parts
 
     def _pseudo_refit(self, name: str, ranker: Ranker, inner: InteractionData, fingerprint: str) -> Ranker:
         cache = self.refit_cache or FitCache(None)
@@ -278,13 +399,24 @@ class HybridRanker(Ranker):
         best_iteration = int(self.model_.best_iteration_ or self.model_.booster_.current_iteration())
         gains = self.model_.booster_.feature_importance("gain", iteration=best_iteration)
         holdout_ndcg = float(curve[best_iteration - 1]) if evaluation else (0.0 if hold.n_users else float("nan"))
-        self.extra_models_ = []
         first_trees = self.model_.booster_.current_iteration()
         total_trees = first_trees + (cfg.n_models - 1) * best_iteration
-        for offset in range(1, cfg.n_models):
-            model = self.make_model(offset).set_params(n_estimators=best_iteration)
-            self.extra_models_.append(model.fit(train.X, train.y, group=train.groups, feature_name=names,
-                                                callbacks=[trees_done(first_trees + (offset - 1) * best_iteration)]))
+        offsets = range(1, cfg.n_models)
+        workers = min(cfg.num_threads, len(offsets)) if cfg.parallel_models else 1
+        trees = itertools.count(first_trees + 1)  # one count, however many models train at once
+
+        def fit_extra(offset: int):
+            # Side by side, each model gets one LightGBM thread: the same trees as with more (deterministic=True).
+            model = self.make_model(offset).set_params(n_estimators=best_iteration, **({"n_jobs": 1} if workers > 1 else {}))
+            return model.fit(train.X, train.y, group=train.groups, feature_name=names,
+                             callbacks=[lambda env: report_progress(next(trees), total_trees, "trees")])
+
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:  # LightGBM releases the GIL while it grows trees
+                futures = [pool.submit(contextvars.copy_context().run, fit_extra, offset) for offset in offsets]
+                self.extra_models_ = [future.result() for future in futures]
+        else:
+            self.extra_models_ = [fit_extra(offset) for offset in offsets]
         if self.extra_models_ and evaluation:
             holdout_ndcg = hold.full_ranking_ndcg(self.predict(hold.X, best_iteration))
         self.training_log_ = HybridTrainingLog(
@@ -295,7 +427,7 @@ class HybridRanker(Ranker):
             train_rows=len(train.y), train_users=len(train.groups), holdout_users=len(hold.groups),
             candidate_recall=self.candidate_recall_,
             extra={"holdout_full_ranking_ndcg@10": holdout_ndcg,
-                   "pseudo_groups": len(matrices["pseudo"].groups) if "pseudo" in matrices else 0,
+                   "pseudo_groups": sum(len(s.groups) for name, s in matrices.items() if name.startswith("pseudo")),
                    "pseudo_recall": getattr(self, "pseudo_recall_", None)},
         )
 
@@ -312,12 +444,33 @@ class HybridRanker(Ranker):
         scores = np.empty((n, len(self.item_ids_)), dtype=np.float32)
         start = 0
         for batch in batches:
-            candidates, features = self.context_.candidates_and_features(batch, self.config.n_candidates)
+            rows, items, fallback, features = self._candidate_features(batch)
             prediction = self.predict(features, self.training_log_.best_iteration).astype(np.float32)
-            scores[start:start + len(batch)] = below_candidates(candidates.scores[0], candidates.rows, prediction)
-            scores[start + candidates.rows, candidates.items] = prediction
+            scores[start:start + len(batch)] = below_candidates(fallback, rows, prediction)
+            scores[start + rows, items] = prediction
             start += len(batch)
         return scores
+
+    def _candidate_features(self, batch: UserBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, items, the first candidate ranker's scores, features) of a batch's candidates. With a
+        `feature_memo_` (a dict that `content_variant`s of one hybrid share: the ablation), a batch of training
+        users that one of them has scored is not retrieved or featurised again; only the CONTENT_FEATURES
+        columns are computed, when the content differs."""
+        memo = getattr(self, "feature_memo_", None)
+        key = batch.histories.users.tobytes() if memo is not None and batch.by_id else None
+        if key is None or key not in memo:
+            candidates, features = self.context_.candidates_and_features(batch, self.config.n_candidates)
+            found = (candidates.rows, candidates.items, candidates.scores[0], features, self.content)
+            if key is not None:
+                memo[key] = found
+            return found[:4]
+        rows, items, fallback, features, content = memo[key]
+        if content is not self.content:
+            groups = np.bincount(rows, minlength=len(batch))
+            columns = [self.feature_names.index(name) for name in CONTENT_FEATURES]
+            features = features.copy()
+            features[:, columns] = self.context_.content_columns(batch.histories.users, groups, items)
+        return rows, items, fallback, features
 
     def _similar_item_scores(self, position: int) -> np.ndarray:
         """From the first candidate ranker (the pipeline passes EASE, the strongest single model, first)."""

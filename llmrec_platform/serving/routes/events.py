@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from llmrec_platform.live.events import Event
 from llmrec_platform.serving.auth import WRITE_EVENTS, Principal, require
 from llmrec_platform.serving.schemas import EventIn, error_responses
+from llmrec_platform.serving.service import UnknownItemError
 from llmrec_platform.serving.state import State
 
 router = APIRouter(tags=["events"], responses=error_responses(400, 401, 403, 404, 413, 422, 429))
@@ -21,7 +22,11 @@ async def events(state: State, caller: Annotated[Principal, Depends(require(WRIT
     """Append an event durably (fsync of the event log and the audit log before the 202); the user's next list
     reflects it."""
     live = state.service
-    live.check_item(event.item_id)
+    try:
+        live.check_item(event.item_id)
+    except UnknownItemError:  # perhaps an item another process added a moment ago: read the items log, then decide
+        live.catch_up()
+        live.check_item(event.item_id)
     if event.type == "rate" and event.value is None:
         raise HTTPException(422, "value: a `rate` event needs the rating as `value`")
     stored = Event(user_id=state.stored_id(event.user_id), item_id=event.item_id, event_type=event.type,

@@ -7,7 +7,8 @@ from importlib import resources
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from llmrec_platform.serving.state import State
 
@@ -28,7 +29,13 @@ async def version(state: State):
 
 @router.get("/metrics", response_class=PlainTextResponse)  # OpenAPI: text/plain (the Prometheus format), not JSON
 async def prometheus(state: State):
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """This process's metrics; with `--workers N` (`llmrec serve` sets PROMETHEUS_MULTIPROC_DIR) every worker's,
+    summed, whichever worker answers."""
+    if state.settings.metrics_dir is None:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    every_worker = CollectorRegistry()
+    MultiProcessCollector(every_worker, path=str(state.settings.metrics_dir))
+    return Response(generate_latest(every_worker), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

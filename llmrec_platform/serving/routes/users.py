@@ -11,14 +11,14 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from llmrec_platform.serving.auth import ADMIN, READ_HISTORY, READ_RECOMMENDATIONS, Principal, require
 from llmrec_platform.serving.explain import guard, template_text
-from llmrec_platform.serving.schemas import ItemId, K, UserId, error_responses
+from llmrec_platform.serving.schemas import FastJSONResponse, ItemId, K, RecommendationsOut, UserId, error_responses
 from llmrec_platform.serving.state import State
 
 log = logging.getLogger("llmrec.serving")
 router = APIRouter(tags=["users"], responses=error_responses(401, 403, 422, 429))
 
 
-@router.get("/users/{user_id}/recommendations")
+@router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut)
 async def recommendations(state: State, caller: Annotated[Principal, Depends(require(READ_RECOMMENDATIONS))],
                           user_id: UserId, k: K = 10, explain: bool = False):
     """Top-k from the champion over the user's history and live events; unknown users get a cold start.
@@ -28,8 +28,9 @@ async def recommendations(state: State, caller: Annotated[Principal, Depends(req
     result = state.service.recommend(state.stored_id(user_id), k, explain)
     state.impressions.append(result.request_id, result.user_id, result.model_version, result.ranker, result.arm,
                              [item["item_id"] for item in result.items])
-    return {"user_id": user_id, "model_version": result.model_version, "request_id": result.request_id,
-            "ranker": result.ranker, "arm": result.arm, "cold_start": result.cold_start, "items": result.items}
+    return FastJSONResponse({"user_id": user_id, "model_version": result.model_version, "request_id": result.request_id,
+                             "ranker": result.ranker, "arm": result.arm, "cold_start": result.cold_start,
+                             "items": result.items})
 
 
 @router.get("/users/{user_id}/history", dependencies=[Depends(require(READ_HISTORY))])
