@@ -201,7 +201,7 @@ def test_default_demo_prints_no_progress_bars_and_names_its_run(llmrec_home, tin
     assert main(["demo", "--dataset", str(tiny_dataset_dir), "--device", "cpu"]) == 0
     out, err = capfd.readouterr()
     both = out + err
-    for noise in ("it/s]", "s/it]", "Batches", "Loading weights", "%|", "INFO mlflow", "alembic"):
+    for noise in ("it/s]", "s/it]", "Batches", "Loading weights", "%|", "INFO mlflow", "alembic", "DEBUG"):
         assert noise not in both, f"{noise!r} in the default output"
     lines = out.splitlines()
     for asset in ("raw_ratings", "item_embeddings", "ease_ranker", "hybrid_ranker", "evaluation_report"):

@@ -34,12 +34,16 @@ def ranker_asset_of(evaluation_report: dict, ranker_name: str) -> str:
     return asset
 
 
-def load_ranker(artifacts_io: dg.IOManager, asset_name: str) -> TrainedRanker:
+def load_ranker(artifacts_io: dg.IOManager, asset_name: str, context: dg.AssetExecutionContext | None = None) -> TrainedRanker:
     """One ranker asset, read by name through the rankers' own IO manager: the other rankers' files are never
-    opened (an asset that takes them all as inputs loads every one, 12 GiB on a 1M-interaction shop)."""
+    opened (an asset that takes them all as inputs loads every one, 12 GiB on a 1M-interaction shop). With the
+    step's `context`, the IO manager logs to the run, not to the console."""
     if asset_name not in RANKER_ASSETS:
         raise dg.Failure(f"{asset_name!r} is not a ranker asset of this code location ({', '.join(RANKER_ASSETS)})")
-    stored = artifacts_io.load_input(dg.build_input_context(asset_key=dg.AssetKey(asset_name)))
+    input_context = dg.build_input_context(asset_key=dg.AssetKey(asset_name))
+    if context is not None:
+        input_context._log = context.log  # build_input_context (dagster 1.13) always logs to a console of its own
+    stored = artifacts_io.load_input(input_context)
     return TrainedRanker.checked(stored, asset_name)
 
 
@@ -147,7 +151,7 @@ def recommendations(
     champion's ranker file is read."""
     mark = PeakMark()
     asset_name = ranker_asset_of(evaluation_report, evaluation_report["champion"])
-    champion = load_ranker(artifacts_io, asset_name)
+    champion = load_ranker(artifacts_io, asset_name, context)
     frame = evaluation_report["recommendations"]
     record_publication(warehouse.warehouse(), Publication(
         run_id=context.run_id, ranker=champion.ranker.name, ranker_asset=asset_name, metric=CHAMPION_METRIC,

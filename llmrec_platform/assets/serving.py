@@ -45,7 +45,7 @@ def serving_bundle(
 
     def ranker(name: str) -> TrainedRanker:
         if name not in loaded:
-            loaded[name] = load_ranker(artifacts_io, ranker_asset_of(evaluation_report, name))
+            loaded[name] = load_ranker(artifacts_io, ranker_asset_of(evaluation_report, name), context)
         return loaded[name]
 
     champion = ranker(evaluation_report["champion"])

@@ -348,6 +348,10 @@ class HybridRanker(Ranker):
 
     def _pseudo_refit(self, name: str, ranker: Ranker, inner: InteractionData, fingerprint: str) -> Ranker:
         cache = self.refit_cache or FitCache(None)
+        # The pseudo fold's valid items are the hybrid's labels: a refit that stopped early on them would fit them.
+        if getattr(ranker, "patience", 0):
+            ranker = copy.copy(ranker)
+            ranker.patience = 0
         refit, _ = cache.get_or_fit(f"hybrid_pseudo_{name}", ranker, fingerprint, lambda: ranker.refit_copy(inner))
         return refit
 
