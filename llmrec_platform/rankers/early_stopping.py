@@ -5,8 +5,8 @@ exclusion rule, top-k and metric) decides. The best epoch's weights are kept, an
 evaluations without a gain; the configured number of epochs is the maximum. Ties keep the earlier epoch, the
 sample and the scores are seeded or deterministic, so the chosen epoch is the same on every run.
 
-The validation fold is the one `InteractionData` carries (as the hybrid reads it); inside the hybrid's
-pseudo-label refits that is the held-out share of the training fold, so test items are never looked at.
+The validation fold is the one `InteractionData` carries (as the hybrid reads it). The hybrid's pseudo-label
+refits turn it off (`patience` 0): their validation fold holds the hybrid's own labels.
 """
 
 from __future__ import annotations
