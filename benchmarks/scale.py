@@ -2,7 +2,7 @@
 how time grows with the number of interactions.
 
     nice -n 10 .venv/bin/python benchmarks/scale.py --interactions 1000000 5000000 20000000 [--items 20000] \
-        [--fast] [--time-limit 7200] [--keep DIR]
+        [--fast] [--time-limit 7200] [--keep DIR] [--ray]
 
 For each size: writes a seeded synthetic shop (`llmrec_platform.data.synthetic`: power-law popularity and
 activity, taste clusters the item texts name, 0.1 % bad rows; Parquet + dataset config), runs `llmrec demo
@@ -12,6 +12,9 @@ the sizes after the split, and what the scale guards chose (dense item-item mode
 with the sparse stand-in named; the content ranker's retrieval). Then, between consecutive sizes, the growth
 exponent b of time ~ interactions^b (log(t2 / t1) / log(n2 / n1)) for the whole run and each stage.
 `--time-limit` stops a size's run after that many seconds and prints the steps it finished (partial).
+`--ray` repeats each size's run in another fresh home with LLMREC_RAY_ADDRESS set to a local 2-node cluster
+(`benchmarks/ray_demo.py`'s: 127.0.0.1, a head of 0 CPUs, 2 workers of 2 CPUs), prints the stage times of both side
+by side with the cluster's own CPU seconds, and says whether the two printed metrics tables are identical.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ STOP_GRACE_S = 120  # after SIGTERM, how long a stopped run may take to record i
 NOTES = {"llm_content_ranker": "retrieval"}  # metadata that says which retrieval path the content ranker took
 
 
-def run_demo(home: Path, config: Path, args: argparse.Namespace):
-    """One `llmrec demo` child: its `demo.RunProfile`. A child past `--time-limit` is stopped (SIGTERM, by its pid)
-    and SystemExit raised, as for a failed run."""
+def run_demo(home: Path, config: Path, args: argparse.Namespace, ray_address: str | None = None):
+    """One `llmrec demo` child (on the Ray cluster at `ray_address`, else in-process): its `demo.RunProfile`. A child
+    past `--time-limit` is stopped (SIGTERM, by its pid) and SystemExit raised, as for a failed run."""
     command = [str(Path(sys.executable).with_name("llmrec")), "demo", "--dataset", str(config), "--protocol",
                args.protocol, "--device", "cpu"] + (["--fast"] if args.fast else [])
-    env = {**os.environ, "LLMREC_HOME": str(home)}
+    env = {**{k: v for k, v in os.environ.items() if k != "LLMREC_RAY_ADDRESS"}, "LLMREC_HOME": str(home)}
+    if ray_address:
+        env["LLMREC_RAY_ADDRESS"] = ray_address
     if args.dense_max_items:
         env["LLMREC_DENSE_MAX_ITEMS"] = str(args.dense_max_items)
     before = set(children())
@@ -146,8 +151,27 @@ def run_size(interactions: int, root: Path, args: argparse.Namespace) -> dict | 
           f"**{profile.peak_gib:.2f}** |", flush=True)
     if args.keep:
         (root / "demo_output.txt").write_text(profile.log)
+    if args.ray:
+        compare_on_ray(profile, config, root, args)
     return {**{k: v for k, v in stages.items() if k != "(job name)"},
             "total": (profile.wall_s, profile.cpu_s, profile.peak_gib)}
+
+
+def compare_on_ray(local, config: Path, root: Path, args: argparse.Namespace) -> None:
+    """The same run on a local 2-node Ray cluster, in a fresh home: stage times beside the in-process ones."""
+    from ray_demo import on_local_cluster, printed_table, side_by_side  # sets Ray's loopback variable first
+
+    try:
+        on_ray, ray_cpu_s, address = on_local_cluster(lambda address: run_demo(root / "home-ray", config, args, address))
+    except SystemExit as stopped:
+        print(f"\nthe run on Ray did not finish ({stopped})")
+        return
+    same = printed_table(local.log) == printed_table(on_ray.log)
+    print(f"\non Ray ({address}, 2 worker nodes): {on_ray.wall_s:.1f} s, {on_ray.cpu_s:.1f} CPU s in the driver; "
+          f"printed metrics tables {'identical' if same else 'DIFFERENT'}; after: {load()}")
+    side_by_side(local, on_ray, ray_cpu_s)
+    if args.keep:
+        (root / "demo_output_ray.txt").write_text(on_ray.log)
 
 
 def print_curve(results: dict[int, dict]) -> None:
@@ -178,6 +202,7 @@ def main() -> int:
     parser.add_argument("--dense-max-items", type=int, default=0, help="LLMREC_DENSE_MAX_ITEMS for the run")
     parser.add_argument("--time-limit", type=float, default=0, help="stop a size's run after this many seconds")
     parser.add_argument("--keep", type=Path, help="keep the data and the homes in DIR/<interactions>")
+    parser.add_argument("--ray", action="store_true", help="repeat each run on a local 2-node Ray cluster")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}; {'job fast_pipeline' if args.fast else 'the default graph'}",

@@ -27,6 +27,7 @@ champion tolerance into `ExperimentResource`, the events batch into `EventLogRes
 | LLMREC_SHORT_TERM_SHIFT | `5` | extra short-term weight per unit of text distance between the latest events and the history |
 | LLMREC_SHORT_TERM_SCALE | `rank` | how the live ranking puts its channels on one scale: `rank` (normal scores) or `z` |
 | LLMREC_USER_TEXT_WEIGHT | `0.05` | weight of a user's own text (profile, reviews, queries); `user_texts.weight` wins |
+| LLMREC_LONG_TERM_REFRESH | `background` | re-folding a changed history: `background` (the refresher) or `request` (exact) |
 | LLMREC_QUERY_USER_WEIGHT | `0.5` | weight of the user's own list in a free-text `/query` that names a user |
 | LLMREC_CHALLENGER_SHARE | `0` | share of users (stable hash of the id) served by the bundle's challenger ranker |
 | LLMREC_EXPLAINER | `template` | who writes `/explanations`: `template`, `local` (a local instruct model) or `openai` |
@@ -69,6 +70,7 @@ from llmrec_platform.encoders.vectors import DEFAULT_TEXT_WEIGHT
 from llmrec_platform.kernels import CPU_KERNEL_CHOICES, CPU_KERNELS_ENV
 from llmrec_platform.live.channels import SCALES as SHORT_TERM_SCALES
 from llmrec_platform.live.events import DEFAULT_EVENT_WEIGHTS
+from llmrec_platform.live.long_term import REFRESH_MODES
 from llmrec_platform.live.short_term import ShortTermBlend
 from llmrec_platform.paths import Paths
 from llmrec_platform.privacy.dp import DEFAULT_DELTA, MECHANISMS, CountRelease
@@ -138,6 +140,7 @@ class Settings:
     query_user_weight: float = 0.5
     user_text_weight: float = DEFAULT_TEXT_WEIGHT
     challenger_share: float = 0.0
+    long_term_refresh: str = "background"
     explainer: str = "template"
     explainer_model: str = "smollm2"
     openai_base_url: str | None = None
@@ -316,6 +319,7 @@ def _serving(env: Mapping[str, str]) -> dict:
         "query_user_weight": _number(env, "LLMREC_QUERY_USER_WEIGHT", 0.5, float, minimum=0.0),
         "user_text_weight": text_weight,
         "challenger_share": share,
+        "long_term_refresh": _one_of(env, "LLMREC_LONG_TERM_REFRESH", "background", REFRESH_MODES),
         "explainer": explainer,
         "explainer_model": _text(env, "LLMREC_EXPLAINER_MODEL", "smollm2"),
         "openai_base_url": env.get("LLMREC_OPENAI_BASE_URL") or None,

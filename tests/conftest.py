@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny GroupLens-format dataset on disk and an isolated LLMREC_HOME."""
+"""Shared fixtures: a tiny GroupLens-format dataset on disk, an isolated LLMREC_HOME, and one run of the default
+ML-100K demo per session."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from llmrec_platform.paths import Paths
+from llmrec_platform.settings import Settings
 
 # `pytest tests/security --hypothesis-profile=fuzz-explore`: the reader fuzz tests draw 1,000 fresh random cases each
 # instead of CI's fixed 50 (docs/security/fuzzing.md). Registered here: Hypothesis loads profiles before sub-conftests.
@@ -69,3 +72,23 @@ def llmrec_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
     monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
     monkeypatch.setenv("LLMREC_DEVICE", os.environ.get("LLMREC_TEST_DEVICE", "cpu"))
     return paths
+
+
+@dataclass(frozen=True)
+class Demo:
+    home: Path
+    paths: Paths
+    settings: Settings
+
+
+@pytest.fixture(scope="session")
+def ml100k_demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """`llmrec demo` as a new user runs it (ML-100K, random 8:1:1 split, the default graph, not --fast), once per
+    session: it is the suite's most expensive set-up. Tests read its warehouse and bundle; a test that writes (events,
+    items) starts its server on this home only if no other test reads what it writes."""
+    from llmrec_platform.cli import run_pipeline
+
+    home = tmp_path_factory.mktemp("ml100k-demo") / "home"
+    settings = Settings.from_env({"LLMREC_HOME": str(home), "LLMREC_DEVICE": "cpu"})
+    paths, _ = run_pipeline("ml-100k", "recbole", device="cpu", settings=settings)
+    return Demo(home, paths, settings)

@@ -89,6 +89,8 @@ def test_build_resources_hands_the_backend_and_its_cache_folder_to_the_encoder(t
 def test_torch_path_same_texts_same_vectors_and_order_restored():
     encoder = TextEncoder(batch_size=3)
     first, _ = encoder.encode(TEXTS)
+    # sentence-transformers' own batches: its vectors bit for bit (token-length batches moved the hybrid's metric)
+    np.testing.assert_array_equal(first, encoder.model.encode(TEXTS, batch_size=3, normalize_embeddings=True))
     np.testing.assert_array_equal(first, encoder.encode(TEXTS)[0])  # same texts, same batches: bit-identical
     # Each vector belongs to its own text, whatever batch it was computed in (alone: no padding at all).
     alone = np.concatenate([encoder.encode([text])[0] for text in TEXTS])
@@ -110,8 +112,9 @@ def test_onnx_backend_matches_torch_and_exports_once(tmp_path, monkeypatch):
     assert np.min(np.sum(vectors * reference, axis=1)) >= 0.9999
     np.testing.assert_array_equal(vectors, encoder.encode(TEXTS)[0])
     # Its own tokenizer gives the ids sentence-transformers gives.
-    torch_ids = TextEncoder()._token_ids(TEXTS)
-    assert encoder._token_ids(TEXTS) == torch_ids
+    model = TextEncoder().model
+    torch_ids = model.tokenizer(TEXTS, truncation=True, max_length=model.max_seq_length)["input_ids"]
+    assert encoder.model.token_ids(TEXTS) == torch_ids
     # The graph is kept under the cache folder; a second encoder loads it without exporting again.
     monkeypatch.setattr(onnx_backend, "export_onnx", lambda *a: pytest.fail("exported twice"))
     again = TextEncoder("all-MiniLM-L6-v2+onnx", cache_dir=tmp_path, threads=1)  # the key alone picks the path

@@ -78,3 +78,10 @@ def test_only_settings_reads_the_environment_and_nothing_writes_it():
     assert sorted(r.split(": ", 1)[1] for r in readers) == sorted([
         'return {**os.environ, "DAGSTER_HOME": str(paths.dagster_home)}',
         "def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:"])
+
+
+def test_the_long_term_refresh_mode_is_a_named_choice():
+    assert Settings.from_env({}).long_term_refresh == "background"
+    assert Settings.from_env({"LLMREC_LONG_TERM_REFRESH": "Request"}).long_term_refresh == "request"
+    with pytest.raises(SettingsError, match="LLMREC_LONG_TERM_REFRESH='nightly': use request, background"):
+        Settings.from_env({"LLMREC_LONG_TERM_REFRESH": "nightly"})

@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_platform.data.split import SplitConfig, cold_items, k_core, prepare_interactions, split_interactions
+from llmrec_platform.data.split import (
+    SplitConfig,
+    cold_items,
+    k_core,
+    lower_quantile_position,
+    prepare_interactions,
+    split_interactions,
+)
 
 
 def synthetic(n_users=60, n_items=80, per_user=25, seed=0):
@@ -93,3 +100,116 @@ def test_bad_config_is_rejected():
         SplitConfig(protocol="leave-one-out")
     with pytest.raises(ValueError, match="sum to 1"):
         SplitConfig(ratios=(0.5, 0.1, 0.1))
+
+
+# --- hand-built cases: the SQL protocol against numbers worked out by hand ----------------------------------------
+
+def test_recbole_takes_each_users_rows_in_numpys_permutation_order():
+    # One user, ten items at times 1..10: sorted row i (time i + 1) lands at position inverse_permutation[i];
+    # the last position is test, the one before valid (floor(0.1 * 10) = 1 each), the other eight train.
+    frame = pd.DataFrame({"user_id": "u", "item_id": [f"i{t}" for t in range(10)], "rating": 4.0,
+                          "timestamp": range(1, 11)})
+    permutation = np.random.default_rng(7).permutation(10)
+    split = split_interactions(frame.sample(frac=1, random_state=1), SplitConfig(core=1, seed=7))
+    fold = dict(zip(split["item_id"], split["fold"], strict=True))
+    assert fold[f"i{permutation[9]}"] == "test" and fold[f"i{permutation[8]}"] == "valid"
+    assert sorted(t for t, f in fold.items() if f == "train") == sorted(f"i{p}" for p in permutation[:8])
+    assert split["item_id"].tolist() == [f"i{p}" for p in permutation]  # rows come out in shuffled order
+
+
+def test_recbole_gives_a_small_user_one_row_per_fold():
+    frame = pd.DataFrame({"user_id": ["a"] * 3 + ["b"] * 20, "item_id": [f"i{k}" for k in range(23)], "rating": 4.0,
+                          "timestamp": range(23)})
+    counts = split_interactions(frame, SplitConfig(core=1)).groupby(["user_id", "fold"]).size().to_dict()
+    assert counts == {("a", "test"): 1, ("a", "train"): 1, ("a", "valid"): 1,
+                      ("b", "test"): 2, ("b", "train"): 16, ("b", "valid"): 2}
+
+
+def test_temporal_cuts_at_numpys_lower_quantiles_and_drops_the_unseen():
+    # Times 1..10: train <= the value at position floor(9 * 0.8) = 7 (time 8), valid <= position 8 (time 9).
+    frame = pd.DataFrame({"user_id": ["u"] * 8 + ["u", "new"], "item_id": [f"i{t % 4}" for t in range(9)] + ["i0"],
+                          "rating": 4.0, "timestamp": range(1, 11)})
+    split = split_interactions(frame, SplitConfig(protocol="temporal", core=1))
+    assert split["fold"].tolist() == ["train"] * 8 + ["valid"]  # user "new" has no training rows: dropped
+    assert split["timestamp"].tolist() == list(range(1, 10))
+    for n in (1, 2, 9, 10, 11, 1000, 834449):
+        for q in (0.8, 0.8 + 0.1, 0.5):
+            assert np.sort(np.arange(n))[lower_quantile_position(n, q)] == np.quantile(np.arange(n), q, method="lower")
+
+
+def test_prepare_keeps_the_latest_rating_of_known_items_above_the_threshold():
+    ratings = pd.DataFrame({"user_id": ["u", "u", "u", "u", "v"], "item_id": ["a", "a", "b", "zzz", "a"],
+                            "rating": [5.0, 3.0, 2.0, 5.0, 4.0], "timestamp": [10, 20, 5, 1, 1]})
+    items = pd.DataFrame({"item_id": ["a", "b"]})
+    frame = prepare_interactions(ratings, items, 3.0, 1)
+    # (u, a): the later rating (3.0 at 20) wins; (u, b) is below 3; zzz is not an item; rows in time order.
+    assert frame[["user_id", "item_id", "rating", "timestamp"]].values.tolist() == [["v", "a", 4.0, 1], ["u", "a", 3.0, 20]]
+
+
+# --- MovieLens-100K: the folds are exactly those of the numpy protocol (RecBole's RS split) -------------------------
+
+def _reference(interactions: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
+    """The protocol in plain numpy/pandas, as the platform computed it before the DuckDB path (issue 20)."""
+    if config.protocol == "temporal":
+        times = interactions["timestamp"].to_numpy()
+        cuts = [np.quantile(times, q, method="lower") for q in (config.ratios[0], config.ratios[0] + config.ratios[1])]
+        frame = interactions.assign(fold=np.where(times <= cuts[0], "train", np.where(times <= cuts[1], "valid", "test")))
+        train = frame[frame["fold"] == "train"]
+        return frame[(frame["fold"] == "train") | (frame["user_id"].isin(train["user_id"])
+                                                   & frame["item_id"].isin(train["item_id"]))]
+    frame = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
+    frame = frame.iloc[np.random.default_rng(config.seed).permutation(len(frame))].sort_values("user_id", kind="stable")
+    position = frame.groupby("user_id").cumcount().to_numpy()
+    count = frame["user_id"].map(frame["user_id"].value_counts()).to_numpy()
+    n_valid = np.maximum(np.floor(count * config.ratios[1]), 1)
+    n_test = np.maximum(np.floor(count * config.ratios[2]), 1)
+    return frame.assign(fold=np.where(position < count - n_valid - n_test, "train",
+                                      np.where(position < count - n_test, "valid", "test")))
+
+
+@pytest.fixture(scope="module")
+def ml100k_interactions():
+    from llmrec_platform.data.datasets import load_dataset
+
+    try:
+        dataset = load_dataset("ml-100k")
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    return prepare_interactions(dataset.ratings, dataset.items, 3.0, 10)
+
+
+@pytest.mark.parametrize("protocol, folds", [("recbole", {"train": 65165, "valid": 7614, "test": 7614}),
+                                             ("temporal", {"train": 64315, "valid": 1155, "test": 1093})])
+def test_ml100k_folds_are_the_numpy_protocols_row_for_row(ml100k_interactions, protocol, folds):
+    import hashlib
+
+    assert len(ml100k_interactions) == 80393  # ratings >= 3 of known items, 10-core
+    config = SplitConfig(protocol=protocol)
+    split = split_interactions(ml100k_interactions, config)
+    expected = _reference(ml100k_interactions, config)
+    key = ["user_id", "item_id", "fold"]
+    assert split[key].sort_values(key).values.tolist() == expected[key].sort_values(key).values.tolist()
+    assert split["fold"].value_counts().to_dict() == folds
+    # The fingerprint recorded before the DuckDB path (sorted (user, item, fold) rows), as a last guard.
+    rows = sorted(zip(split["user_id"], split["item_id"], split["fold"], strict=True))
+    digest = hashlib.sha256("\n".join("\t".join(r) for r in rows).encode()).hexdigest()
+    assert digest == {"recbole": "91b655607b29e9e2306d6a5d304a0f9cacfea7fc9db702622dbc1c1566cb0e67",
+                      "temporal": "a686dc04ef358b80db5e1001e20f877e66922176394d9ab20b765de470ad1b31"}[protocol]
+
+
+def test_interaction_matrices_come_from_arrow_batches_in_id_order():
+    import pyarrow as pa
+
+    from llmrec_platform.data.interactions import InteractionData
+
+    split = pd.DataFrame({"user_id": ["u2", "u1", "u1", "u2", "u10"], "item_id": ["b", "a", "c", "a", "b"],
+                          "rating": [5.0, 3.0, 4.0, 1.0, 2.0], "timestamp": [50, 10, 40, 20, 30],
+                          "fold": ["train", "train", "valid", "test", "train"]})
+    for source in (split, pa.Table.from_pandas(split)):
+        data = InteractionData.from_split(source, batch_rows=2)  # three batches
+        assert data.user_ids.tolist() == ["u1", "u10", "u2"] and data.item_ids.tolist() == ["a", "b", "c"]
+        assert data.train.toarray().tolist() == [[3, 0, 0], [0, 2, 0], [0, 5, 0]]
+        assert data.train_timestamps.toarray().tolist() == [[10, 0, 0], [0, 30, 0], [0, 50, 0]]
+        assert data.valid.toarray().tolist() == [[0, 0, 1], [0, 0, 0], [0, 0, 0]]
+        assert data.test.toarray().tolist() == [[0, 0, 0], [0, 0, 0], [1, 0, 0]]
+        assert data.train.dtype == np.float32 and data.cold_item_mask().tolist() == [False, False, True]

@@ -1,23 +1,22 @@
-"""The synthetic shop (seeded, power-law), the DuckDB bulk path (the same rows, quarantine and folds as the
-pandas path) and the guard that keeps dense item-item rankers off catalogues they cannot fit."""
+"""The synthetic shop (seeded, power-law), the one data path on it (DuckDB reads every format, the row checks and the
+quarantine name file and row, the split follows the protocol) and the guard that keeps dense item-item rankers off
+catalogues they cannot fit."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from llmrec_platform.data.bulk import bulk_load, bulk_split
-from llmrec_platform.data.config import load_config
-from llmrec_platform.data.datasets import DatasetError, load_dataset, partition_range
+from llmrec_platform.data.datasets import load_dataset
 from llmrec_platform.data.split import SplitConfig, prepare_interactions, split_interactions
 from llmrec_platform.data.synthetic import SyntheticSpec, write_synthetic
 from llmrec_platform.rankers.collab_map import CollabMapRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.scale import fit_within
-from llmrec_platform.storage.warehouse import Warehouse
 
 SPEC = SyntheticSpec(interactions=30_000, items=600, users=500, chunk=12_000, bad_fraction=0.002)
 
@@ -25,7 +24,7 @@ SPEC = SyntheticSpec(interactions=30_000, items=600, users=500, chunk=12_000, ba
 @pytest.fixture
 def shop(tmp_path):
     config = write_synthetic(tmp_path / "shop", SPEC)
-    # Planted problems the bulk path must treat as the pandas path does.
+    # Planted problems: a repeated key, an unknown item, a timestamp outside the partitions, an empty user id.
     first = pq.read_table(tmp_path / "shop" / "events" / "part-00000.parquet").slice(0, 2).to_pylist()
     planted = [first[0], {**first[1], "sku": "SKU-NOPE"}, {**first[1], "ts": 86_400}, {**first[1], "customer_id": " "}]
     pq.write_table(pa.Table.from_pylist(planted, schema=pq.read_schema(tmp_path / "shop" / "events" / "part-00000.parquet")),
@@ -76,44 +75,65 @@ def test_the_generator_draws_power_laws_and_taste_clusters_the_item_texts_name()
     assert by_taste > SPEC.taste - 0.1 and by_taste > 3 * by_popularity
 
 
-def test_the_bulk_path_keeps_and_rejects_the_rows_the_pandas_path_does(tmp_path, shop):
-    store = Warehouse(tmp_path / "w.duckdb")
-    report = bulk_load(load_config(shop), store, partition_range())
+def test_the_one_path_quarantines_planted_rows_by_file_and_row_and_loads_the_rest(shop):
     dataset = load_dataset(str(shop))
-    assert report.loaded == len(dataset.ratings) and report.quarantined == len(dataset.quarantined("ratings"))
-    key = ["user_id", "item_id", "rating", "timestamp"]
-    bulk = store.read("ratings")[key].sort_values(key).reset_index(drop=True)
-    pandas = dataset.ratings[key].sort_values(key).reset_index(drop=True)
-    pd.testing.assert_frame_equal(bulk, pandas, check_dtype=False)
-    columns = ["source_file", "row_number", "field", "reason"]
-    by_bulk = store.read("quarantine")[columns].sort_values(columns).reset_index(drop=True)
-    by_pandas = dataset.quarantined("ratings")[columns].sort_values(columns).reset_index(drop=True)
-    pd.testing.assert_frame_equal(by_bulk, by_pandas, check_dtype=False)
-    reasons = set(by_bulk["reason"].str.replace(r"first at row \d+", "first at row N", regex=True))
-    assert {"item not in items.path", "empty user_id", "rating outside [1, 5]",
-            "repeated (user_id, item_id, timestamp): first at row N"} <= reasons
-    assert any(r.startswith("timestamp outside the partitioned range") for r in reasons)
-
-    # The split: the same interactions after the filter and k-core, the same fold sizes, popularity = train counts.
-    split_config = SplitConfig(core=5)
-    bulk_split(store, split_config)
-    expected = split_interactions(prepare_interactions(dataset.ratings, dataset.items, 3.0, 5), split_config)
-    split = store.read("split")
-    assert set(zip(split["user_id"], split["item_id"], strict=True)) == set(
-        zip(expected["user_id"], expected["item_id"], strict=True))
-    assert split["fold"].value_counts().to_dict() == expected["fold"].value_counts().to_dict()
-    assert split.groupby("user_id")["fold"].value_counts().equals(expected.groupby("user_id")["fold"].value_counts())
-    popularity = store.read("popularity").set_index("item_id")["interactions"]
-    assert popularity.to_dict() == split[split["fold"] == "train"]["item_id"].value_counts().to_dict()
+    q = dataset.quarantined("ratings")
+    read = sum(dataset.rows["ratings"].values())
+    assert read == SPEC.interactions + 4 and len(dataset.ratings) + len(q) == read
+    planted = q[q["source_file"].str.endswith("part-99999.parquet")].set_index("row_number")
+    assert planted["field"].to_dict() == {1: "timestamp", 2: "item_id", 3: "timestamp", 4: "user_id"}
+    assert planted.loc[1, "reason"] == "repeated (user_id, item_id, timestamp): first at row 1"
+    assert planted.loc[2, "reason"] == "item not in items.path"
+    assert planted.loc[3, "reason"].startswith("timestamp outside the partitioned range")
+    assert planted.loc[4, "reason"] == "empty user_id"
+    # The generator's own bad rows (9 stars) are each named by file and row, and nothing else is rejected.
+    generated = q[~q["source_file"].str.endswith("part-99999.parquet")]
+    assert set(generated["reason"]) == {"rating outside [1, 5]"} and generated["row_number"].min() >= 1
+    events = pd.concat(pq.read_table(p).to_pandas().assign(f=str(p), r=range(1, pq.read_metadata(p).num_rows + 1))
+                       for p in sorted((shop.parent / "events").glob("part-0*.parquet")))
+    nine = events[events["stars"] == 9]
+    assert sorted(zip(generated["source_file"], generated["row_number"], strict=True)) == sorted(
+        zip(nine["f"], nine["r"], strict=True))
 
 
-def test_the_bulk_path_reads_parquet_only(tmp_path):
-    (tmp_path / "r.csv").write_text("u,i,s\na,x,4\n")
-    (tmp_path / "items.csv").write_text("id,name\nx,Ex\n")
-    (tmp_path / "c.yaml").write_text("interactions: {path: r.csv, user: u, item: i, rating: s}\n"
-                                     "items: {path: items.csv, id: id, text: name}\n")
-    with pytest.raises(DatasetError, match="the bulk path reads Parquet only"):
-        bulk_load(load_config(tmp_path / "c.yaml"), Warehouse(tmp_path / "w.duckdb"), partition_range())
+def test_csv_parquet_and_json_lines_of_the_same_rows_load_alike(tmp_path):
+    rows = pd.DataFrame({"u": ["a", "a", "b", "b", " ", "c"], "i": ["x", "y", "x", "nope", "x", "y"],
+                         "s": [4, 5, 3, 4, 2, 11], "t": [880000000, 880000100, 880000200, 880000300, 880000400,
+                                                         "2024-03-01T00:00:00Z"]})
+    (tmp_path / "items.csv").write_text("id,name\nx,Ex\ny,Why\n")
+    rows.astype(str).to_csv(tmp_path / "r.csv", index=False)
+    pq.write_table(pa.Table.from_pandas(rows.astype(str)), tmp_path / "r.parquet")
+    (tmp_path / "r.jsonl").write_text("\n".join(rows.astype(object).apply(lambda r: r.to_json(), axis=1)) + "\n")
+    loaded = {}
+    for suffix in ("csv", "parquet", "jsonl"):
+        (tmp_path / f"{suffix}.yaml").write_text(
+            f"interactions: {{path: r.{suffix}, user: u, item: i, rating: s, rating_range: [1, 10], timestamp: t}}\n"
+            "items: {path: items.csv, id: id, text: name}\n")
+        ds = load_dataset(str(tmp_path / f"{suffix}.yaml"))
+        loaded[suffix] = (ds.ratings.reset_index(drop=True),
+                          ds.quarantined("ratings")[["row_number", "field", "reason"]].reset_index(drop=True))
+    ratings, rejected = loaded["parquet"]
+    assert ratings["user_id"].tolist() == ["a", "a", "b"] and ratings["timestamp"].tolist()[-1] == 880000200
+    assert rejected["field"].tolist() == ["item_id", "user_id", "rating"]
+    # Row numbers: the Parquet row, the CSV line (header = line 1), the JSON Lines line.
+    assert rejected["row_number"].tolist() == [4, 5, 6]
+    for suffix in ("csv", "jsonl"):
+        pd.testing.assert_frame_equal(loaded[suffix][0], ratings, check_dtype=False)
+        offset = 1 if suffix == "csv" else 0
+        assert (loaded[suffix][1]["row_number"] - offset).tolist() == [4, 5, 6]
+        assert loaded[suffix][1]["reason"].tolist() == rejected["reason"].tolist()
+
+
+def test_the_split_of_the_synthetic_shop_is_what_the_protocol_says(shop):
+    dataset = load_dataset(str(shop))
+    interactions = prepare_interactions(dataset.ratings, dataset.items, 3.0, 5)
+    assert not interactions.duplicated(["user_id", "item_id"]).any()
+    assert interactions["user_id"].value_counts().min() >= 5 and interactions["item_id"].value_counts().min() >= 5
+    split = split_interactions(interactions, SplitConfig(core=5))
+    n = split.groupby("user_id").size()
+    folds = split.groupby(["user_id", "fold"]).size().unstack(fill_value=0)
+    assert (folds["test"] == np.maximum(np.floor(n * 0.1), 1)).all()
+    assert (folds["valid"] == np.maximum(np.floor(n * 0.1), 1)).all()
 
 
 def test_a_dense_ranker_is_skipped_above_the_limit_and_a_sparse_one_named():
@@ -126,14 +146,3 @@ def test_a_dense_ranker_is_skipped_above_the_limit_and_a_sparse_one_named():
     assert mapped.name == "rp3beta_for_llm_ease_map" and reason
     knn = ItemKNNRanker()
     assert fit_within(knn, 10**6, 20_000) == (knn, None)  # sparse already
-
-
-def test_the_bulk_path_pseudonymizes_like_the_loader(tmp_path, shop):
-    from llmrec_platform.data.privacy import WITHHELD, Pseudonymizer, pseudonymize_dataset
-
-    key = "bulk-key-0123456789abcdef"
-    store = Warehouse(tmp_path / "w.duckdb")
-    bulk_load(load_config(shop), store, partition_range(), pseudonymizer=Pseudonymizer(key))
-    expected = pseudonymize_dataset(load_dataset(str(shop)), Pseudonymizer(key))
-    assert sorted(store.read("ratings")["user_id"]) == sorted(expected.ratings["user_id"])
-    assert set(store.read("quarantine")["raw"]) == {WITHHELD}

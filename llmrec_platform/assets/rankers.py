@@ -183,8 +183,8 @@ bpr_adam_ranker = cf_ranker_asset(
 multvae_ranker = cf_ranker_asset(
     "multvae_ranker", MultVAERanker, ["hidden", "latent", "dropout", "epochs", "batch_size", "learning_rate",
                                       "dp_epsilon", "dp_delta", "dp_max_grad_norm", "patience", "eval_every"],
-    "Mult-VAE (Liang et al. 2018): a variational autoencoder with a multinomial likelihood, torch on the CPU, early "
-    "stopping on validation (epochs is the maximum); dp_epsilon trains it with DP-SGD (opacus, no early stopping).",
+    "Mult-VAE (Liang et al. 2018): a variational autoencoder with a multinomial likelihood, torch on the CPU; patience "
+    "> 0 stops early on validation (epochs is then the maximum); dp_epsilon trains it with DP-SGD (opacus).",
     "pytorch", seeded=True)
 
 

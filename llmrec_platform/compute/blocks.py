@@ -41,7 +41,7 @@ class BlockMap(Protocol):
 
     name: str
     block_users: int
-    min_blocks: int  # how many blocks the cluster path cuts texts into at least, so every node gets some
+    min_blocks: int  # how many blocks to cut a small input into at least, so every node gets some
     placements: list[Placement]
 
     def map(self, step: str, fn: Callable[..., Any], blocks: Sequence[Any], *shared: Any,

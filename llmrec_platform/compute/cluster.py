@@ -3,9 +3,11 @@
 - `map` runs one Ray task per block with scheduling_strategy="SPREAD" (small tasks would otherwise pack onto one
   node); the driver does the reduce. A failed or killed task fails the step (no retry: Dagster's retry policy is the
   place for that, and a silent rescore would hide a dying node).
-- `encode` is Ray Data `map_batches` over an actor pool of one encoder per worker node (`ActorPoolStrategy`),
-  each actor asking for one GPU when the device is CUDA and one CPU otherwise, so a 2-CPU node keeps a CPU for
-  Ray Data's read and write tasks (a pool that takes every CPU deadlocks them).
+- `encode` is Ray Data `map_batches` over an actor pool of one encoder per worker node (`ActorPoolStrategy`), held
+  one per node by a STRICT_SPREAD placement group, each actor asking for one GPU when the device is CUDA and one CPU
+  otherwise, so a 2-CPU node keeps a CPU for Ray Data's own tasks (a pool that takes every CPU deadlocks them). The
+  driver plans the batches the in-process encoder would make and ships whole batches, so the vectors are the
+  in-process ones bit for bit, and every actor gets at least one batch when there are as many batches as nodes.
 
 Every worker process gets the driver's CPU kernel pins (`kernels.py`) through the job's runtime environment, and
 pins its BLAS threads like a pipeline process, so a block gives the same numbers on a worker as in-process.
@@ -14,7 +16,6 @@ pins its BLAS threads like a pipeline process, so a block gives the same numbers
 from __future__ import annotations
 
 import logging
-import math
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,31 @@ from llmrec_platform.kernels import AVX2_PINS, CPU_KERNELS_ENV
 
 CONNECT_TIMEOUT_S = 5.0
 ACTORS_READY_TIMEOUT_S = 600  # loading a model on a busy node takes tens of seconds
+
+
+# A driver that joins a cluster on 127.0.0.1 needs this in its environment before it imports Ray; otherwise Ray
+# swaps 127.0.0.1 for the host's address (and waits for a node there), and Ray traffic leaves loopback.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+LOCAL_OBJECT_STORE_BYTES = 100 * 1024 ** 2  # Ray's floor is 75 MiB; blocks of users and texts are a few MiB
+
+
+def start_local_cluster(workers: int = 2, cpus_per_worker: int = 2, object_store_bytes: int = LOCAL_OBJECT_STORE_BYTES):
+    """A `ray.cluster_utils.Cluster` on loopback only: a head with no CPUs (nothing runs on the driver's node) and
+    `workers` nodes of `cpus_per_worker` logical CPUs. `.address` is what LLMREC_RAY_ADDRESS takes,
+    `.worker_node_ids` the workers' node ids; `.shutdown()` stops it. For tests and benchmarks on one machine: this
+    process must have LOOPBACK_ENV set before it imported Ray (so must every driver that joins)."""
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # what LOOPBACK_ENV sets, had Ray been imported before it
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "node_ip_address": "127.0.0.1", "object_store_memory": object_store_bytes,
+        "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=cpus_per_worker, node_ip_address="127.0.0.1",
+                              object_store_memory=object_store_bytes) for _ in range(workers)]
+    cluster.wait_for_nodes()
+    cluster.worker_node_ids = {node.node_id for node in nodes}
+    return cluster
 
 
 class RayUnreachable(RuntimeError):
@@ -98,8 +124,13 @@ class _EncoderActor:
         self.encoder = TextEncoder(model, device=device, precision=precision, batch_size=batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors, _ = self.encoder.encode([str(t) for t in batch["text"]])
-        return {"row": batch["row"], "embedding": vectors, "node": np.full(len(vectors), self.node)}
+        """`batch` holds whole planned batches (one row each): each is encoded on its own, as in-process."""
+        positions, vectors = [], []
+        for rows, texts in zip(batch["positions"], batch["texts"], strict=True):
+            positions.append(np.asarray(rows, dtype=np.int64))
+            vectors.append(self.encoder.encode([str(t) for t in texts], progress=False)[0])
+        return {"position": np.concatenate(positions), "embedding": np.concatenate(vectors),
+                "node": np.full(sum(len(p) for p in positions), self.node)}
 
 
 @dataclass
@@ -118,7 +149,7 @@ class RayBlocks:
 
     @property
     def min_blocks(self) -> int:
-        return 2 * self.nodes  # every node gets texts to encode, and a slow block does not hold the others back
+        return 2 * self.nodes  # every node gets a block of a small input, and a slow block does not hold the others back
 
     def map(self, step: str, fn: Callable[..., Any], blocks: Sequence[Any], *shared: Any,
             progress: bool = False) -> list[Any]:
@@ -134,26 +165,57 @@ class RayBlocks:
 
     def encode(self, step: str, texts: list[str], model: str, device: str, precision: str,
                batch_size: int) -> np.ndarray:
-        """Unit-norm embeddings of `texts`, in order: Ray Data over an actor pool of one encoder per node."""
+        """Unit-norm embeddings of `texts`, in order, bit for bit those of `TextEncoder.encode` in-process: the
+        driver plans the batches the in-process encoder would make, and Ray Data hands whole batches to a pool of
+        one encoder actor per node, each actor on its own node."""
         import ray
         from ray.data import DataContext
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        # Dispatch only once every actor has loaded its model: the first one up would otherwise take every block.
-        DataContext.get_current().wait_for_min_actors_s = ACTORS_READY_TIMEOUT_S
-        # Small inputs would arrive as one block, and Ray Data bundles rows up to the batch size before it hands
-        # them to an actor: cut both so that every node gets a share.
-        per_task = max(1, min(batch_size, math.ceil(len(texts) / self.min_blocks)))
-        rows = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)],
-                                   override_num_blocks=math.ceil(len(texts) / per_task))
+        from llmrec_platform.encoders.models import TextEncoder
+
+        planner = TextEncoder(model, device="cpu", batch_size=batch_size)  # for its plan only
+        plan = planner.batches(texts)
+        if not plan:
+            return np.zeros((0, planner.dim), dtype=np.float32)
         gpu = device.startswith("cuda")
-        encoded = rows.map_batches(
-            _EncoderActor, fn_constructor_args=(model, "cuda" if gpu else "cpu", precision, batch_size, self.num_threads),
-            compute=ray.data.ActorPoolStrategy(size=self.nodes, max_tasks_in_flight_per_actor=1), batch_size=per_task,
-            batch_format="numpy", num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0,  # Ray Data spreads by default
-        )
-        parts = list(encoded.iter_batches(batch_size=None, batch_format="numpy"))
-        order = np.concatenate([p["row"] for p in parts])
-        vectors = np.concatenate([p["embedding"] for p in parts]).astype(np.float32)[np.argsort(order, kind="stable")]
+        hosts = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) >= 1) if gpu else self.nodes
+        if hosts == 0:
+            raise RuntimeError(f"{step}: the device is {device}, but no node of the cluster has a GPU")
+        actors = min(hosts, len(plan))
+        # STRICT_SPREAD: one bundle per node, so no two actors share a node (SPREAD alone is best effort, and
+        # once put both actors on one node). Each actor fills its bundle: a GPU, or one of the node's CPUs, the
+        # other left to Ray Data's own tasks (a pool that takes every CPU deadlocks them).
+        group = placement_group([{"GPU": 1} if gpu else {"CPU": 1}] * actors, strategy="STRICT_SPREAD")
+        try:
+            ray.get(group.ready(), timeout=ACTORS_READY_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(group)
+            raise RuntimeError(f"{step}: the cluster has no {actors} nodes with a free {'GPU' if gpu else 'CPU'} "
+                               f"each for the encoder actors") from None
+        try:
+            # Dispatch only once every actor has loaded its model: the first one up would otherwise take every batch.
+            DataContext.get_current().wait_for_min_actors_s = ACTORS_READY_TIMEOUT_S
+            rows = ray.data.from_items([{"positions": batch.tolist(), "texts": [texts[i] for i in batch]}
+                                        for batch in plan], override_num_blocks=len(plan))  # a block per batch
+            encoded = rows.map_batches(
+                _EncoderActor,
+                fn_constructor_args=(model, "cuda" if gpu else "cpu", precision, batch_size, self.num_threads),
+                # One batch in flight per actor: an idle actor takes the next batch, so every actor gets one.
+                compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+                batch_size=1, batch_format="numpy", num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group),
+                max_restarts=0, max_task_retries=0,  # a dead actor fails the step, as a dead task does (`map`)
+            )
+            parts = list(encoded.iter_batches(batch_size=None, batch_format="numpy"))
+        finally:
+            remove_placement_group(group)
+        positions = np.concatenate([p["position"] for p in parts])
+        vectors = np.empty((len(texts), parts[0]["embedding"].shape[1]), dtype=np.float32)
+        vectors[positions] = np.concatenate([p["embedding"] for p in parts])
+        if not np.array_equal(np.sort(positions), np.arange(len(texts))):
+            raise RuntimeError(f"{step}: the encoder actors returned {len(positions)} rows for {len(texts)} texts")
         nodes = np.concatenate([p["node"] for p in parts])
         for index, node in enumerate(sorted(set(nodes.tolist()))):
             self.placements.append(Placement(step, index, node, int((nodes == node).sum())))

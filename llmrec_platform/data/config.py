@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from llmrec_platform.data.readers import (
@@ -254,14 +255,14 @@ def _read(config: DatasetConfig, section: Section, allow_empty: bool = False) ->
                             options=section.options, allow_empty=allow_empty)
     except ReadError as exc:
         raise ConfigError(str(exc)) from exc
-    frame = result.frame
-    if len(frame) or result.rows:
+    names = result.table.column_names
+    if result.table.num_rows or result.rows:
         for key, value in section.columns.items():
             if key == "rating_range":
                 continue
             for column in [value] if isinstance(value, str) else value:
-                if column not in frame.columns:
-                    found = [c for c in frame.columns if not c.startswith("_")]
+                if column not in names:
+                    found = [c for c in names if not c.startswith("_")]
                     raise ConfigError(f"{config.file}: {section.key}.{key} = {column!r} is not a column of "
                                       f"{', '.join(result.files)} (columns: {found})")
     return result
@@ -299,7 +300,7 @@ def load_config_dataset(config: DatasetConfig, name: str | None = None,
 
     # Items: id, the text fields joined, categories; an optional title (default: the first text field).
     items_read = _read(config, config.items)
-    if not len(items_read.frame):
+    if not items_read.table.num_rows:
         raise ConfigError(f"{config.file}: items.path: no item rows in {', '.join(items_read.files) or 'the files'}")
     raw_items = items_read.frame
     text_columns = items_spec.get("text") or []
@@ -320,19 +321,16 @@ def load_config_dataset(config: DatasetConfig, name: str | None = None,
 
     # Interactions.
     inter_read = _read(config, config.interactions)
-    raw = inter_read.frame
-    if not len(raw) and not len(inter_read.quarantine):
+    raw = inter_read.table
+    if not raw.num_rows and not len(inter_read.quarantine):
         raise ConfigError(f"{config.file}: interactions.path: no interaction rows in {', '.join(inter_read.files)}")
     rating_range = tuple(inter.get("rating_range") or RATING_RANGE)
-    canonical = pd.DataFrame({
-        "user_id": _ids(raw[inter["user"]]) if len(raw) else pd.Series(dtype="string"),
-        "item_id": _ids(raw[inter["item"]]) if len(raw) else pd.Series(dtype="string"),
-        "rating": raw[inter["rating"]] if "rating" in inter and len(raw) else IMPLICIT_RATING,
-        "timestamp": raw[inter["timestamp"]] if "timestamp" in inter and len(raw) else NO_TIMESTAMP,
-        ROW_FILE: raw[ROW_FILE] if len(raw) else pd.Series(dtype="object"),
-        ROW_NUMBER: raw[ROW_NUMBER] if len(raw) else pd.Series(dtype="int64"),
-    })
-    ratings, ratings_q = validate_ratings(canonical, source_file=config.interactions.path,
+    columns = {"user_id": inter["user"], "item_id": inter["item"], "rating": inter.get("rating", IMPLICIT_RATING),
+               "timestamp": inter.get("timestamp", NO_TIMESTAMP)}
+    if not raw.num_rows:  # every row was rejected by the reader: no columns to check
+        raw = pa.table({name: pa.array([], pa.string()) for name in columns.values() if isinstance(name, str)})
+        raw = raw.append_column(ROW_FILE, pa.array([], pa.string())).append_column(ROW_NUMBER, pa.array([], pa.int64()))
+    ratings, ratings_q = validate_ratings(raw, source_file=config.interactions.path, columns=columns,
                                           rating_range=rating_range if "rating" in inter else RATING_RANGE)
     ratings, checked_q = check_ratings(ratings, items, valid_range, items_source="items.path")
     low, high = rating_range

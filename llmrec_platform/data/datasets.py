@@ -25,7 +25,15 @@ import pandas as pd
 
 from llmrec_platform.data.config import config_files, load_config, load_config_dataset
 from llmrec_platform.data.privacy import Pseudonymizer, missing_key_message, pseudonymize_dataset
-from llmrec_platform.data.readers import ROW_FILE, ROW_NUMBER, ReadError, ReadResult, empty_quarantine, read_delimited
+from llmrec_platform.data.readers import (
+    ROW_FILE,
+    ROW_NUMBER,
+    ReadError,
+    ReadResult,
+    empty_quarantine,
+    empty_table,
+    read_delimited,
+)
 from llmrec_platform.data.specs import (
     RATINGS_COLUMNS,
     USERS_COLUMNS,
@@ -169,7 +177,7 @@ def load_dataset(name_or_path: Source, valid_range: tuple[int, int] | None = Non
         raise DatasetError(str(exc)) from exc
     if items.empty:
         raise DatasetError(f"{items_file}: no valid item rows")
-    ratings, ratings_q = validate_ratings(raw_ratings.frame, source_file=str(ratings_file))
+    ratings, ratings_q = validate_ratings(raw_ratings.table, source_file=str(ratings_file))
     ratings, checked_q = check_ratings(ratings, items, valid_range, items_source=str(items_file))
     quarantine = tag_parts(ratings=[raw_ratings.quarantine, ratings_q, checked_q],
                            items=[raw_items.quarantine, items_q], users=[raw_users.quarantine, users_q])
@@ -192,16 +200,16 @@ def _read(path: Path, *, names, sep: str, header: bool = False, encoding: str | 
     if not path.exists():
         if required:
             raise DatasetError(f"missing file {path}")
-        return ReadResult(pd.DataFrame(columns=(names or []) + [ROW_FILE, ROW_NUMBER]), empty_quarantine(), {}, [])
+        return ReadResult(empty_table(names), empty_quarantine(), {}, [])
     try:
         result = read_delimited(path, names=names, sep=sep, header=header, default_encoding=encoding, quoting=False)
     except ReadError as exc:
         if "is empty" in str(exc) and not required:
-            return ReadResult(pd.DataFrame(columns=(names or []) + [ROW_FILE, ROW_NUMBER]), empty_quarantine(),
-                              {}, [str(exc)])
+            return ReadResult(empty_table(names), empty_quarantine(), {}, [str(exc)])
         raise DatasetError(str(exc)) from exc
     if names is None:  # RecBole header "item_id:token": the name before the colon
-        result.frame.columns = [c if c.startswith("_") else c.split(":", 1)[0] for c in result.frame.columns]
+        result.table = result.table.rename_columns([c if c.startswith("_") else c.split(":", 1)[0]
+                                                    for c in result.table.column_names])
     return result
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -25,27 +29,42 @@ class InteractionData:
     test: sp.csr_matrix
 
     @classmethod
-    def from_split(cls, split: pd.DataFrame) -> InteractionData:
-        user_ids = np.array(sorted(split["user_id"].astype(str).unique()), dtype=object)
-        item_ids = np.array(sorted(split["item_id"].astype(str).unique()), dtype=object)
-        user_pos = pd.Index(user_ids).get_indexer(split["user_id"].astype(str))
-        item_pos = pd.Index(item_ids).get_indexer(split["item_id"].astype(str))
-        shape = (len(user_ids), len(item_ids))
+    def from_split(cls, split: pd.DataFrame | pa.Table, batch_rows: int = 1_000_000) -> InteractionData:
+        """The matrices of a split (SPLIT_COLUMNS; pandas or Arrow). DuckDB numbers the users and items (ids
+        sorted) and hands the rows over in Arrow batches of positions and values, so no id string is made per
+        row in Python; each fold's CSR matrix is built from them."""
+        from llmrec_platform.data.duck import register, session
 
-        def matrix(fold: str, values: np.ndarray) -> sp.csr_matrix:
-            mask = (split["fold"] == fold).to_numpy()
-            return sp.csr_matrix((values[mask], (user_pos[mask], item_pos[mask])), shape=shape)
+        with session() as conn:
+            register(conn, "split_in", split, ["user_id", "item_id", "rating", "timestamp", "fold"])
+            for side in ("user", "item"):
+                conn.execute(f"CREATE TEMP TABLE {side}s AS SELECT id, row_number() OVER (ORDER BY id) - 1 AS pos "
+                             f"FROM (SELECT DISTINCT CAST({side}_id AS VARCHAR) AS id FROM split_in)")
+            ids = [np.array(conn.sql(f"SELECT id FROM {side}s ORDER BY pos").to_arrow_table()["id"].to_pylist(), dtype=object)
+                   for side in ("user", "item")]
+            shape = (len(ids[0]), len(ids[1]))
+            parts: dict[str, list] = {fold: [] for fold in ("train", "valid", "test")}
+            reader = conn.sql("""
+                SELECT CAST(u.pos AS INTEGER) AS u, CAST(i.pos AS INTEGER) AS i, CAST(s.rating AS FLOAT) AS rating,
+                       CAST(s.timestamp AS DOUBLE) AS timestamp, s.fold
+                FROM split_in s JOIN users u ON CAST(s.user_id AS VARCHAR) = u.id
+                JOIN items i ON CAST(s.item_id AS VARCHAR) = i.id""").to_arrow_reader(batch_rows)
+            for batch in reader:
+                fold = batch.column("fold").to_numpy(zero_copy_only=False)
+                columns = [batch.column(c).to_numpy() for c in ("u", "i", "rating", "timestamp")]
+                for name, rows in parts.items():
+                    mask = fold == name
+                    rows.append([c[mask] for c in columns])
 
-        ratings = split["rating"].to_numpy(dtype=np.float32)
-        ones = np.ones(len(split), dtype=np.float32)
-        return cls(
-            user_ids=user_ids,
-            item_ids=item_ids,
-            train=matrix("train", ratings),
-            train_timestamps=matrix("train", split["timestamp"].to_numpy(dtype=np.float64)),
-            valid=matrix("valid", ones),
-            test=matrix("test", ones),
-        )
+        def matrix(fold: str, value: int | None) -> sp.csr_matrix:
+            rows = parts[fold]
+            users, items = (np.concatenate([r[k] for r in rows]) if rows else np.array([], np.int32) for k in (0, 1))
+            values = (np.concatenate([r[value] for r in rows]) if value is not None
+                      else np.ones(len(users), dtype=np.float32))
+            return sp.csr_matrix((values, (users, items)), shape=shape)
+
+        return cls(user_ids=ids[0], item_ids=ids[1], train=matrix("train", 2), train_timestamps=matrix("train", 3),
+                   valid=matrix("valid", None), test=matrix("test", None))
 
     @property
     def n_users(self) -> int:

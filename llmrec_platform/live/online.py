@@ -34,11 +34,14 @@ class ImpressionLog:
         self.path = Path(folder) / IMPRESSIONS_NAME
 
     def append(self, request_id: str, user_id: str, model_version: str, ranker: str, arm: str, items: list[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"request_id": request_id, "user_id": user_id, "model_version": model_version,
                            "ranker": ranker, "arm": arm, "items": items, "timestamp": int(time.time())},
                           separators=(",", ":")) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:  # the folder exists after the first call: no mkdir (a stat) per list
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())
         finally:

@@ -11,6 +11,8 @@
         item_vectors.npy     the language model's unit-norm item embeddings, same order (zeros if missing)
         histories.parquet    user_id, item_id, rating, timestamp, event: every known interaction, and the
                              events of the log up to `event_offset`
+        long_term.npy/.json  every user's champion fold-in of those histories, (users, n) float32, and the
+                             ranker and users it holds (`live.long_term`; optional: the server computes a missing one)
     <LLMREC_HOME>/bundles/current -> <version>   (a symlink, swapped with one atomic rename)
 
 A bundle is written under a temporary name and renamed into place before `current` moves, so a reader
@@ -81,7 +83,7 @@ def published_popularity(counts: np.ndarray, release: CountRelease | None) -> np
 def publish_bundle(
     root: str | Path, champion: Ranker, items: pd.DataFrame, item_vectors: pd.DataFrame, histories: pd.DataFrame,
     manifest: dict, collab: Ranker | None = None, challenger: Ranker | None = None,
-    popularity_release: CountRelease | None = None, popularity: np.ndarray | None = None,
+    popularity_release: CountRelease | None = None, popularity: np.ndarray | None = None, long_term: bool = True,
 ) -> Path:
     """Write a bundle under `root` and point `root/current` at it; returns the bundle folder.
 
@@ -91,7 +93,8 @@ def publish_bundle(
     `popularity` is a column already released, in the champion's item order (then 0 for the other items) or in
     the catalogue's: a republish keeps it (releasing the counts again would spend the privacy budget again).
     Every item of `items` is published (the whole catalogue, `catalogue_order`); an item only `item_vectors` or
-    the champion knows is not a catalogue item unless the champion scores it."""
+    the champion knows is not a catalogue item unless the champion scores it. `long_term`: store every user's
+    champion fold-in (`live.long_term`), which the server's long-term channel then reads instead of computing."""
     if "event_offset" not in manifest:
         raise ValueError("the manifest must say which event-log offset the histories include (event_offset)")
     root = Path(root)
@@ -135,6 +138,8 @@ def publish_bundle(
         "embedded_items": int((np.abs(vectors).sum(axis=1) > 0).sum()),
     }
     (staging / "manifest.json").write_text(json.dumps(full_manifest, indent=2, sort_keys=True, default=str))
+    if long_term:
+        write_bundle_long_term(staging)
     _fsync_tree(staging)
 
     final = root / version
@@ -145,6 +150,16 @@ def publish_bundle(
     fsync_dir(root)
     _prune(root, keep=final.name)
     return final
+
+
+def write_bundle_long_term(folder: str | Path) -> int:
+    """Store every bundle user's champion fold-in in the bundle folder (`live.long_term.write_long_term`), e.g. in a
+    copy whose champion was replaced. Returns how many users."""
+    from llmrec_platform.live.long_term import remove_long_term, write_long_term
+    from llmrec_platform.serving.service import LiveService  # it reads bundles: imported here, not at module level
+
+    remove_long_term(folder)
+    return write_long_term(folder, LiveService(load_bundle(folder), None, {}))
 
 
 def current_bundle(root: str | Path) -> Path:

@@ -29,6 +29,9 @@ class Metrics:
                             multiprocess_mode="livemax")
         self.rejected = Counter("llmrec_explanations_rejected", "generated explanations replaced by the template",
                                 ["reason"], registry=self.registry)
+        self.long_term_refreshed = Counter("llmrec_long_term_refreshed_users",
+                                           "users whose long-term fold-in was recomputed after their history changed",
+                                           registry=self.registry)
         self.throttled = Counter("llmrec_requests_throttled", "requests answered 429 (over a rate limit)", ["limit"],
                                  registry=self.registry)
 

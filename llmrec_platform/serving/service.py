@@ -16,6 +16,8 @@ ledger, `llmrec_platform.erasure`) is dropped before the next answer (`drop_eras
 from __future__ import annotations
 
 import hashlib
+import itertools
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,7 +27,9 @@ import pandas as pd
 
 from llmrec_platform.live.channels import LiveRanking, one_per_item, standardize, training_horizon
 from llmrec_platform.live.events import Event, EventLog, event_rating
-from llmrec_platform.rankers.base import Histories, Interaction, Query, Ranker, top_k_row
+from llmrec_platform.live.long_term import REFRESH_MODES, Row, fold_in, read_long_term
+from llmrec_platform.rankers.base import Interaction, Query, Ranker, top_k_row
+from llmrec_platform.retrieval import DEFAULT_ANN_MIN_ITEMS, VectorIndex
 from llmrec_platform.serving.bundle import Bundle
 from llmrec_platform.serving.explain import Evidence, evidence
 
@@ -47,10 +51,20 @@ class Recommendation:
 
 
 class LiveService:
-    def __init__(self, bundle: Bundle, log: EventLog, event_weights: dict[str, float],
+    def __init__(self, bundle: Bundle, log: EventLog | None, event_weights: dict[str, float],
                  blend: LiveRanking | None = None, challenger_share: float = 0.0,
-                 query_user_weight: float = 0.5):
+                 query_user_weight: float = 0.5, refresh: str = "request", ann_min_items: int = DEFAULT_ANN_MIN_ITEMS):
+        """`log` None: no live events (a bundle's own histories only). `refresh` says when the long-term channel
+        (the ranker's fold-in) follows a changed history: "request" (on the next request: every list is exactly
+        the fold-in of the whole history) or "background" (the server's refresher recomputes it, `refresh_stale`;
+        until then the previous fold-in serves, and new events act through the short-term channel and the
+        exclusion). `ann_min_items`: from this catalogue size on, `/query` without a personal blend and the similar
+        items of an item outside the champion's space search a faiss HNSW index (`retrieval.VectorIndex`, which
+        items added live join); below it they score every item."""
+        if refresh not in REFRESH_MODES:
+            raise ValueError(f"refresh must be one of {REFRESH_MODES}, got {refresh!r}")
         self.bundle = bundle
+        self.refresh = refresh
         self.log = log
         self.event_weights = event_weights
         self.blend = blend or LiveRanking()
@@ -66,7 +80,7 @@ class LiveService:
         self.item_position = {i: p for p, i in enumerate(catalogue)}
         self.titles = bundle.items["title"].astype(str).tolist()
         self.genres = [list(g) for g in bundle.items["genres"]]
-        self.vectors = np.ascontiguousarray(bundle.item_vectors, dtype=np.float32)
+        self.index = VectorIndex(np.ascontiguousarray(bundle.item_vectors, dtype=np.float32), ann_min_items)
         # Events after the champion's training data are new to it: the short-term channel's events.
         self.horizons = {"champion": training_horizon(bundle.champion)}
         if bundle.challenger is not None:
@@ -79,8 +93,14 @@ class LiveService:
         self.offset = bundle.event_offset
         self.events_applied = 0
         # Erasures before this service started are in its bundle and log already; later ones are dropped on the way.
-        self._erased = log.erased.current().hashes if log.erased is not None else frozenset()
+        self._erased = log.erased.current().hashes if log is not None and log.erased is not None else frozenset()
         self.catalogue = None  # a follower of the items log (`live.catalogue.CatalogueFollower`): items added live
+        # The long-term channel's fold-ins (`live.long_term`): the bundle's file for its users' bundle histories,
+        # then per arm and user (number of live events folded in, scores); `stale` users wait for the refresher.
+        self._stored = read_long_term(bundle.path, bundle.champion)
+        self._folded: dict[str, dict[str, tuple[int, np.ndarray]]] = {"champion": {}, "challenger": {}}
+        self._cold: dict[str, np.ndarray] = {}
+        self.stale: dict[str, None] = {}
         self.catch_up()
 
     # -- histories ------------------------------------------------------------------------------------------------
@@ -101,7 +121,7 @@ class LiveService:
         self.drop_erased()
         if self.catalogue is not None:  # items first: an event may name an item added a moment before
             self.catalogue.catch_up(self)
-        if self.log.size() == self.offset:
+        if self.log is None or self.log.size() == self.offset:
             return 0
         batch = self.log.read(self.offset)
         for event in batch.events:
@@ -112,7 +132,7 @@ class LiveService:
     def drop_erased(self) -> int:
         """Forget the users erased (`llmrec forget`, `DELETE /users/{id}`) since the last call, by any process: one
         stat of the erasure ledger per call, the users' hashes only when someone was erased. Returns how many."""
-        erased = self.log.erased.current() if self.log.erased is not None else None
+        erased = self.log.erased.current() if self.log is not None and self.log.erased is not None else None
         if erased is None or erased.hashes == self._erased:
             return 0
         new, self._erased = erased.hashes - self._erased, erased.hashes
@@ -121,8 +141,14 @@ class LiveService:
     def forget(self, user_id: str) -> bool:
         """Drop one user's live state: their live events and their part of the bundle's histories (they are then
         an unknown user). Returns whether anything was held."""
-        held = self._spans.pop(str(user_id), None) is not None
-        return self.live.pop(str(user_id), None) is not None or held
+        user = str(user_id)
+        held = self._spans.pop(user, None) is not None
+        for folded in self._folded.values():
+            folded.pop(user, None)
+        self.stale.pop(user, None)
+        if self._stored is not None:
+            self._stored[1].pop(user, None)
+        return self.live.pop(user, None) is not None or held
 
     def apply(self, event: Event) -> None:
         rating = event_rating(event.event_type, event.value, self.event_weights)
@@ -137,16 +163,35 @@ class LiveService:
             self._h_events[start:end], strict=True)]
         return stored + self.live.get(str(user_id), [])
 
-    def history_arrays(self, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def history_arrays(self, user_id: str, live: list[Interaction] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(catalogue positions, ratings, timestamps) of the user's history, one entry per item (its latest
-        interaction, as `Ranker.histories` keeps it), sorted by position. Items beyond the champion's count too."""
+        interaction, as `Ranker.histories` keeps it), sorted by position. Items beyond the champion's count too.
+        `live`: the user's live events to use (a snapshot taken by the caller), default the current ones."""
         start, end = self._spans.get(str(user_id), (0, 0))
-        live = self.live.get(str(user_id), [])
+        live = self.live.get(str(user_id), []) if live is None else live
         positions = np.r_[self._h_positions[start:end], [self.item_position.get(h.item_id, -1) for h in live]]
         ratings = np.r_[self._h_ratings[start:end], [h.rating for h in live]]
         stamps = np.r_[self._h_stamps[start:end], [h.timestamp for h in live]]
         known = positions >= 0
         return one_per_item(positions[known], ratings[known], stamps[known])
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The catalogue's unit-norm text vectors, (catalogue items, dim) float32 (the index holds them)."""
+        return self.index.vectors
+
+    def bundle_users(self) -> list[str]:
+        """The users of the bundle's histories, in its order."""
+        return list(self._spans)
+
+    def champion_row(self, user_id: str, ranker: Ranker, live: list[Interaction] | None = None) -> Row | None:
+        """The user's history in the ranker's item space, as `fold_in` takes it (None: no item of that space)."""
+        positions, ratings, stamps = self.history_arrays(user_id, live)
+        known = positions < self.n_champion  # sorted by position: the champion's items come first
+        if not known.any():
+            return None
+        return ranker._user_position.get(str(user_id), -1), positions[known], ratings[known], stamps[known]
 
     def knows(self, user_id: str) -> bool:
         return str(user_id) in self._spans or str(user_id) in self.live
@@ -178,7 +223,7 @@ class LiveService:
         self.item_ids = np.r_[self.item_ids, np.array([item_ids[j] for j in fresh], dtype=object)]
         self.titles += [str(titles[j]) for j in fresh]
         self.genres += [list(genres[j] or []) for j in fresh]
-        self.vectors = np.r_[self.vectors, vectors[fresh] / np.where(norms > 0, norms, 1.0)].astype(np.float32)
+        self.index.add(vectors[fresh] / np.where(norms > 0, norms, 1.0))
         unknown = np.flatnonzero(self._h_positions < 0)  # bundle history on items the catalogue lacked until now
         if len(unknown):
             self._h_positions[unknown] = [self.item_position.get(i, -1) for i in self._h_items[unknown]]
@@ -198,19 +243,64 @@ class LiveService:
         ranking of the ranker's fold-in of the history (`score_histories`, what `score_query` does for a
         history), or its cold start."""
         ranker = ranker or self.bundle.champion
-        positions, ratings, stamps = self.history_arrays(user_id)
+        arm = "challenger" if ranker is self.bundle.challenger else "champion"
+        live = list(self.live.get(str(user_id), ()))  # one snapshot: the fold-in and the channels see the same events
+        positions, _, stamps = self.history_arrays(user_id, live)
         if not len(positions):
-            return self.blend.scores(ranker.score_query(Query()), len(self.item_ids), positions, stamps, np.inf,
+            return self.blend.scores(self.cold_start(arm, ranker), len(self.item_ids), positions, stamps, np.inf,
                                      None, None), positions, True
-        known = positions < self.n_champion  # sorted by position: the champion's items come first
-        histories = Histories.single(positions[known], ratings[known], stamps[known],
-                                     ranker._user_position.get(str(user_id), -1), self.n_champion)
-        horizon = self.horizons["challenger" if ranker is self.bundle.challenger else "champion"]
         # Only items outside the champion's space: it answers as for a newcomer, the other channels personalise.
-        folded = ranker.score_histories(histories)[0] if known.any() else ranker.score_query(Query())
-        scores = self.blend.scores(folded, len(self.item_ids), positions, stamps, horizon, self.vectors,
+        folded = self.long_term(str(user_id), arm, ranker, live)
+        scores = self.blend.scores(folded, len(self.item_ids), positions, stamps, self.horizons[arm], self.vectors,
                                    ranker._similar_item_scores)
         return scores, positions, False
+
+    def cold_start(self, arm: str, ranker: Ranker) -> np.ndarray:
+        if arm not in self._cold:
+            self._cold[arm] = ranker.score_query(Query())
+        return self._cold[arm]
+
+    def long_term(self, user: str, arm: str, ranker: Ranker, live: list[Interaction]) -> np.ndarray:
+        """The ranker's fold-in of the user's history (bundle + `live` events), from the cache when it holds it
+        (`live.long_term`). With refresh "background" an older fold-in serves and the user is marked stale."""
+        stored = self._stored[1].get(user) if self._stored is not None and arm == "champion" else None
+        entry = self._folded[arm].get(user) or ((0, self._stored[0][stored]) if stored is not None else None)
+        if entry is not None and (entry[0] == len(live) or self.refresh == "background"):
+            if entry[0] != len(live):
+                self.stale[user] = None
+            return entry[1]
+        row = self.champion_row(user, ranker, live)
+        folded = fold_in(ranker, [row])[0] if row is not None else self.cold_start(arm, ranker)
+        if self.refresh == "background" or not live:  # "request" keeps only the bundle history's fold-in
+            self._folded[arm][user] = (len(live), folded)
+        return folded
+
+    def take_stale(self, limit: int) -> list[str]:
+        """Up to `limit` users whose long-term fold-in is older than their history, oldest first (on the event
+        loop, where `stale` changes)."""
+        users = list(itertools.islice(self.stale, limit))
+        for user in users:
+            del self.stale[user]
+        return users
+
+    def refresh_stale(self, users: list[str]) -> float:
+        """Recompute the users' long-term fold-ins from their current histories, in one batch per arm (the
+        server's refresher runs this in a worker thread). Returns the wall seconds it took."""
+        start = time.perf_counter()
+        for arm, ranker in (("champion", self.bundle.champion), ("challenger", self.bundle.challenger)):
+            if ranker is None:
+                continue
+            batch = []
+            for user in users:
+                if self.arm(user)[0] == arm:
+                    live = list(self.live.get(user, ()))
+                    if (row := self.champion_row(user, ranker, live)) is not None:
+                        batch.append((user, len(live), row))
+            if batch:
+                for (user, version, _), folded in zip(batch, fold_in(ranker, [b[2] for b in batch]), strict=True):
+                    if self.knows(user):  # not erased while this ran
+                        self._folded[arm][user] = (version, folded)
+        return time.perf_counter() - start
 
     def recommend(self, user_id: str, k: int = 10, explain: bool = False) -> Recommendation:
         self.catch_up()
@@ -251,25 +341,34 @@ class LiveService:
         """Items closest to an encoded free-text need, blended with the user's own list when one is given;
         returns (items, personalised?)."""
         self.catch_up()
-        scores = self.vectors @ np.asarray(text_vector, dtype=np.float32)
+        vector = np.asarray(text_vector, dtype=np.float32)
         positions = np.zeros(0, np.int64)
-        personal = False
         if user_id is not None and self.knows(user_id):
             user_scores, positions, cold = self.scores(user_id)
             if not cold and self.query_user_weight > 0:
-                scores = (standardize(scores[None, :]) + self.query_user_weight * standardize(user_scores[None, :]))[0]
-                personal = True
-        top = self._top(np.asarray(scores, dtype=np.float32), positions, k)
-        return [{"item_id": str(self.item_ids[p]), "title": self.titles[p], "score": round(float(scores[p]), 6)}
-                for p in top], personal
+                scores = (standardize((self.vectors @ vector)[None, :])
+                          + self.query_user_weight * standardize(user_scores[None, :]))[0].astype(np.float32)
+                return [{"item_id": str(self.item_ids[p]), "title": self.titles[p], "score": round(float(scores[p]), 6)}
+                        for p in self._top(scores, positions, k)], True
+        return self.nearest(vector, positions, k), False
+
+    def nearest(self, vector: np.ndarray, excluded: np.ndarray, k: int) -> list[dict]:
+        """The k catalogue items closest to a unit-norm vector in text, never an `excluded` position: the HNSW
+        index at or above `ann_min_items` (the scores are exact cosines either way), else every item scored."""
+        if self.index.approximate:
+            top, cosines = self.index.search(vector, k, exclude=[excluded])
+            found = top[0] >= 0
+            pairs = zip(top[0][found].tolist(), cosines[0][found].tolist(), strict=True)
+        else:
+            scores = self.vectors @ vector
+            pairs = ((p, scores[p]) for p in self._top(scores, excluded, k).tolist())
+        return [{"item_id": str(self.item_ids[p]), "title": self.titles[p], "score": round(float(s), 6)} for p, s in pairs]
 
     def similar(self, item_id: str, k: int) -> list[dict]:
         """The champion's similar items; for an item outside its space, the nearest in text over the catalogue."""
         position = self.check_item(item_id)
         if position >= self.n_champion:
-            top = self._top(self.vectors @ self.vectors[position], np.array([position]), k)
-            return [{"item_id": str(self.item_ids[p]), "title": self.titles[p],
-                     "score": round(float(self.vectors[p] @ self.vectors[position]), 6)} for p in top]
+            return self.nearest(self.vectors[position], np.array([position]), k)
         frame = self.bundle.champion.similar_items(item_id, k)
         return [{"item_id": str(i), "title": self.titles[self.item_position[str(i)]], "score": round(float(s), 6)}
                 for i, s in zip(frame["item_id"], frame["score"], strict=True)]

@@ -30,6 +30,11 @@ from llmrec_platform.settings import Settings
 
 log = logging.getLogger("llmrec.serving")
 RELOAD_SECONDS = 0.5
+# The long-term refresher (`LiveService.refresh_stale`): users per batch, and the share of one core it may take
+# (it sleeps 1/share - 1 times what a batch took), so that under load the requests keep the cores.
+REFRESH_BATCH = 32
+REFRESH_SHARE = 0.25
+REFRESH_IDLE_SECONDS = 0.02
 
 
 def build_writer(settings: Settings) -> Writer | None:
@@ -76,7 +81,8 @@ class ServingState:
         # Erased users' events are left out of the log, and their live state is dropped at the next answer.
         log = EventLog(self.paths.events, erased=Tombstones(self.paths.erasure))
         service = LiveService(bundle, log, dict(settings.event_weights), settings.short_term,
-                              settings.challenger_share, settings.query_user_weight)
+                              settings.challenger_share, settings.query_user_weight, refresh=settings.long_term_refresh,
+                              ann_min_items=settings.ann_min_items)
         # Items added live (POST /items, landed item files) join every service, replayed from the items log.
         service.catalogue = CatalogueFollower(ItemLog(self.paths.events))
         service.catch_up()
@@ -110,6 +116,23 @@ class ServingState:
         torch.set_num_threads(1)  # one short text per request: more threads only contend with the other requests
         return TextEncoder(name, device="cpu", batch_size=1)
 
+    async def refresh_long_term(self) -> None:
+        """Recompute stale users' long-term fold-ins in a worker thread, within `REFRESH_SHARE` of one core."""
+        while True:
+            service = self.service
+            users = service.take_stale(REFRESH_BATCH)
+            if not users:
+                await asyncio.sleep(REFRESH_IDLE_SECONDS)
+                continue
+            try:
+                took = await asyncio.to_thread(service.refresh_stale, users)
+            except Exception:  # the older fold-in keeps serving; the user's next list marks them stale again
+                log.exception("could not refresh the long-term channel of %d users", len(users))
+                took = REFRESH_IDLE_SECONDS
+            else:
+                self.metrics.long_term_refreshed.inc(len(users))
+            await asyncio.sleep(took * (1 / REFRESH_SHARE - 1))
+
     @contextlib.asynccontextmanager
     async def running(self, app=None):
         """The app's lifespan: load the current bundle, warm the encoder, follow new bundles until shutdown."""
@@ -119,9 +142,10 @@ class ServingState:
         self.encoder = asyncio.get_running_loop().run_in_executor(None, self.load_encoder)  # warm in the background
         # A failure is answered by /query (503); retrieving it here keeps asyncio from warning at exit.
         self.encoder.add_done_callback(lambda done: done.cancelled() or done.exception())
-        follower = asyncio.create_task(self.follow_bundles())
+        tasks = [asyncio.create_task(self.follow_bundles()), asyncio.create_task(self.refresh_long_term())]
         yield
-        follower.cancel()
+        for task in tasks:
+            task.cancel()
 
 
 async def serving_state(request: Request) -> ServingState:  # async: a plain def would run in the thread pool

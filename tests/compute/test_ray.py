@@ -4,9 +4,8 @@ the in-process results, and fail fast and loudly when the cluster is unreachable
 from __future__ import annotations
 
 import os
+import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,13 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_platform.compute import cut
+from llmrec_platform.compute import cut, rows_by_node
 from llmrec_platform.compute.cluster import RayUnreachable
 from llmrec_platform.resources import ComputeResource
 from llmrec_platform.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.slow
-BLOCK_USERS = 4
 
 
 def test_an_unreachable_address_fails_in_one_line_before_any_work(tmp_path):
@@ -83,49 +81,66 @@ def test_a_worker_killed_mid_step_fails_the_step_with_the_ray_error(ray_cluster,
         "WorkerCrashedError" in str(failure.step_failure_data.error.to_string())
 
 
+def test_encoding_uses_every_worker_node_and_gives_the_in_process_vectors_bit_for_bit(ray_cluster):
+    """The actor pool puts one encoder on each worker node, each gets whole batches of the in-process plan, so the
+    vectors are those of one in-process `TextEncoder.encode` to the last bit."""
+    from llmrec_platform.compute.cluster import connect
+    from llmrec_platform.encoders.models import DEFAULT_MODEL, TextEncoder
+
+    rng = np.random.default_rng(5)
+    words = ["space", "western", "comedy", "noir", "heist", "romance", "war", "robot", "musical", "island"]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 30)))) for _ in range(70)]  # padding varies; tied lengths too
+    blocks = connect(ray_cluster.address)
+    vectors = blocks.encode("encode", texts, DEFAULT_MODEL, "cpu", "fp32", batch_size=20)  # 4 planned batches
+    by_node = rows_by_node(blocks.placements, "encode")
+    assert set(by_node) == ray_cluster.worker_node_ids and sum(by_node.values()) == len(texts), by_node
+    expected, _ = TextEncoder(DEFAULT_MODEL, device="cpu", batch_size=20).encode(texts)
+    np.testing.assert_array_equal(vectors, expected)
+
+
 def metadata_of(result, asset: str) -> dict:
     [event] = result.asset_materializations_for_node(asset)
     return {k: v.value for k, v in event.metadata.items()}
 
 
-def test_the_graph_on_ray_runs_on_both_nodes_and_equals_in_process(ray_cluster, llmrec_home, tiny_dataset_dir,
-                                                                   monkeypatch, tmp_path):
-    """The real graph (`llmrec demo --fast`'s job) on the tiny GroupLens-format dataset, with LLMREC_RAY_ADDRESS
-    set: encoding and all-user scoring ran on both worker nodes, and the published metrics and lists are what the
-    in-process path computes from the same fitted rankers and the same texts."""
+# Results the fit cache computes from fits by scoring every user: the Ray run must score again, on the cluster.
+SCORING_RESULTS = ("evaluation_suite", "hybrid_ablation")
+
+
+def test_the_ml100k_graph_on_ray_runs_on_both_nodes_and_equals_in_process(ml100k_demo, ray_cluster, tmp_path):
+    """`llmrec demo`'s default graph on ML-100K with LLMREC_RAY_ADDRESS set: the encoding and every all-user scoring
+    pass ran on both worker nodes (never the driver), and the item vectors, the metrics table and the published
+    recommendations are those of the in-process run (`ml100k_demo`). The fitted rankers come from that run's fit
+    cache (their keys hash the embeddings, so every hit also says the vectors matched); its scoring results do not."""
     from llmrec_platform.cli import run_pipeline
 
-    monkeypatch.setenv("LLMREC_RAY_ADDRESS", ray_cluster.address)
-    monkeypatch.setenv("LLMREC_BLOCK_USERS", str(BLOCK_USERS))  # several blocks of the 24 users, for both nodes
-    paths, result = run_pipeline(str(tiny_dataset_dir), "recbole", device="cpu", fast=True, settings=Settings.from_env())
+    settings = Settings.from_env({"LLMREC_HOME": str(tmp_path / "home"), "LLMREC_DEVICE": "cpu",
+                                  "LLMREC_RAY_ADDRESS": ray_cluster.address})
+    shutil.copytree(ml100k_demo.paths.fit_cache, settings.paths.fit_cache,
+                    ignore=lambda folder, names: [n for n in names if n in SCORING_RESULTS])
+    paths, result = run_pipeline("ml-100k", "recbole", device="cpu", settings=settings)
     assert result.success
     for asset, key in (("item_embeddings", "encoded_rows_by_node"), ("user_embeddings", "encoded_rows_by_node"),
-                       ("evaluation_report", "scored_rows_by_node")):
-        by_node = metadata_of(result, asset)[key]
-        # Never the driver. Both workers for the scoring; the encoder's actor pool can still hand a small input to
-        # one actor (seen once in 3 CI runs: 30 item texts on one node), so there only at least one worker is required.
-        assert by_node and set(by_node) <= ray_cluster.worker_node_ids, (asset, by_node)
-        if asset == "evaluation_report":
-            assert set(by_node) == ray_cluster.worker_node_ids, (asset, by_node)
-        assert all(rows > 0 for rows in by_node.values())
+                       ("evaluation_report", "scored_rows_by_node"), ("hybrid_ablation", "scored_rows_by_node")):
+        metadata = metadata_of(result, asset)
+        assert metadata.get("fit_cache", "miss") == "miss", asset  # scored now, not loaded
+        by_node = metadata[key]
+        assert set(by_node) == ray_cluster.worker_node_ids and all(rows > 0 for rows in by_node.values()), (asset, by_node)
 
-    with duckdb.connect(str(paths.warehouse), read_only=True) as conn:
-        metrics = conn.execute("SELECT ranker, slice, fold, metric, k, value FROM evaluation_metrics").df()
-        published = conn.execute("SELECT user_id, rank, item_id FROM recommendations ORDER BY user_id, rank").df()
-        vectors = np.stack(conn.execute("SELECT embedding FROM item_embeddings ORDER BY item_id").df()["embedding"])
-    reference = tmp_path / "in-process"
-    reference.mkdir()
-    subprocess.run([sys.executable, "-m", "tests.compute.reference", str(paths.home), str(reference), str(BLOCK_USERS)],
-                   check=True, cwd=Path(__file__).parents[2], timeout=600)
-    # Encoding: what the cluster's actors wrote is what the in-process encoder gives (float32 rounding apart:
-    # the actors batch the texts differently).
-    np.testing.assert_allclose(vectors, np.load(reference / "item_vectors.npy"), atol=1e-6)
-    # Scoring: the same fitted rankers, evaluated in-process, give the same metrics and the same lists.
-    local = pd.read_parquet(reference / "metrics.parquet")
-    keys = ["ranker", "slice", "fold", "metric", "k"]
-    both = metrics.merge(local, on=keys, suffixes=("_ray", "_local"), validate="one_to_one")
-    assert len(both) == len(local) == len(metrics) > 0
-    np.testing.assert_allclose(both["value_ray"], both["value_local"], atol=1e-4)
-    local_lists = pd.read_parquet(reference / "recommendations.parquet").sort_values(["user_id", "rank"])
-    pd.testing.assert_frame_equal(published.reset_index(drop=True),
-                                  local_lists[["user_id", "rank", "item_id"]].reset_index(drop=True), check_dtype=False)
+    def tables(home: Path) -> dict[str, pd.DataFrame]:
+        with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
+            return {
+                "item_embeddings": conn.execute("SELECT item_id, embedding FROM item_embeddings ORDER BY item_id").df(),
+                "metrics": conn.execute(  # the latest evaluation's, should a test have run another one there
+                    "SELECT ranker, slice, fold, metric, k, value FROM evaluation_metrics WHERE run_id = (SELECT run_id "
+                    "FROM evaluation_metrics ORDER BY created_at DESC LIMIT 1) ORDER BY ranker, slice, fold, metric, k").df(),
+                "recommendations": conn.execute("SELECT user_id, rank, item_id, score FROM recommendations "
+                                                "ORDER BY user_id, rank").df(),
+            }
+
+    on_ray, local = tables(paths.home), tables(ml100k_demo.home)
+    assert len(on_ray["metrics"]) > 0 and len(on_ray["recommendations"]) > 0
+    np.testing.assert_array_equal(np.stack(on_ray["item_embeddings"]["embedding"]),
+                                  np.stack(local["item_embeddings"]["embedding"]))  # bit for bit
+    pd.testing.assert_frame_equal(on_ray["metrics"], local["metrics"], check_exact=False, atol=1e-4, rtol=0)
+    pd.testing.assert_frame_equal(on_ray["recommendations"], local["recommendations"])

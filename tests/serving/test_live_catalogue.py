@@ -40,3 +40,23 @@ def test_items_added_live_join_the_catalogue_and_every_channel(tiny_home):
     # The champion alone cannot score what it never saw: such items come after all of its own.
     service.blend = LiveRanking(weight=0)
     assert [i["item_id"] for i in service.recommend("a00", 12).items][-1:] == ["new-horror-2"]
+
+
+def test_at_or_above_the_ann_size_query_and_similar_items_search_the_hnsw_index(tiny_home):
+    """A catalogue at `ann_min_items` is searched through faiss HNSW (`retrieval.VectorIndex`): on this small catalogue
+    it returns what scoring every item returns, and an item added live is found at once."""
+    bundle = load_bundle(current_bundle(tiny_home.bundles))
+    exact = LiveService(bundle, EventLog(tiny_home.events), {"click": 4.0})
+    ann = LiveService(bundle, EventLog(tiny_home.events), {"click": 4.0}, ann_min_items=len(exact.item_ids))
+    assert ann.index.approximate and not exact.index.approximate
+    for position in range(len(exact.item_ids)):
+        vector = exact.vectors[position]
+        assert ann.query(vector, None, 5) == exact.query(vector, None, 5)
+        assert ann.nearest(vector, np.array([position]), 4) == exact.nearest(vector, np.array([position]), 4)
+    horror = exact.vectors[exact.item_position["i6"]]
+    for service in (exact, ann):
+        service.add_items(["new-horror"], ["Night"], [["Horror"]], horror[None, :] + 0.05)
+    found = ann.query(horror + 0.05, None, 3)[0]
+    assert found[0]["item_id"] == "new-horror" and found == exact.query(horror + 0.05, None, 3)[0]
+    assert ann.similar("new-horror", 3) == exact.similar("new-horror", 3)
+    assert "new-horror" not in [i["item_id"] for i in ann.similar("new-horror", 3)]

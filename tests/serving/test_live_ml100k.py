@@ -11,7 +11,6 @@ from llmrec_platform.evaluation.genre_shift import genre_shift, per_genre
 from llmrec_platform.live.events import EventLog
 from llmrec_platform.serving.bundle import current_bundle, load_bundle
 from llmrec_platform.serving.service import LiveService
-from llmrec_platform.settings import Settings
 from tests.serving.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -19,19 +18,16 @@ KIDS = {"Animation", "Children's"}
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """`llmrec demo` (the default: ML-100K, random 8:1:1 split, the full pipeline) into a fresh home."""
-    from llmrec_platform.cli import run_pipeline
-
-    home = tmp_path_factory.mktemp("demo") / "home"
-    settings = Settings.from_env({"LLMREC_HOME": str(home), "LLMREC_DEVICE": "cpu"})
-    paths, _ = run_pipeline("ml-100k", "recbole", device="cpu", settings=settings)
-    bundle = load_bundle(current_bundle(paths.bundles))
+def demo(ml100k_demo, tmp_path_factory):
+    """The session's `llmrec demo` bundle, a live service on it (its events in a folder of their own), and the
+    genre-shift pairs of 100 users."""
+    settings = ml100k_demo.settings
+    bundle = load_bundle(current_bundle(ml100k_demo.paths.bundles))
     service = LiveService(bundle, EventLog(tmp_path_factory.mktemp("events")), dict(settings.event_weights),
                           settings.short_term)
     pairs = genre_shift(service, n_users=100, seed=2020)
     print(per_genre(pairs).to_markdown(index=False, floatfmt=".2f"))  # the spread per genre, in the test log
-    return paths, service, pairs
+    return ml100k_demo.paths, service, pairs
 
 
 def test_three_clicks_in_any_genre_rarely_lose_share_and_are_never_listed(demo):
@@ -51,7 +47,9 @@ def test_three_clicks_raise_any_genre_share_for_80_percent_of_pairs(demo):
 
 @pytest.fixture(scope="module")
 def demo_server(demo):
-    server = Server(demo[0]).start()
+    # The in-process pairs fold a changed history in on the next request; so does this server (its default, the
+    # background refresher, may answer the next list from the older fold-in: tests/live/test_long_term.py).
+    server = Server(demo[0], LLMREC_LONG_TERM_REFRESH="request").start()
     yield server
     server.stop()
 
