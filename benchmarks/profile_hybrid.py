@@ -20,6 +20,10 @@ pseudo-label refits from the home's fit cache (so the timings leave the refits o
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before pandas loads numpy
+# isort: on
+
 import argparse
 import copy
 import cProfile
@@ -40,6 +44,8 @@ from llmrec_platform.evaluation.evaluate import evaluate
 from llmrec_platform.evaluation.significance import paired_bootstrap
 from llmrec_platform.rankers.fit_cache import FitCache
 from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
+from llmrec_platform.settings import Settings
+from llmrec_platform.threads import pin_blas_threads
 
 CANDIDATES = ["ease_ranker", "itemknn_ranker", "als_ranker", "bpr_adam_ranker", "multvae_ranker"]
 KEY = "ndcg@10"
@@ -97,6 +103,8 @@ def main() -> None:
     parser.add_argument("--stored-refits", action="store_true",
                         help="load the pseudo-label refits the home's run stored in its fit cache instead of refitting")
     args = parser.parse_args()
+    # The pipeline's BLAS threads: OpenBLAS's sums depend on its thread count, and so do the hybrid's features.
+    pin_blas_threads(Settings.from_env().num_threads)
     dataset = load_dataset(args.dataset)
     split = split_interactions(prepare_interactions(dataset.ratings, dataset.items, 3.0, 10),
                                SplitConfig(protocol="recbole", seed=2020))

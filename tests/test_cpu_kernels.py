@@ -29,6 +29,7 @@ PROBE = textwrap.dedent("""
     from llmrec_platform.rankers.content import LLMContentRanker
     from llmrec_platform.rankers.ease import EASERanker
     from llmrec_platform.rankers.implicit_models import ALSRanker, AdamBPRRanker
+    from llmrec_platform.rankers.itemknn import ItemKNNRanker
     from llmrec_platform.rankers.multvae import MultVAERanker
     from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
 
@@ -50,6 +51,7 @@ PROBE = textwrap.dedent("""
     content = LLMContentRanker(pd.DataFrame({"item_id": data.item_ids, "embedding": list(items)}),
                                pd.DataFrame({"user_id": data.user_ids, "embedding": list(users)})).fit(data)
     bases = {"ease": EASERanker(reg_weight=50).fit(data), "als": ALSRanker(factors=16).fit(data),
+             "itemknn": ItemKNNRanker(k=20).fit(data),  # neighbour ties: numpy's argpartition picks by CPU
              "bpr_adam": AdamBPRRanker(factors=16, epochs=4).fit(data),
              "multvae": MultVAERanker(hidden=48, latent=16, epochs=4).fit(data)}
     config = HybridConfig(n_candidates=20, n_estimators=30, min_child_samples=5, early_stopping_rounds=10, num_leaves=7,
@@ -59,9 +61,9 @@ PROBE = textwrap.dedent("""
     np.savez(sys.argv[1], content=content.score(everyone), hybrid=hybrid.score(everyone),
              **{name: ranker.score(everyone) for name, ranker in bases.items()})
 """)
-# What another x86-64 CPU would make the libraries choose (each runs on any AVX2 machine).
+# What another x86-64 CPU would make the libraries choose (each runs on any AVX2 machine; numpy's without AVX-512).
 ANOTHER_CPU = {"OPENBLAS_CORETYPE": "Sandybridge", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41",
-               "ATEN_CPU_CAPABILITY": "default"}
+               "ATEN_CPU_CAPABILITY": "default", "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"}
 needs_avx2 = pytest.mark.skipif(not cpu_has_avx2(), reason="the kernels are pinned on x86-64 CPUs with AVX2 only")
 
 
@@ -95,3 +97,18 @@ def test_pins_apply_on_avx2_x86_and_not_when_native():
         assert pinned == AVX2_PINS and env == AVX2_PINS
     native = {CPU_KERNELS_ENV: "native", "OPENBLAS_CORETYPE": "Zen"}
     assert pin_cpu_kernels(native) == {} and native["OPENBLAS_CORETYPE"] == "Zen"
+
+
+@needs_avx2
+def test_importing_numpy_before_the_package_warns(tmp_path):
+    """A script that loads numpy first runs the CPU's own kernels (how a benchmark script's hybrid once differed
+    from the demo's): the package says so; loaded first, or with the pins inherited, it says nothing."""
+    base = {k: v for k, v in os.environ.items() if k not in AVX2_PINS and k != CPU_KERNELS_ENV}
+
+    def stderr(code: str, env: dict[str, str]) -> str:
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                              timeout=120).stderr
+
+    assert "LateImportWarning" in stderr("import numpy; import llmrec_platform", base)
+    assert "LateImportWarning" not in stderr("import llmrec_platform; import numpy", base)
+    assert "LateImportWarning" not in stderr("import numpy; import llmrec_platform", {**base, **AVX2_PINS})

@@ -43,8 +43,13 @@ def environment_digest() -> str:
         except metadata.PackageNotFoundError:
             digest.update(f"{name}=absent".encode())
     for pool in sorted(threadpool_info(), key=lambda pool: pool.get("filepath", "")):
-        if pool.get("user_api") == "blas":
-            digest.update(repr((pool.get("internal_api"), pool.get("version"), pool.get("num_threads"))).encode())
+        if pool.get("user_api") == "blas":  # the architecture: which kernels (kernels.py pins them)
+            digest.update(repr((pool.get("internal_api"), pool.get("version"), pool.get("num_threads"),
+                                pool.get("architecture"))).encode())
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    # numpy's SIMD targets above AVX2, which kernels.py turns off: a fit made with them differs in the last bits.
+    digest.update(repr(sorted(f for f in ("X86_V4", "AVX512_ICL", "AVX512_SPR") if __cpu_features__.get(f))).encode())
     return digest.hexdigest()
 
 
