@@ -138,7 +138,7 @@ def publish_bundle(
         "embedded_items": int((np.abs(vectors).sum(axis=1) > 0).sum()),
     }
     (staging / "manifest.json").write_text(json.dumps(full_manifest, indent=2, sort_keys=True, default=str))
-    if long_term:
+    if long_term and not _reuse_long_term(root, staging):
         write_bundle_long_term(staging)
     _fsync_tree(staging)
 
@@ -150,6 +150,22 @@ def publish_bundle(
     fsync_dir(root)
     _prune(root, keep=final.name)
     return final
+
+
+def _reuse_long_term(root: Path, staging: Path) -> bool:
+    """Copy the current bundle's long-term fold-ins when its champion and histories are byte for byte the new
+    bundle's (a rerun on unchanged data republishes them): the fold-ins are a function of those two alone."""
+    from llmrec_platform.live.long_term import INDEX_FILE, SCORES_FILE
+
+    previous = root / CURRENT
+    same = previous.exists() and all(
+        (previous / name).is_file() and (previous / name).read_bytes() == (staging / name).read_bytes()
+        for name in ("champion.pkl", "histories.parquet"))
+    if not same or not all((previous / name).is_file() for name in (SCORES_FILE, INDEX_FILE)):
+        return False
+    for name in (SCORES_FILE, INDEX_FILE):
+        shutil.copyfile(previous / name, staging / name)
+    return True
 
 
 def write_bundle_long_term(folder: str | Path) -> int:

@@ -100,3 +100,17 @@ def test_the_server_refreshes_a_clicked_users_long_term_channel_off_the_request_
         assert "i1" not in [i["item_id"] for i in after["items"]]
     finally:
         server.stop()
+
+
+def test_a_republish_of_the_same_champion_and_histories_copies_the_fold_ins(tiny_home, monkeypatch):
+    import llmrec_platform.live.long_term as long_term
+
+    first = current_bundle(tiny_home.bundles)
+    written = []
+    original = long_term.write_long_term
+    monkeypatch.setattr(long_term, "write_long_term", lambda folder, service: written.append(folder) or original(folder, service))
+    second = publish_tiny_bundle(tiny_home)  # the same data and ranker: nothing to fold in again
+    assert second != first and written == []
+    assert (second / "long_term.npy").read_bytes() == (first / "long_term.npy").read_bytes()
+    third = publish_tiny_bundle(tiny_home, reg_weight=20.0)  # another champion: computed
+    assert len(written) == 1 and read_long_term(third, load_bundle(third).champion) is not None
