@@ -29,7 +29,7 @@ TARGETS: dict[str, tuple[float, float | None]] = {"ml-100k": (60.0, 15.0), "ml-1
 # What a stage costs that no cache or setting removes without moving a metric, for the verdict lines.
 KNOWN_COSTS = {
     "item_embeddings": "every item text through MiniLM on the CPU (cached by text: nothing to encode when warm)",
-    "hybrid_ranker": "seeded LambdaRank models of 500 trees (five; one with --fast) and, unless --fast, the base "
+    "hybrid_ranker": "seeded LambdaRank models of 500 trees (three; one with --fast) and, unless --fast, the base "
                      "rankers refitted for pseudo-labels",
     "hybrid_ablation": "two one-model variants (their pseudo-label refits are the hybrid's) and scoring every "
                        "variant once for every test user",
@@ -37,8 +37,8 @@ KNOWN_COSTS = {
     "bpr_adam_ranker": "mini-batch Adam BPR epochs in torch on one thread (small batches: more threads add contention)",
     "evaluation_report": "full-ranking evaluation of every ranker and the paired bootstraps",
     "recommendations": "every ranker loaded from the artifacts, and the champion's lists (from the evaluation) written",
-    "start-up": "importing Dagster, pandas, DuckDB and the package, and checking the dataset",
-    "wrap-up": "printing the tables and closing the Dagster instance",
+    "start-up": "importing Dagster, MLflow, pandas, DuckDB and the package, checking the dataset, opening the instance",
+    "wrap-up": "printing the tables and exiting (the run's outputs are frozen out of the last garbage collection)",
 }
 
 

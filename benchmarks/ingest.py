@@ -1,14 +1,17 @@
-"""Ingestion and split throughput and memory on a synthetic shop (no MovieLens needed): the one data path.
+"""Ingestion and split throughput and memory, as the assets run them: the one data path.
 
-`data.synthetic` writes N interactions (string ids, power-law item popularity and user activity, epoch timestamps,
-0.1% planted bad rows) and M items; `--format` picks how the interactions are stored: `parquet` (as written), `csv`
-(one CSV file, read by DuckDB's CSV reader with store_rejects) or `grouplens` (a `u.data` / `u.item` folder). Then,
-in a fresh process per size, the path the Dagster assets take: `load_dataset` (DuckDB reads, the row checks and the
-quarantine run in SQL), `prepare_interactions` and `split_interactions` (SQL, RecBole protocol). Reports each
-stage's CPU seconds (user + system, all threads: comparable on a busy machine, unlike wall time), the wall time and
-the process's peak RSS (DuckDB included).
+The input is a synthetic shop (no MovieLens needed) or a dataset by name (`--dataset ml-1m`). `data.synthetic`
+writes N interactions (string ids, power-law item popularity and user activity, epoch timestamps, 0.1% planted bad
+rows) and M items; `--format` picks how the interactions are stored: `parquet` (as written), `csv` (one CSV file, read
+by DuckDB's CSV reader with store_rejects) or `grouplens` (a `u.data` / `u.item` folder). Then, in a fresh process per
+input, what `raw_ratings` -> `interactions` -> `split` do, each stage reading its input from a DuckDB warehouse and
+writing its output there in Arrow, as the warehouse IO manager does: `load_dataset` (DuckDB reads, the row checks and
+the quarantine run in SQL) and the `ratings` table, `interactions_table` and `split_table` (SQL, RecBole protocol).
+Reports each stage's CPU seconds (user + system, all threads: comparable on a busy machine, unlike wall time), the
+wall time and the process's peak RSS (DuckDB included).
 
     nice -n 5 .venv/bin/python benchmarks/ingest.py --interactions 1000000 5000000 --format csv
+    nice -n 5 .venv/bin/python benchmarks/ingest.py --dataset ml-1m
 
 Data goes to a temporary folder (`--tmp`, default the system's).
 """
@@ -72,19 +75,26 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run(source: str, queue) -> None:
-    from llmrec_platform.data.datasets import load_dataset
-    from llmrec_platform.data.split import SplitConfig, prepare_interactions, split_interactions
+def _run(source: str, warehouse: str, queue) -> None:
+    import pyarrow as pa
 
+    from llmrec_platform.data.datasets import load_dataset
+    from llmrec_platform.data.split import SplitConfig, interactions_table, split_table
+    from llmrec_platform.storage.warehouse import Warehouse
+
+    store = Warehouse(warehouse)
     wall, cpu = time.perf_counter(), [_cpu()]
     dataset = load_dataset(source)
+    ratings = dataset.ratings_table
+    store.replace("ratings", ratings.append_column("dataset", pa.repeat(pa.scalar(source, pa.string()), len(ratings))))
     cpu.append(_cpu())
-    interactions = prepare_interactions(dataset.ratings, dataset.items, 3.0, 10)
+    store.replace("interactions", interactions_table(store.read_arrow("ratings"), dataset.items, 3.0, 10))
     cpu.append(_cpu())
-    split = split_interactions(interactions, SplitConfig())
+    split = split_table(store.read_arrow("interactions"), SplitConfig())
+    store.replace("split", split)
     cpu.append(_cpu())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
-    queue.put(([b - a for a, b in zip(cpu, cpu[1:], strict=False)], time.perf_counter() - wall, len(dataset.ratings),
+    queue.put(([b - a for a, b in zip(cpu, cpu[1:], strict=False)], time.perf_counter() - wall, len(ratings),
                len(dataset.quarantine), len(split), peak))
 
 
@@ -93,7 +103,8 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--format", choices=["parquet", "csv", "grouplens"], default="csv")
-    parser.add_argument("--tmp", default=None, help="folder for the generated data")
+    parser.add_argument("--dataset", default=None, help="a dataset by name or path (e.g. ml-1m) instead of the shop")
+    parser.add_argument("--tmp", default=None, help="folder for the generated data and the warehouse")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024**3:.0f} GiB; load average "
@@ -102,20 +113,20 @@ def main() -> None:
           "| split rows | peak RSS GiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        for n in args.interactions:
+        for n in [None] if args.dataset else args.interactions:
             folder = Path(tmp) / f"n{n}"
-            source = write_source(folder, n, args.items, args.format)
+            folder.mkdir()
+            source = args.dataset or write_source(folder, n, args.items, args.format)
             context = multiprocessing.get_context("spawn")  # a fresh process: its own peak RSS
             queue = context.Queue()
-            process = context.Process(target=_run, args=(source, queue))
+            process = context.Process(target=_run, args=(source, str(folder / "warehouse.duckdb"), queue))
             process.start()
             cpu, wall, loaded, quarantined, split_rows, peak = queue.get()
             process.join()
             cells = " | ".join(f"{c:.1f}" for c in cpu)
-            print(f"| {args.format} | {n:,} | {cells} | {wall:.1f} | {loaded:,} | {quarantined:,} | {split_rows:,} | "
-                  f"{peak:.2f} |", flush=True)
+            print(f"| {args.dataset or args.format} | {n or loaded + quarantined:,} | {cells} | {wall:.1f} | {loaded:,} | "
+                  f"{quarantined:,} | {split_rows:,} | {peak:.2f} |", flush=True)
             shutil.rmtree(folder, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import re
@@ -629,7 +630,11 @@ def main(argv: list[str] | None = None) -> int:
     from llmrec_platform.encoders.models import EncoderError
 
     try:
-        return args.func(args, Settings.from_env())
+        code = args.func(args, Settings.from_env())
+        # What a run leaves (every step's output, ~1 GiB of objects after a demo) lives until exit: frozen, it is
+        # left out of the interpreter's last garbage collection (the demo's wrap-up).
+        gc.freeze()
+        return code
     except (DatasetError, EncoderError, CliError, SettingsError) as exc:
         print(f"llmrec: error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from llmrec_platform.assets import (
 )
 from llmrec_platform.data.config import config_encoder, config_pseudonymize, config_user_text_weight
 from llmrec_platform.data.datasets import DatasetError
+from llmrec_platform.data.duck import set_memory_limit
 from llmrec_platform.data.privacy import missing_key_message
 from llmrec_platform.orchestration import (
     ASSET_CHECKS,
@@ -180,6 +181,7 @@ def build_definitions(resources: dict | None = None, settings: Settings | None =
     `build_resources(settings=settings)` (tests pass their own home)."""
     settings = settings or Settings.from_env()
     pin_blas_threads(settings.num_threads)  # every process that loads the code location: UI, daemon, run steps
+    set_memory_limit(settings.duckdb_memory_limit)  # every DuckDB session of the data path, in those processes
     return dg.Definitions(
         assets=all_assets(settings),
         jobs=JOBS,

@@ -50,6 +50,7 @@ champion tolerance into `ExperimentResource`, the events batch into `EventLogRes
 | LLMREC_DP_DELTA | `1e-6` | the Gaussian mechanism's delta, in (0, 1) |
 | LLMREC_DP_SEED | unset | a secret seed that makes the noise reproducible; unset: the OS's secure generator |
 | LLMREC_RAY_ADDRESS | unset (in-process) | Ray cluster of the heavy steps: `auto` (`ray start`), `host:port`, `ray://host:port` |
+| LLMREC_DUCKDB_MEMORY_LIMIT | `4GB` | memory limit of every DuckDB session of the data path (beyond it DuckDB spills to disk) |
 | LLMREC_BLOCK_USERS | `1024` | users per all-user scoring block, in-process and on Ray alike (same blocks, same lists) |
 | PROMETHEUS_MULTIPROC_DIR | unset | set by `llmrec serve` to a fresh folder under the home: `/metrics` sums its workers |
 """
@@ -64,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from llmrec_platform.data.duck import DEFAULT_MEMORY_LIMIT
 from llmrec_platform.data.split import PROTOCOLS
 from llmrec_platform.encoders.models import ENCODER_BACKENDS, ENCODER_DTYPES
 from llmrec_platform.encoders.vectors import DEFAULT_TEXT_WEIGHT
@@ -95,6 +97,8 @@ DEFAULT_NUM_THREADS = 2  # BLAS threads of every pipeline process: fixed, so met
 FIT_CACHE_ENV = "LLMREC_FIT_CACHE"  # 0: refit every ranker on every run
 ENCODER_BACKEND_ENV = "LLMREC_ENCODER_BACKEND"
 ENCODER_DTYPE_ENV = "LLMREC_ENCODER_DTYPE"
+DUCKDB_MEMORY_LIMIT_ENV = "LLMREC_DUCKDB_MEMORY_LIMIT"
+_MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 RAY_ADDRESS_ENV = "LLMREC_RAY_ADDRESS"  # unset: the heavy steps run in-process
 _RAY_ADDRESS = re.compile(r"auto|(ray://)?[A-Za-z0-9_.\-]+:\d+")
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it when it is imported
@@ -164,6 +168,7 @@ class Settings:
     dp_seed: int | None = field(default=None, repr=False)  # a secret: whoever knows it can remove the noise
     ray_address: str | None = None
     block_users: int = 1024
+    duckdb_memory_limit: str = DEFAULT_MEMORY_LIMIT
     metrics_dir: Path | None = None  # the server workers' shared Prometheus folder (multiprocess mode)
 
     @property
@@ -198,6 +203,10 @@ class Settings:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise SettingsError(f"{TIMEZONE_ENV}={timezone!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from exc
+        memory_limit = _text(env, DUCKDB_MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)
+        if not _MEMORY_SIZE.fullmatch(memory_limit) or not float(re.match(r"[\d.]+", memory_limit)[0]) > 0:
+            raise SettingsError(f"{DUCKDB_MEMORY_LIMIT_ENV}={memory_limit!r}: expected a positive size such as 4GB, "
+                                "512MB or 8GiB")
         return cls(
             home=Path(_text(env, HOME_ENV, DEFAULT_HOME)).expanduser().resolve(),
             dataset=_text(env, DATASET_ENV, DEFAULT_DATASET),
@@ -216,6 +225,7 @@ class Settings:
             encoder_dtype=_one_of(env, ENCODER_DTYPE_ENV, "fp32", ENCODER_DTYPES),
             ray_address=_ray_address(env),
             block_users=_number(env, "LLMREC_BLOCK_USERS", 1024, int, minimum=1),
+            duckdb_memory_limit=memory_limit,
             metrics_dir=Path(env[METRICS_DIR_ENV]) if env.get(METRICS_DIR_ENV, "").strip() else None,
             **_privacy(env),
             **_differential_privacy(env),

@@ -117,6 +117,20 @@ def test_variants_are_one_model_each_and_the_reference_is_the_hybrids_first(data
     assert not np.allclose(hybrid.predict(features, hybrid.training_log_.best_iteration), first)  # the mean differs
 
 
+def test_variants_train_the_trees_the_reference_scores_with(data):
+    """With early stopping the hybrid picks its number of trees; each variant trains exactly that many (no early
+    stopping of its own), so the variants differ from `with_llm` in their columns only."""
+    content = LLMContentRanker(unit_embeddings(list(data.item_ids), "item_id", seed=1)).fit(data)
+    config = HybridConfig(n_candidates=4, n_estimators=60, min_child_samples=2, num_leaves=4, n_models=1,
+                          early_stopping_rounds=3, holdout_users=0.5, pseudo_label_share=0.0, seed=3, num_threads=1)
+    hybrid = HybridRanker({"ease": EASERanker(reg_weight=5.0).fit(data)}, content, {}, config).fit(data)
+    best = hybrid.training_log_.best_iteration
+    assert best < len(hybrid.training_log_.validation_curve) < 60  # it stopped early: the test means something
+    variant = hybrid_variants(hybrid, data)["without_llm"]
+    assert (variant.config.n_estimators, variant.config.early_stopping_rounds) == (best, 0)
+    assert variant.model_.booster_.current_iteration() == variant.training_log_.best_iteration == best
+
+
 class RecordingCache(FitCache):
     """A real fit cache that also records which entries were hits."""
 

@@ -341,3 +341,13 @@ def test_run_on_a_dataset_config_prints_the_summary_and_tags_its_run(llmrec_home
     with duckdb.connect(str(llmrec_home.warehouse), read_only=True) as conn:
         [(users, first_item)] = conn.execute("SELECT count(DISTINCT user_id), min(item_id) FROM recommendations").fetchall()
     assert users == 30 and first_item.startswith("SKU-")  # the shop's own ids, not MovieLens ones
+
+
+def test_a_finished_command_freezes_what_it_leaves_for_a_quick_exit(tmp_path):
+    # The demo's wrap-up: without the freeze, the interpreter's last collection walks every output the run left.
+    code = ("import gc\nfrom llmrec_platform import cli\n"
+            "assert gc.get_freeze_count() == 0\ncode = cli.main(['add-items'])\nprint(code, gc.get_freeze_count() > 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"LLMREC_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "0 True"

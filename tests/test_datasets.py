@@ -218,3 +218,26 @@ def test_personal_data_is_scrubbed_from_every_text():
                           "occupation": ["writer"], "zip_code": ["1"], "age_group": ["30"],
                           "text": ["Write to me: me@example.com"]})
     assert build_user_texts(users)["text"].iloc[0] == "Write to me: [email]"
+
+
+def test_rows_are_named_by_their_line_around_empty_lines_crlf_and_rejected_rows(tmp_path):
+    """The line of every row (loaded or quarantined) comes from DuckDB's rejects and the empty lines, not from an
+    index of every line; the raw text of a rejected row is its own line."""
+    from llmrec_platform.data.readers import _numbered_lines, read_delimited
+
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(b"\xef\xbb\xbfuser_id,item_id,rating\r\n\r\nu1,i1,4\r\nu2,i2\r\n\r\nu3,i3,5,extra\r\nu4,i4,2\r\n")
+    result = read_delimited(path)
+    assert result.frame["user_id"].tolist() == ["u1", "u4"] and result.frame["_row"].tolist() == [3, 7]
+    assert result.quarantine[["row_number", "raw"]].values.tolist() == [[4, "u2,i2"], [6, "u3,i3,5,extra"]]
+    assert result.rows == {str(path): 4}
+    data = b"a\r\nbb\n\nccc\ndd"
+    assert _numbered_lines(data, [5, 1, 3], chunk=2) == {1: b"a", 3: b"", 5: b"dd"}
+
+
+def test_the_ratings_stay_arrow_until_pandas_is_asked_for(tiny_dataset_dir):
+    import pyarrow as pa
+
+    ds = load_dataset(str(tiny_dataset_dir))
+    assert isinstance(ds.ratings_table, pa.Table) and "ratings" not in ds.__dict__  # no pandas copy yet
+    assert ds.ratings.equals(ds.ratings_table.to_pandas())

@@ -209,6 +209,27 @@ def test_models_side_by_side_are_bit_identical_to_one_after_another(data):
     assert trees(parallel.extra_models_[0]) != trees(parallel.model_)  # another seed, other trees
 
 
-def trees(model) -> str:
-    """A LightGBM model's trees as text (without the parameters it lists after them, n_jobs among them)."""
-    return model.booster_.model_to_string().split("end of trees")[0]
+def test_with_models_is_the_hybrid_those_settings_train(data):
+    """`with_models` (what benchmarks/profile_hybrid.py --prefix scores) equals training with fewer models and trees:
+    LightGBM's tree t does not depend on how many trees follow it."""
+    candidates = {"ease": EASERanker(reg_weight=10).fit(data), "popularity": PopularityRanker().fit(data)}
+    config = HybridConfig(n_candidates=8, n_estimators=20, min_child_samples=5, num_leaves=7, seed=3, n_models=3,
+                          pseudo_label_share=0.2, num_threads=1)
+    full = HybridRanker(candidates, content_ranker(data), config=config).fit(data)
+    cut = full.with_models(2, 12)
+    trained = HybridRanker(candidates, content_ranker(data),
+                           config=dataclasses.replace(config, n_models=2, n_estimators=12)).fit(data)
+    assert cut.config == trained.config and cut.training_log_.best_iteration == 12 and len(full.extra_models_) == 2
+    for mine, theirs in zip([cut.model_, *cut.extra_models_], [trained.model_, *trained.extra_models_], strict=True):
+        assert trees(mine, 12) == trees(theirs)
+    users = np.arange(data.n_users)
+    np.testing.assert_array_equal(cut.score(users), trained.score(users))
+    assert not np.array_equal(full.score(users), cut.score(users))  # the cut really scores with less
+    with pytest.raises(ValueError, match="needs 1..3 models and 1..20 trees"):
+        full.with_models(2, 21)
+
+
+def trees(model, num_iteration: int | None = None) -> str:
+    """A LightGBM model's (first `num_iteration`) trees as text (without the parameters it lists after them, n_jobs
+    among them)."""
+    return model.booster_.model_to_string(num_iteration=num_iteration).split("end of trees")[0]

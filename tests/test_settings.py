@@ -55,6 +55,8 @@ def test_a_relative_home_is_resolved_against_the_working_directory(tmp_path, mon
     ({"LLMREC_DEVICE": "cuda:x"}, "LLMREC_DEVICE='cuda:x'"),
     ({"LLMREC_NUM_THREADS": "0"}, "LLMREC_NUM_THREADS='0': must be >= 1"),
     ({"LLMREC_FIT_CACHE": "maybe"}, "LLMREC_FIT_CACHE='maybe': use 1 (on) or 0 (off)"),
+    ({"LLMREC_DUCKDB_MEMORY_LIMIT": "lots"}, "LLMREC_DUCKDB_MEMORY_LIMIT='lots': expected a positive size"),
+    ({"LLMREC_DUCKDB_MEMORY_LIMIT": "0GB"}, "LLMREC_DUCKDB_MEMORY_LIMIT='0GB': expected a positive size"),
 ])
 def test_bad_settings_fail_with_the_variable_name(env, message):
     with pytest.raises(SettingsError, match=re.escape(message)):
@@ -87,3 +89,18 @@ def test_the_long_term_refresh_mode_is_a_named_choice():
     assert Settings.from_env({"LLMREC_LONG_TERM_REFRESH": "Request"}).long_term_refresh == "request"
     with pytest.raises(SettingsError, match="LLMREC_LONG_TERM_REFRESH='nightly': use request, background"):
         Settings.from_env({"LLMREC_LONG_TERM_REFRESH": "nightly"})
+
+
+def test_the_duckdb_memory_limit_reaches_every_data_path_session():
+    from llmrec_platform.data import duck
+
+    assert Settings.from_env({}).duckdb_memory_limit == "4GB"
+    limit = Settings.from_env({"LLMREC_DUCKDB_MEMORY_LIMIT": " 512MB "}).duckdb_memory_limit
+    try:
+        duck.set_memory_limit(limit)
+        with duck.session() as conn:
+            assert conn.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "488.2 MiB"  # 512e6 B
+    finally:
+        duck.set_memory_limit(duck.DEFAULT_MEMORY_LIMIT)
+    with duck.session() as conn:
+        assert conn.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "3.7 GiB"  # 4e9 B

@@ -213,3 +213,25 @@ def test_interaction_matrices_come_from_arrow_batches_in_id_order():
         assert data.valid.toarray().tolist() == [[0, 0, 1], [0, 0, 0], [0, 0, 0]]
         assert data.test.toarray().tolist() == [[0, 0, 0], [0, 0, 0], [1, 0, 0]]
         assert data.train.dtype == np.float32 and data.cold_item_mask().tolist() == [False, False, True]
+
+
+def test_the_warehouse_io_manager_hands_arrow_to_arrow_inputs_and_pandas_to_the_others(tmp_path):
+    import dagster as dg
+    import pyarrow as pa
+    from dagster._core.types.dagster_type import resolve_dagster_type
+
+    from llmrec_platform.resources.io_managers import WarehouseIOManager
+
+    manager = WarehouseIOManager(path=str(tmp_path / "warehouse.duckdb"))
+    table = pa.table({"user_id": ["u1", "u2"], "item_id": ["a", "b"], "rating": [4.0, 5.0], "timestamp": [1, 2]})
+    output = dg.build_output_context(asset_key="split", definition_metadata={"table": "split"})
+    manager.handle_output(output, table)
+    loaded = {}
+    for kind in (pa.Table, pd.DataFrame):
+        context = dg.build_input_context(upstream_output=output, dagster_type=resolve_dagster_type(kind),
+                                         asset_key="split")
+        loaded[kind] = manager.load_input(context)
+    assert isinstance(loaded[pa.Table], pa.Table) and loaded[pa.Table].equals(table)
+    assert isinstance(loaded[pd.DataFrame], pd.DataFrame) and loaded[pd.DataFrame].equals(table.to_pandas())
+    with pytest.raises(TypeError, match="stores DataFrames and Arrow tables, got dict"):
+        manager.handle_output(output, {"not": "a table"})

@@ -7,11 +7,13 @@ dataset's error budget.
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from llmrec_platform.assets.partitions import monthly_partitions
 from llmrec_platform.data.landing import landed_in_window, with_landed
 from llmrec_platform.data.quarantine import QUERY_HINT, summary, write_quarantine
-from llmrec_platform.data.specs import Dataset, over_budget
+from llmrec_platform.data.specs import RATINGS_COLUMNS, Dataset, over_budget
 from llmrec_platform.erasure.ledger import Tombstones, drop_erased
 from llmrec_platform.resources import DatasetResource, ExperimentResource, HomeResource, WarehouseResource
 
@@ -49,29 +51,40 @@ def _quarantine(context, loaded: Dataset, source: str, store, part: str) -> dict
     }
 
 
+def _without_erased(ratings: pa.Table, erased: Tombstones) -> pa.Table:
+    """`drop_erased` on Arrow ratings: the check runs on the distinct user ids only."""
+    users = pa.table({"user_id": pc.unique(ratings["user_id"])}).to_pandas()
+    kept = drop_erased(users, erased)
+    if len(kept) == len(users):
+        return ratings
+    return ratings.filter(pc.is_in(ratings["user_id"], value_set=pa.array(kept["user_id"], ratings["user_id"].type)))
+
+
 @dg.asset(
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     metadata={"table": "ratings", "partition_expr": "timestamp"},
     group_name="ingest",
-    kinds={"duckdb", "pandas"},
+    kinds={"duckdb", "arrow"},
 )
 def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource,
-                experiment: ExperimentResource, home: HomeResource) -> pd.DataFrame:
+                experiment: ExperimentResource, home: HomeResource) -> pa.Table:
     """Ratings whose timestamp falls in the partition window (tagged with their dataset), plus the rows
     landed in that window from LLMREC_HOME/landing/ (the `landed_ratings` ledger); bad rows go to the
-    `quarantine` table."""
+    `quarantine` table. Arrow from the reader to the warehouse: no pandas copy of the ratings."""
     window = context.partition_time_window
     start, end = int(window.start.timestamp()), int(window.end.timestamp())
     loaded, label = dataset.load(), dataset.label()
     if experiment.protocol == "temporal" and not loaded.has_timestamps:
         raise dg.Failure(f"dataset {label} has no timestamps (interactions.timestamp is not set), so the "
                          "temporal protocol cannot cut it in time: use the recbole protocol")
-    in_window = loaded.ratings["timestamp"].between(start, end - 1)
+    table = loaded.ratings_table.select(RATINGS_COLUMNS)
+    stamps = table["timestamp"]
+    in_window = table.filter(pc.and_(pc.greater_equal(stamps, start), pc.less(stamps, end)))
+    in_window = in_window.append_column("dataset", pa.repeat(pa.scalar(label, pa.string()), in_window.num_rows))
     store = warehouse.warehouse()
     landed = landed_in_window(store, start, end, label)
-    ratings = with_landed(loaded.ratings[in_window].reset_index(drop=True).assign(dataset=label), landed)
-    ratings = drop_erased(ratings, Tombstones(home.paths().erasure))  # `llmrec forget` users stay forgotten
+    ratings = _without_erased(with_landed(in_window, landed), Tombstones(home.paths().erasure))  # forgotten users
     if store.has_table("ratings"):
         # The warehouse holds one dataset at a time: switching datasets drops the other one's rows.
         dropped = store.delete("ratings", "dataset <> ?", [label])
@@ -81,8 +94,8 @@ def raw_ratings(context: dg.AssetExecutionContext, dataset: DatasetResource, war
     context.add_output_metadata({
         "dataset": label,
         "window": f"{window.start:%Y-%m} .. {window.end:%Y-%m} (exclusive)",
-        "users": int(ratings["user_id"].nunique()),
-        "items": int(ratings["item_id"].nunique()),
+        "users": pc.count_distinct(ratings["user_id"]).as_py(),
+        "items": pc.count_distinct(ratings["item_id"]).as_py(),
         "landed": len(landed),
         **quality,
     })

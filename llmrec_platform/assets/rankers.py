@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec_platform import progress
+from llmrec_platform.compute import rows_by_node
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.encoders.vectors import align
 from llmrec_platform.evaluation.evaluate import evaluate
@@ -29,7 +30,7 @@ from llmrec_platform.rankers.multvae import MultVAERanker
 from llmrec_platform.rankers.scale import fit_within
 from llmrec_platform.rankers.simple import PopularityRanker
 from llmrec_platform.rankers.tfidf import TfidfContentRanker
-from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource
+from llmrec_platform.resources import ComputeResource, DatasetResource, ExperimentResource, TrackingResource
 from llmrec_platform.storage.tracking import data_fingerprint
 
 ARTIFACTS_IO = "artifacts_io"
@@ -242,16 +243,21 @@ def hybrid_ranker(
     ease_ranker: TrainedRanker, itemknn_ranker: TrainedRanker, als_ranker: TrainedRanker,
     bpr_adam_ranker: TrainedRanker, multvae_ranker: TrainedRanker, llm_content_ranker: TrainedRanker,
     genre_match_ranker: TrainedRanker,
-    tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource,
+    tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource, compute: ComputeResource,
 ) -> TrainedRanker:
     """CF candidates (EASE, ItemKNN, ALS, Adam-BPR, Mult-VAE) re-ranked by LightGBM LambdaRank with LLM features,
-    trained on the validation fold."""
+    trained on the validation fold; its feature matrices are built over user blocks where `compute` says."""
+    blocks = compute.blocks()  # an unreachable cluster fails here, before any work
     candidates = {t.ranker.name: t.ranker
                   for t in (ease_ranker, itemknn_ranker, als_ranker, bpr_adam_ranker, multvae_ranker)}
     hybrid_config = HybridConfig(**config.model_dump(), seed=experiment.seed)
     ranker = HybridRanker(candidates, llm_content_ranker.ranker, {"genre_match": genre_match_ranker.ranker}, hybrid_config,
-                          refit_cache=experiment.fit_cache_store())
-    return train_hybrid(context, ranker, split, tracking, dataset, experiment)
+                          refit_cache=experiment.fit_cache_store(), blocks=blocks)
+    trained = train_hybrid(context, ranker, split, tracking, dataset, experiment)
+    # which node built the feature rows of how many users (none when the fit came from the cache)
+    context.add_output_metadata({"compute": blocks.name,
+                                 "featurised_rows_by_node": dg.MetadataValue.json(rows_by_node(blocks.placements))})
+    return trained
 
 
 def train_hybrid(

@@ -1,35 +1,40 @@
-"""Interactions and the train/valid/test split."""
+"""Interactions and the train/valid/test split: Arrow in and out, so the rows stay in DuckDB and Arrow from the
+warehouse's `ratings` to its `split` (the IO manager hands pandas only to inputs that ask for it)."""
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from llmrec_platform.data.split import cold_items, prepare_interactions, split_interactions
+from llmrec_platform.data.split import cold_items, interactions_table, split_table
 from llmrec_platform.resources import ExperimentResource
 
 
 @dg.asset(metadata={"table": "interactions"}, group_name="split", kinds={"duckdb"})
 def interactions(
-    context: dg.AssetExecutionContext, raw_ratings: pd.DataFrame, raw_items: pd.DataFrame, experiment: ExperimentResource
-) -> pd.DataFrame:
+    context: dg.AssetExecutionContext, raw_ratings: pa.Table, raw_items: pd.DataFrame, experiment: ExperimentResource
+) -> pa.Table:
     """Ratings >= min_rating of known items, one per user-item, k-core filtered (all partitions)."""
-    frame = prepare_interactions(raw_ratings, raw_items, experiment.min_rating, experiment.core)
+    table = interactions_table(raw_ratings, raw_items, experiment.min_rating, experiment.core)
     context.add_output_metadata({
-        "ratings_in": len(raw_ratings),
-        "users": int(frame["user_id"].nunique()),
-        "items": int(frame["item_id"].nunique()),
+        "ratings_in": raw_ratings.num_rows,
+        "users": pc.count_distinct(table["user_id"]).as_py(),
+        "items": pc.count_distinct(table["item_id"]).as_py(),
     })
-    return frame
+    return table
 
 
 @dg.asset(metadata={"table": "split"}, group_name="split", kinds={"duckdb"})
-def split(context: dg.AssetExecutionContext, interactions: pd.DataFrame, experiment: ExperimentResource) -> pd.DataFrame:
+def split(context: dg.AssetExecutionContext, interactions: pa.Table, experiment: ExperimentResource) -> pa.Table:
     """user_id, item_id, rating, timestamp, fold (train / valid / test) under the configured protocol."""
     config = experiment.split_config()
-    frame = split_interactions(interactions, config)
+    table = split_table(interactions, config)
+    folds = pc.value_counts(table["fold"])
     context.add_output_metadata({
         "protocol": config.protocol,
         "seed": config.seed,
-        **{f"{fold}_rows": int(n) for fold, n in frame["fold"].value_counts().items()},
-        "cold_items": len(cold_items(frame)),
+        **{f"{fold}_rows": n for fold, n in zip(folds.field("values").to_pylist(), folds.field("counts").to_pylist(),
+                                                strict=True)},
+        "cold_items": len(cold_items(table)),
     })
-    return frame
+    return table

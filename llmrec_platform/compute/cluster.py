@@ -2,7 +2,7 @@
 
 - `map` runs one Ray task per block with scheduling_strategy="SPREAD" (small tasks would otherwise pack onto one
   node); the driver does the reduce. A failed or killed task fails the step (no retry: Dagster's retry policy is the
-  place for that, and a silent rescore would hide a dying node).
+  place for that, and a silent rescore would hide a dying node), and the step's other tasks are cancelled.
 - `encode` is Ray Data `map_batches` over an actor pool of one encoder per worker node (`ActorPoolStrategy`), held
   one per node by a STRICT_SPREAD placement group, each actor asking for one GPU when the device is CUDA and one CPU
   otherwise, so a 2-CPU node keeps a CPU for Ray Data's own tasks (a pool that takes every CPU deadlocks them). The
@@ -158,7 +158,14 @@ class RayBlocks:
         refs = [ray.put(value) for value in shared]  # shipped once, not once per block
         task = ray.remote(_run_block).options(scheduling_strategy="SPREAD", num_cpus=1, max_retries=0,
                                               name=f"llmrec:{step}")
-        done = ray.get([task.remote(fn, block, self.num_threads, *refs) for block in blocks])
+        running = [task.remote(fn, block, self.num_threads, *refs) for block in blocks]
+        try:
+            done = ray.get(running)
+        except BaseException:
+            # A failed step leaves nothing behind: its other blocks would hold the nodes' CPUs until they finished.
+            for ref in running:
+                ray.cancel(ref, force=True)
+            raise
         self.placements.extend(Placement(step, i, node, len(block))
                                for i, ((node, _), block) in enumerate(zip(done, blocks, strict=True)))
         return [result for _, result in done]

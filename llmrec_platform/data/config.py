@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from llmrec_platform.data.readers import (
@@ -334,8 +335,9 @@ def load_config_dataset(config: DatasetConfig, name: str | None = None,
                                           rating_range=rating_range if "rating" in inter else RATING_RANGE)
     ratings, checked_q = check_ratings(ratings, items, valid_range, items_source="items.path")
     low, high = rating_range
-    if "rating" in inter and (low < RATING_RANGE[0] or high > RATING_RANGE[1]):
-        ratings["rating"] = 1.0 + 4.0 * (ratings["rating"] - low) / (high - low)
+    if "rating" in inter and (low < RATING_RANGE[0] or high > RATING_RANGE[1]):  # 1 + 4 (r - low) / (high - low)
+        scaled = pc.add(1.0, pc.divide(pc.multiply(4.0, pc.subtract(ratings["rating"], float(low))), float(high - low)))
+        ratings = ratings.set_column(ratings.column_names.index("rating"), "rating", scaled)
 
     # Users (optional): id and profile text; user texts (optional) join the profile, most recent first.
     users = pd.DataFrame(columns=USERS_COLUMNS + ["age_group", "text"])
@@ -361,7 +363,7 @@ def load_config_dataset(config: DatasetConfig, name: str | None = None,
         users=[users_read.quarantine if users_read else None, users_q],
         user_texts=[texts_read.quarantine if texts_read else None, texts_q],
     )
-    if ratings.empty:
+    if not ratings.num_rows:
         raise ConfigError(f"{config.file}: interactions: no valid rows (all {sum(inter_read.rows.values())} quarantined)")
     rows = {"ratings": inter_read.rows, "items": items_read.rows}
     if users_read is not None:
@@ -370,7 +372,7 @@ def load_config_dataset(config: DatasetConfig, name: str | None = None,
         rows["user_texts"] = texts_read.rows
     notes = inter_read.notes + items_read.notes + (users_read.notes if users_read else []) + \
         (texts_read.notes if texts_read else [])
-    return Dataset(name=name or config.name, ratings=ratings, items=items[ITEMS_COLUMNS + ["text"]], users=users,
+    return Dataset(name=name or config.name, ratings_table=ratings, items=items[ITEMS_COLUMNS + ["text"]], users=users,
                    quarantine=quarantine, rows=rows, notes=notes, error_budget=config.error_budget,
                    has_timestamps="timestamp" in inter, encoder=config.encoder, rating_range=rating_range,
                    pseudonymize=config.pseudonymize)

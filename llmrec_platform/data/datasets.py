@@ -181,10 +181,10 @@ def load_dataset(name_or_path: Source, valid_range: tuple[int, int] | None = Non
     ratings, checked_q = check_ratings(ratings, items, valid_range, items_source=str(items_file))
     quarantine = tag_parts(ratings=[raw_ratings.quarantine, ratings_q, checked_q],
                            items=[raw_items.quarantine, items_q], users=[raw_users.quarantine, users_q])
-    if ratings.empty:
+    if not ratings.num_rows:
         raise DatasetError(f"{ratings_file}: no valid rating rows (all {raw_ratings.rows.get(str(ratings_file), 0)} "
                            f"rows quarantined; first reasons: {_first_reasons(quarantine)})")
-    return Dataset(name=name_or_path, ratings=ratings, items=items, users=users, quarantine=quarantine,
+    return Dataset(name=name_or_path, ratings_table=ratings, items=items, users=users, quarantine=quarantine,
                    rows={"ratings": raw_ratings.rows, "items": raw_items.rows, "users": raw_users.rows},
                    notes=raw_ratings.notes + raw_items.notes + raw_users.notes)
 

@@ -1,5 +1,6 @@
-"""The DuckDB session every step of the data path runs in (no Dagster): a memory limit (beyond it DuckDB spills to
-a temporary folder), a fixed thread count, UTC and no progress bar; and how a frame enters it (`register`)."""
+"""The DuckDB session every step of the data path runs in (no Dagster): a memory limit (LLMREC_DUCKDB_MEMORY_LIMIT;
+beyond it DuckDB spills to a temporary folder), a fixed thread count, UTC and no progress bar; and how a frame
+enters it (`register`)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,26 @@ from llmrec_platform.data.readers import frame_table
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_MEMORY_LIMIT = "4GB"
+DEFAULT_MEMORY_LIMIT = "4GB"  # LLMREC_DUCKDB_MEMORY_LIMIT (settings.py) replaces it per process
 DEFAULT_THREADS = 2
+_memory_limit = DEFAULT_MEMORY_LIMIT
+
+
+def set_memory_limit(limit: str) -> None:
+    """The memory limit of every later session of this process (the code location and the CLI call it once with
+    `Settings.duckdb_memory_limit`); checked by DuckDB now, so a bad value fails at start-up."""
+    global _memory_limit
+    with session(limit):
+        pass
+    _memory_limit = limit
 
 
 @contextlib.contextmanager
-def session(memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS,
+def session(memory_limit: str | None = None, threads: int = DEFAULT_THREADS,
             spill: str | Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB connection under `memory_limit`, spilling to `spill` (default: a temporary folder)."""
+    """An in-memory DuckDB connection under `memory_limit` (None: the process's, see `set_memory_limit`), spilling
+    to `spill` (default: a temporary folder)."""
+    memory_limit = memory_limit or _memory_limit
     with contextlib.ExitStack() as stack:
         folder = spill or stack.enter_context(tempfile.TemporaryDirectory(prefix="llmrec-duckdb-"))
         conn = stack.enter_context(duckdb.connect())

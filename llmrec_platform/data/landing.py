@@ -37,8 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from llmrec_platform.data import quarantine as quarantine_table
+from llmrec_platform.data.duck import ORDER, register, session
 from llmrec_platform.data.privacy import WITHHELD, Pseudonymizer
 from llmrec_platform.data.readers import (
     QUARANTINE_COLUMNS,
@@ -157,7 +159,7 @@ def validate_landed(
     items = None if known_items is None else pd.DataFrame({"item_id": known_items.astype(str)})
     good, checked = check_ratings(good, items, valid_range, items_source="the warehouse's items")
     rejected = concat_quarantine([quarantine, checked])
-    return good, rejected.sort_values("row_number", kind="stable").reset_index(drop=True)
+    return good.to_pandas(), rejected.sort_values("row_number", kind="stable").reset_index(drop=True)
 
 
 _CREATE = {
@@ -200,13 +202,21 @@ def landed_in_window(store: Warehouse, start: int, end: int, dataset: str) -> pd
                        "AND dataset = ? ORDER BY landed_at, source_file", [start, end, dataset])
 
 
-def with_landed(ratings: pd.DataFrame, landed: pd.DataFrame) -> pd.DataFrame:
-    """Dataset ratings plus landed ones (same columns); a landed row replaces a row with the same key."""
+def with_landed(ratings: pa.Table, landed: pd.DataFrame) -> pa.Table:
+    """Dataset ratings plus landed ones (same columns, after them); a landed row replaces a row with the same key
+    (the last of a key stays, where it stands)."""
     if landed.empty:
         return ratings
-    landed = landed[list(ratings.columns)].astype(ratings.dtypes.to_dict())
-    combined = pd.concat([ratings, landed], ignore_index=True)
-    return combined.drop_duplicates(RATING_KEY, keep="last").reset_index(drop=True)
+    key = ", ".join(RATING_KEY)
+    with session() as conn:
+        register(conn, "ratings_in", ratings)
+        register(conn, "landed_in", landed[ratings.column_names])
+        combined = conn.sql(f"""
+            SELECT {', '.join(ratings.column_names)} FROM (
+                SELECT *, 0 AS _part FROM ratings_in UNION ALL BY NAME SELECT *, 1 AS _part FROM landed_in)
+            QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _part DESC, {ORDER} DESC) = 1
+            ORDER BY _part, {ORDER}""").to_arrow_table()
+    return combined.cast(ratings.schema)
 
 
 def move(path: Path, folder: Path) -> Path:

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 
 PSEUDONYM_PREFIX = "u"
 PSEUDONYM_HEX = 24  # 96 bits: no collision in practice for any realistic number of users
@@ -80,7 +81,9 @@ class Pseudonymizer:
 def pseudonymize_dataset(dataset, pseudonymizer: Pseudonymizer):
     """A copy of a `specs.Dataset` whose user ids are pseudonyms and whose quarantine rows of the
     user-bearing parts no longer hold their raw text (every other column kept)."""
-    ratings = dataset.ratings.assign(user_id=pseudonymizer.series(dataset.ratings["user_id"]))
+    table = dataset.ratings_table
+    pseudonyms = pseudonymizer.series(table["user_id"].to_pandas())
+    ratings = table.set_column(table.column_names.index("user_id"), "user_id", pa.array(pseudonyms, pa.string()))
     users = dataset.users
     if len(users):
         users = users.assign(user_id=pseudonymizer.series(users["user_id"]))
@@ -88,7 +91,7 @@ def pseudonymize_dataset(dataset, pseudonymizer: Pseudonymizer):
     if len(quarantine):
         carries_ids = quarantine["part"].isin(USER_PARTS)
         quarantine = quarantine.assign(raw=quarantine["raw"].where(~carries_ids, WITHHELD))
-    return dataclasses.replace(dataset, ratings=ratings, users=users, quarantine=quarantine,
+    return dataclasses.replace(dataset, ratings_table=ratings, users=users, quarantine=quarantine,
                                notes=[*dataset.notes, "user ids pseudonymized (HMAC-SHA256)"])
 
 

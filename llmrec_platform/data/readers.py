@@ -184,6 +184,52 @@ class _LineIndex:
         return self.data[self.starts[number - 1]:self.ends[number - 1]]
 
 
+_EMPTY_LINE = re.compile(rb"\n(?=\r?(\n|\Z))")
+
+
+def _empty_lines(body: bytes) -> set[int]:
+    """Numbers (1-based) of the lines with no content (CR LF line ends too), found without indexing every line."""
+    empty = {1} if body[:1] == b"\n" or body[:2] == b"\r\n" or body == b"\r" else set()
+    line, previous = 1, 0
+    for match in _EMPTY_LINE.finditer(body):
+        line += body.count(b"\n", previous, match.end())
+        previous = match.end()
+        empty.add(line)
+    return empty
+
+
+def _other_lines(skipped: np.ndarray, n_lines: int) -> np.ndarray:
+    """The line numbers 1..n_lines in order, less the sorted `skipped` ones (vectorized, one int64 per line kept)."""
+    skipped = skipped[(skipped >= 1) & (skipped <= n_lines)]
+    kept = np.arange(1, n_lines - len(skipped) + 1, dtype=np.int64)  # the k-th kept line, 1-based
+    # The k-th kept line comes after every skipped line s_j with fewer than k kept lines before it (s_j - j - 1).
+    return kept + np.searchsorted(skipped - np.arange(len(skipped)) - 1, kept, side="left")
+
+
+def _numbered_lines(data: bytes, numbers, chunk: int = 1 << 24) -> dict[int, bytes]:
+    """The lines of `data` with these 1-based numbers (a CR before the LF dropped), found by counting line ends chunk
+    by chunk: memory bounded by the chunk, not by the file."""
+    wanted = sorted({int(n) for n in numbers if n >= 1})
+    starts = {1: 0} if wanted and wanted[0] == 1 else {}
+    seen, i = 0, 0  # line ends counted so far; next wanted line to place
+    while i < len(wanted) and wanted[i] == 1:
+        i += 1
+    for offset in range(0, len(data), chunk):
+        if i == len(wanted):
+            break
+        ends = np.flatnonzero(np.frombuffer(data, np.uint8, min(chunk, len(data) - offset), offset) == 10) + offset
+        while i < len(wanted) and wanted[i] - 1 <= seen + len(ends):  # line n starts after the (n-1)-th line end
+            starts[wanted[i]] = int(ends[wanted[i] - 2 - seen]) + 1
+            i += 1
+        seen += len(ends)
+    lines = {}
+    for number, start in starts.items():
+        end = data.find(b"\n", start)
+        line = data[start:] if end < 0 else data[start:end]
+        lines[number] = line[:-1] if line.endswith(b"\r") else line
+    return lines
+
+
 def _utf16_as_utf8(body: bytes, encoding: str) -> bytes:
     """A UTF-16 file as UTF-8 bytes; invalid sequences become U+FFFD (and their lines are quarantined)."""
     try:
@@ -232,10 +278,10 @@ def read_delimited(
     blank: dict[int, str] = {}  # line -> why it is quarantined here, before DuckDB (it reads the line as empty)
     if encoding.replace("_", "-") in _UTF16:  # DuckDB's UTF-16 decoder fails on mixed line ends: decode here
         body, encoding = _utf16_as_utf8(body, encoding), "utf-8"
-    lines = _LineIndex(body)
+    lines = functools.cache(lambda: _LineIndex(body))  # only the rewritten files below need every line's place
     if file_encoding != encoding and b"\xef\xbf\xbd" in body:  # U+FFFD: where the UTF-16 bytes were invalid
-        blank.update((int(n), f"bytes not valid in {file_encoding}") for n in lines.non_empty
-                     if b"\xef\xbf\xbd" in lines[int(n)])
+        blank.update((int(n), f"bytes not valid in {file_encoding}") for n in lines().non_empty
+                     if b"\xef\xbf\xbd" in lines()[int(n)])
     duck_encoding = _DUCKDB_ENCODINGS.get(encoding)
     if duck_encoding == "latin-1" and _C1_BYTES.search(body):
         duck_encoding = None  # DuckDB's Latin-1 refuses the whole file over one byte in 0x80-0x9f: Python's takes them
@@ -247,9 +293,9 @@ def read_delimited(
     normalize = b"\n" in body and b"\r" in body and (
         bool(_BARE_CR.search(body)) or body.count(b"\r\n") < body.count(b"\n"))
     if normalize:
-        blank.update((int(n), "a carriage return (\\r) inside the line") for n in lines.non_empty
-                     if b"\r" in lines[int(n)])
-    pre_rejects = [(n, reason, _decode(lines[n], encoding)) for n, reason in sorted(blank.items())]
+        blank.update((int(n), "a carriage return (\\r) inside the line") for n in lines().non_empty
+                     if b"\r" in lines()[int(n)])
+    pre_rejects = [(n, reason, _decode(lines()[n], encoding)) for n, reason in sorted(blank.items())]
     if duck_encoding is None:  # transcode line by line; lines the codec rejects are quarantined here
         try:
             codecs.lookup(encoding)
@@ -269,7 +315,7 @@ def read_delimited(
     elif normalize or blank or file_encoding != encoding or (data.startswith(BOM) and duck_encoding != "utf-8"):
         # LF line ends, UTF-8, no byte-order mark (only DuckDB's UTF-8 drops it), the quarantined lines left empty
         with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as tmp:
-            tmp.write(b"\n".join(b"" if n in blank else lines[n] for n in range(1, len(lines) + 1)))
+            tmp.write(b"\n".join(b"" if n in blank else lines()[n] for n in range(1, len(lines()) + 1)))
         read_path = Path(tmp.name)
     if sep is not None:
         options.setdefault("delim", sep)
@@ -285,9 +331,10 @@ def read_delimited(
     else:
         params.update(header=bool(options.get("header", header)), all_varchar=True)
     args = ", ".join(f"{k} := ?" for k in params)
+    from llmrec_platform.data.duck import session  # duck imports this module
+
     try:
-        with duckdb.connect() as conn:
-            conn.execute("SET enable_progress_bar = false")
+        with session() as conn:
             table = conn.sql(f"SELECT * FROM read_csv(?, {args})",
                              params=[str(read_path), *params.values()]).to_arrow_table()
             rejects = conn.execute(f"SELECT line, column_name, error_type, error_message, csv_line FROM {rejects_table} "
@@ -303,12 +350,13 @@ def read_delimited(
     for number, reason, raw in pre_rejects:
         rejected_lines.add(number)
         records.append((number, "(row)", reason, raw))
+    rejected_text = _numbered_lines(body, rejects["line"].dropna()) if len(rejects) else {}
     for r in rejects.itertuples(index=False):
         line = int(r.line) if pd.notna(r.line) else 0
         if line in rejected_lines:
             continue
         rejected_lines.add(line)
-        raw = _decode(lines[line], encoding) if 0 < line <= len(lines) else str(r.csv_line)
+        raw = _decode(rejected_text[line], encoding) if line in rejected_text else str(r.csv_line)
         kind = str(r.error_type)
         if kind == "INVALID ENCODING":
             reason = f"bytes not valid in {encoding}"
@@ -324,15 +372,15 @@ def read_delimited(
     quarantine = (quarantine_records(source, [r[0] for r in records], [r[1] for r in records],
                                      [r[2] for r in records], [r[3] for r in records])
                   if records else empty_quarantine())
-    # Line numbers of the loaded rows: the non-empty lines, less the header and the rejected ones (exact
-    # unless a quoted value spans lines; then they are record positions).
+    # Line numbers of the loaded rows: every line but the header, the empty ones and the rejected ones (DuckDB's
+    # line numbers), in order; exact unless a quoted value spans lines (then they are record positions).
     has_header = bool(params.get("header"))
-    candidates = lines.non_empty[1:] if has_header else lines.non_empty
-    if rejected_lines:
-        candidates = candidates[~np.isin(candidates, np.fromiter(rejected_lines, dtype="int64"))]
-    if len(candidates) == table.num_rows:
-        row_numbers = candidates.astype("int64")
-    else:
+    skipped = _empty_lines(body)
+    if has_header:
+        skipped.add(min(set(range(1, len(skipped) + 2)) - skipped))  # the first non-empty line
+    skipped |= rejected_lines
+    row_numbers = _other_lines(np.array(sorted(skipped), dtype="int64"), body.count(b"\n") + 1)
+    if len(row_numbers) != table.num_rows:
         row_numbers = np.arange(1, table.num_rows + 1, dtype="int64") + (1 if has_header else 0)
         notes.append(f"{source}: a quoted value spans lines; row numbers are record positions")
     return ReadResult(_numbered(table, source, row_numbers), quarantine, {source: table.num_rows + len(records)}, notes)
@@ -384,9 +432,10 @@ def read_parquet(path: Path) -> ReadResult:
     source = str(path)
     if path.stat().st_size == 0:
         raise ReadError(f"{source}: the file is empty")
+    from llmrec_platform.data.duck import session  # duck imports this module
+
     try:
-        with duckdb.connect() as conn:
-            conn.execute("SET enable_progress_bar = false")
+        with session() as conn:
             table = conn.sql("SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _row "
                              "FROM read_parquet(?, file_row_number = true)", params=[source]).to_arrow_table()
     except duckdb.Error as exc:

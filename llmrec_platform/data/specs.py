@@ -2,7 +2,7 @@
 a source can be (a name, a folder, a config file, or an `InlineConfig`).
 
 Canonical frames (ids are strings everywhere):
-  ratings: user_id, item_id, rating (float), timestamp (int64 epoch seconds)
+  ratings: user_id, item_id, rating (float), timestamp (int64 epoch seconds); Arrow in `ratings_table`
   items:   item_id, title, year (Int64), genres (list[str]) [+ text: the item text, for config datasets]
   users:   user_id, age (Int64), gender, occupation, zip_code, age_group [+ text: the profile text]
 
@@ -12,12 +12,14 @@ The loaders (`datasets` for packaged and GroupLens sources, `config` for dataset
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from llmrec_platform.data.readers import empty_quarantine
 
@@ -45,7 +47,8 @@ def empty_dataset_quarantine() -> pd.DataFrame:
 @dataclass
 class Dataset:
     name: str
-    ratings: pd.DataFrame
+    # The canonical ratings in Arrow (no Python string per row): what the ingest assets hand to the warehouse.
+    ratings_table: pa.Table
     items: pd.DataFrame
     users: pd.DataFrame
     # QUARANTINE_COLUMNS + part (ratings / items / users / user_texts): the rows this load rejected.
@@ -57,6 +60,11 @@ class Dataset:
     encoder: str | None = None  # the encoder a dataset config asks for (None: the platform default)
     rating_range: tuple[float, float] = RATING_RANGE
     pseudonymize: bool = False  # the config asks for pseudonymized user ids (`load_pseudonymized`)
+
+    @functools.cached_property
+    def ratings(self) -> pd.DataFrame:
+        """`ratings_table` as pandas, made on first use (the ingest assets never ask for it)."""
+        return self.ratings_table.to_pandas()
 
     def quarantined(self, part: str) -> pd.DataFrame:
         return self.quarantine[self.quarantine["part"] == part].reset_index(drop=True)

@@ -9,7 +9,8 @@ temporal: one global time cut (the leak-free choice for production): the latest 
 Filtering, k-core, folds and the cold-item hold-out run in SQL inside one `duck.session` (under its memory
 limit). Python draws only the seeded random numbers: one permutation of the interactions (the RecBole shuffle)
 and the cold items, so the folds are exactly those of numpy's generator for a seed, on any machine and thread
-count. Frames (pandas or Arrow) come in and a pandas frame goes out: the assets' edge.
+count. Frames (pandas or Arrow) come in; Arrow goes out (`interactions_table`, `split_table`: what the assets hand on),
+or pandas (`prepare_interactions`, `split_interactions`) for callers that want it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from llmrec_platform.data.duck import DEFAULT_MEMORY_LIMIT, ORDER, register, session
+from llmrec_platform.data.duck import ORDER, register, session
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,7 +57,7 @@ def _k_core(conn, table: str, core: int) -> None:
         pass
 
 
-def k_core(frame: pd.DataFrame | pa.Table, core: int, memory_limit: str = DEFAULT_MEMORY_LIMIT) -> pd.DataFrame:
+def k_core(frame: pd.DataFrame | pa.Table, core: int, memory_limit: str | None = None) -> pd.DataFrame:
     """`frame`'s rows (in its order) whose users and items keep at least `core` interactions each."""
     with session(memory_limit) as conn:
         register(conn, "frame_in", frame)
@@ -66,9 +67,15 @@ def k_core(frame: pd.DataFrame | pa.Table, core: int, memory_limit: str = DEFAUL
 
 
 def prepare_interactions(ratings: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, min_rating: float, core: int,
-                         memory_limit: str = DEFAULT_MEMORY_LIMIT) -> pd.DataFrame:
+                         memory_limit: str | None = None) -> pd.DataFrame:
+    """`interactions_table` as pandas."""
+    return interactions_table(ratings, items, min_rating, core, memory_limit).to_pandas()
+
+
+def interactions_table(ratings: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, min_rating: float, core: int,
+                       memory_limit: str | None = None) -> pa.Table:
     """Keep ratings >= min_rating of known items (one row per user-item: the latest; on a tie in time the later
-    row), then k-core filter. Rows come out in time order (ties: input order)."""
+    row), then k-core filter. Rows come out in time order (ties: input order), in Arrow."""
     with session(memory_limit) as conn:
         register(conn, "ratings_in", ratings)
         register(conn, "items_in", items, ["item_id"])
@@ -80,13 +87,18 @@ def prepare_interactions(ratings: pd.DataFrame | pa.Table, items: pd.DataFrame |
                 FROM ratings_in WHERE rating >= CAST($1 AS DOUBLE) AND item_id IN (SELECT item_id FROM items_in))
             WHERE _latest = 1""", [float(min_rating)])
         _k_core(conn, "inter", core)
-        return conn.sql(f"SELECT * EXCLUDE ({ORDER}) FROM inter ORDER BY timestamp, {ORDER}").df()
+        return conn.sql(f"SELECT * EXCLUDE ({ORDER}) FROM inter ORDER BY timestamp, {ORDER}").to_arrow_table()
 
 
 def split_interactions(interactions: pd.DataFrame | pa.Table, config: SplitConfig,
-                       memory_limit: str = DEFAULT_MEMORY_LIMIT) -> pd.DataFrame:
-    """SPLIT_COLUMNS: each interaction with its fold under `config`. recbole rows come out by user (in shuffled
-    order), temporal ones in input order."""
+                       memory_limit: str | None = None) -> pd.DataFrame:
+    """`split_table` as pandas."""
+    return split_table(interactions, config, memory_limit).to_pandas()
+
+
+def split_table(interactions: pd.DataFrame | pa.Table, config: SplitConfig, memory_limit: str | None = None) -> pa.Table:
+    """SPLIT_COLUMNS in Arrow: each interaction with its fold under `config`. recbole rows come out by user (in
+    shuffled order), temporal ones in input order."""
     with session(memory_limit) as conn:
         n = register(conn, "inter_in", interactions, ["user_id", "item_id", "rating", "timestamp"])
         if n == 0:
@@ -97,7 +109,7 @@ def split_interactions(interactions: pd.DataFrame | pa.Table, config: SplitConfi
             _temporal(conn, n, config)
         if config.cold_item_fraction > 0:
             _hold_out_cold_items(conn, config.cold_item_fraction, config.seed)
-        return conn.sql(f"SELECT {', '.join(SPLIT_COLUMNS)} FROM folds ORDER BY _rank").df()
+        return conn.sql(f"SELECT {', '.join(SPLIT_COLUMNS)} FROM folds ORDER BY _rank").to_arrow_table()
 
 
 def _random_per_user(conn, n: int, config: SplitConfig) -> None:
@@ -166,7 +178,9 @@ def _hold_out_cold_items(conn, fraction: float, seed: int) -> None:
     conn.unregister("cold_in")
 
 
-def cold_items(split: pd.DataFrame) -> np.ndarray:
+def cold_items(split: pd.DataFrame | pa.Table) -> np.ndarray:
     """Items that appear in valid/test but never in train."""
+    if isinstance(split, pa.Table):
+        split = split.select(["item_id", "fold"]).to_pandas()
     train_items = set(split.loc[split["fold"] == "train", "item_id"])
     return np.array(sorted(set(split["item_id"]) - train_items))

@@ -132,9 +132,9 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     return pd.Series(parsed.to_numpy(), index=values.index).astype("Int64")
 
 
-def _split_problems(conn, view: str, good_columns: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the rows of `view` without a problem, as `good_columns`; the others as quarantine records), both in input
-    order. `problem` is 'field|reason'."""
+def _split_problems(conn, view: str, good_columns: str) -> tuple[pa.Table, pd.DataFrame]:
+    """(the rows of `view` without a problem, as `good_columns`, in Arrow: no Python string per row; the others as
+    quarantine records), both in input order. `problem` is 'field|reason'."""
     # No ORDER BY: DuckDB keeps the input order through scans and filters (a sort of every row would cost as much
     # memory again); where a join moved rows, they are put back in order here.
     good = conn.sql(f"SELECT {good_columns}, {ORDER} FROM {view} WHERE problem IS NULL").to_arrow_table()
@@ -144,7 +144,6 @@ def _split_problems(conn, view: str, good_columns: str) -> tuple[pd.DataFrame, p
     good = good.drop_columns([ORDER])
     if ROW_FILE in good.column_names:  # one value per file: categorical, not a string per row
         good = good.set_column(good.column_names.index(ROW_FILE), ROW_FILE, pc.dictionary_encode(good[ROW_FILE]))
-    good = good.to_pandas()
     rejected = conn.execute(f"""
         SELECT source_file, row_number, split_part(problem, '|', 1) AS field,
                substr(problem, length(split_part(problem, '|', 1)) + 2) AS reason, raw
@@ -156,8 +155,8 @@ def _split_problems(conn, view: str, good_columns: str) -> tuple[pd.DataFrame, p
 
 def validate_ratings(raw: pd.DataFrame | pa.Table, source_file: str, first_row_number: int = 1,
                      rating_range: tuple[float, float] = RATING_RANGE,
-                     columns: dict[str, str | float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split raw rows into valid canonical ratings and quarantined rows (file, row, field, reason), in SQL.
+                     columns: dict[str, str | float] | None = None) -> tuple[pa.Table, pd.DataFrame]:
+    """Split raw rows into valid canonical ratings (Arrow) and quarantined rows (file, row, field, reason), in SQL.
 
     Rows carry their file and row in `_file` / `_row` when a reader made them (kept on the good rows for
     later checks); otherwise they are numbered from `first_row_number` in `source_file`. The first failing
@@ -207,11 +206,11 @@ def validate_ratings(raw: pd.DataFrame | pa.Table, source_file: str, first_row_n
         return _split_problems(conn, "checked", f"user_id, item_id, rating, timestamp{extra}")
 
 
-def check_ratings(ratings: pd.DataFrame, items: pd.DataFrame | None, valid_range: tuple[int, int] | None,
-                  items_source: str = "the item file") -> tuple[pd.DataFrame, pd.DataFrame]:
+def check_ratings(ratings: pd.DataFrame | pa.Table, items: pd.DataFrame | None, valid_range: tuple[int, int] | None,
+                  items_source: str = "the item file") -> tuple[pa.Table, pd.DataFrame]:
     """Rows that passed `validate_ratings` (with `_file` / `_row`) against the rest of the dataset, in SQL: a
     timestamp outside `valid_range`, a repeated (user_id, item_id, timestamp) (the first occurrence
-    stays), an item that is not in `items`. Returns the canonical ratings and the quarantined rows."""
+    stays), an item that is not in `items`. Returns the canonical ratings (Arrow) and the quarantined rows."""
     with session() as conn:
         register(conn, "ratings_in", ratings, [*RATINGS_COLUMNS, ROW_FILE, ROW_NUMBER])
         window = "NULL"
@@ -225,16 +224,19 @@ def check_ratings(ratings: pd.DataFrame, items: pd.DataFrame | None, valid_range
             conn.execute("CREATE TEMP TABLE known AS SELECT DISTINCT CAST(item_id AS VARCHAR) AS item_id FROM items_in")
             unknown = f"CASE WHEN k.item_id IS NULL THEN {_literal('item_id|item not in ' + items_source)} END"
             join_known = "LEFT JOIN known k ON CAST(w.item_id AS VARCHAR) = k.item_id"
-        raw = "user_id || chr(9) || item_id || chr(9) || CAST(rating AS VARCHAR) || chr(9) || CAST(timestamp AS VARCHAR)"
+        raw = "w.user_id || chr(9) || w.item_id || chr(9) || CAST(w.rating AS VARCHAR) || chr(9) || CAST(w.timestamp AS VARCHAR)"
+        # `raw` is made in the last projection, so only for the rows that are quarantined; `windowed` is not
+        # materialized (a copy of every row, 0.6 GiB at 5M rows), its cheap window check is computed twice instead.
         conn.execute(f"""
             CREATE TEMP VIEW checked AS
-            WITH windowed AS (
-                SELECT *, {ROW_FILE} AS source_file, {ROW_NUMBER} AS row_number, {raw} AS raw, {window} AS p
-                FROM ratings_in),
+            WITH windowed AS NOT MATERIALIZED (SELECT *, {window} AS p FROM ratings_in),
+            repeated AS (  -- keys' hashes seen twice: 8 bytes a row to group, not the key's strings
+                SELECT hash(user_id, item_id, timestamp) AS h FROM windowed WHERE p IS NULL GROUP BY h HAVING count(*) > 1),
             firsts AS (  -- a repeated key among the rows still good: the first occurrence stays
                 SELECT user_id, item_id, timestamp, min({ORDER}) AS first_order, arg_min({ROW_NUMBER}, {ORDER}) AS first_row
-                FROM windowed WHERE p IS NULL GROUP BY ALL HAVING count(*) > 1)
-            SELECT w.*, coalesce(w.p,
+                FROM windowed WHERE p IS NULL AND hash(user_id, item_id, timestamp) IN (SELECT h FROM repeated)
+                GROUP BY ALL HAVING count(*) > 1)
+            SELECT w.*, w.{ROW_FILE} AS source_file, w.{ROW_NUMBER} AS row_number, {raw} AS raw, coalesce(w.p,
                 CASE WHEN f.first_order IS NOT NULL AND w.{ORDER} <> f.first_order
                      THEN 'timestamp|repeated (user_id, item_id, timestamp): first at row ' || f.first_row END,
                 {unknown}) AS problem

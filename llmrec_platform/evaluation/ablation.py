@@ -8,9 +8,10 @@ behind the four LLM columns changes (`HybridRanker(content=...)`):
                   which LightGBM cannot split on (the same as dropping them; the feature matrix keeps its shape)
   tfidf           the LLM columns computed from `TfidfContentRanker` instead (the non-LLM text baseline)
 
-Every variant is one LambdaRank model with the config's first seed: the hybrid averages `n_models` seeds, but the
-question here is what the columns are worth, and one model per variant costs a fifth of the mean of five. So
-`with_llm` scores with the hybrid's first model alone, the model each variant's training mirrors.
+Every variant is one LambdaRank model with the config's first seed and the first model's number of trees (no early
+stopping of its own): the hybrid averages `n_models` seeds, but the question here is what the columns are worth, and
+one model per variant costs a fraction of the mean. So `with_llm` scores with the hybrid's first model alone, the
+model each variant's training mirrors.
 
 Nothing the hybrid computed is computed again (`HybridRanker.content_variant`): a variant is trained on the
 hybrid's own feature matrices (its candidates, base-ranker features and pseudo-label refits) with only the four
@@ -77,12 +78,14 @@ def hybrid_variants(hybrid: HybridRanker, data: InteractionData, tfidf_content: 
     contents = {"without_llm": constant_content(hybrid.content)}
     if tfidf_content is not None:
         contents["tfidf"] = tfidf_content
-    # The variants train side by side, one LightGBM thread each (the same trees as with more threads).
+    # The variants train side by side, one LightGBM thread each (the same trees as with more threads), with the
+    # trees `with_llm` scores with: no early stopping of their own, so only the columns differ.
     workers = max(1, min(len(contents), hybrid.config.num_threads))
-    threads = {"num_threads": 1} if workers > 1 else {}
+    settings = {"n_estimators": hybrid.training_log_.best_iteration, "early_stopping_rounds": 0,
+                **({"num_threads": 1} if workers > 1 else {})}
     with ThreadPoolExecutor(workers) as pool:
         futures = {name: pool.submit(contextvars.copy_context().run, first_model.content_variant, content, data,
-                                     f"hybrid_{name}", parts, **threads) for name, content in contents.items()}
+                                     f"hybrid_{name}", parts, **settings) for name, content in contents.items()}
         variants.update({name: future.result() for name, future in futures.items()})
     memo: dict = {}
     for variant in variants.values():

@@ -129,13 +129,12 @@ class EventLog:
         if not payload:
             size = self.size()
             return size, size
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as handle:
+        with self._open_for_append() as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 handle.seek(0, os.SEEK_END)
                 start = handle.tell()
-                if start and not self._ends_with_newline(start):
+                if start and os.pread(handle.fileno(), 1, start - 1) != b"\n":
                     # A writer crashed mid-line: terminate that line so ours stays parseable.
                     handle.write(b"\n")
                     start += 1
@@ -149,10 +148,14 @@ class EventLog:
             fsync_dir(self.folder)  # the file itself is new: make its directory entry durable too
         return start, end
 
-    def _ends_with_newline(self, size: int) -> bool:
-        with open(self.path, "rb") as reader:
-            reader.seek(size - 1)
-            return reader.read(1) == b"\n"
+    def _open_for_append(self):
+        """The log, to append to and to read its last byte from; its folder is made only when missing (not a
+        `mkdir` per flush: each syscall of a server's committer thread is a GIL hand-off)."""
+        try:
+            return open(self.path, "ab+")
+        except FileNotFoundError:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return open(self.path, "ab+")
 
     def read(self, offset: int = 0, max_events: int | None = None, until: int | None = None) -> EventBatch:
         """Complete events after byte `offset` (at most `max_events`, and none at or past byte `until`)."""

@@ -45,8 +45,9 @@ class AuditLog:
     def append(self, records: Iterable[AuditRecord]) -> int:
         """Append records durably (fsync before returning); returns the file's size after them."""
         payload = "".join(r.to_json() + "\n" for r in records).encode()
-        self.folder.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
+        if new:  # not once per flush: each syscall of the committer thread is a GIL hand-off
+            self.folder.mkdir(parents=True, exist_ok=True)
         while True:
             with self.path.open("ab") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)  # several server workers append to one file

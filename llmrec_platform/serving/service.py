@@ -90,6 +90,7 @@ class LiveService:
             np.array_equal(np.asarray(collab.item_ids_).astype(str), champion_items) else None
         self._index_histories(bundle.histories)
         self.live: dict[str, list[Interaction]] = defaultdict(list)
+        self._bundle_arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # `history_arrays` of the bundle's rows
         self.offset = bundle.event_offset
         self.events_applied = 0
         # Erasures before this service started are in its bundle and log already; later ones are dropped on the way.
@@ -143,6 +144,7 @@ class LiveService:
         an unknown user). Returns whether anything was held."""
         user = str(user_id)
         held = self._spans.pop(user, None) is not None
+        self._bundle_arrays.pop(user, None)
         for folded in self._folded.values():
             folded.pop(user, None)
         self.stale.pop(user, None)
@@ -168,13 +170,32 @@ class LiveService:
         """(catalogue positions, ratings, timestamps) of the user's history, one entry per item (its latest
         interaction, as `Ranker.histories` keeps it), sorted by position. Items beyond the champion's count too.
         `live`: the user's live events to use (a snapshot taken by the caller), default the current ones."""
-        start, end = self._spans.get(str(user_id), (0, 0))
-        live = self.live.get(str(user_id), []) if live is None else live
-        positions = np.r_[self._h_positions[start:end], [self.item_position.get(h.item_id, -1) for h in live]]
-        ratings = np.r_[self._h_ratings[start:end], [h.rating for h in live]]
-        stamps = np.r_[self._h_stamps[start:end], [h.timestamp for h in live]]
+        user = str(user_id)
+        live = self.live.get(user, []) if live is None else live
+        stored = self._bundle_arrays.get(user)
+        if stored is None:
+            stored = self._history_arrays(user, [])
+            if user in self._spans:  # once per bundle user: most lists are for users without live events
+                self._bundle_arrays[user] = stored
+        return self._history_arrays(user, live, stored) if live else stored
+
+    def _history_arrays(self, user: str, live: list[Interaction], stored: tuple[np.ndarray, ...] | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`history_arrays` from the bundle's rows of the user (or their `stored` reduction: one entry per item,
+        the latest, so reducing it again with the live events after it picks what the whole history picks), then
+        `live`. The arrays are read-only: the stored ones are shared between requests."""
+        if stored is None:
+            start, end = self._spans.get(user, (0, 0))
+            stored = self._h_positions[start:end], self._h_ratings[start:end], self._h_stamps[start:end]
+        positions = np.concatenate([stored[0], np.fromiter((self.item_position.get(h.item_id, -1) for h in live),
+                                                           np.int64, len(live))])
+        ratings = np.concatenate([stored[1], np.fromiter((h.rating for h in live), np.float64, len(live))])
+        stamps = np.concatenate([stored[2], np.fromiter((h.timestamp for h in live), np.float64, len(live))])
         known = positions >= 0
-        return one_per_item(positions[known], ratings[known], stamps[known])
+        arrays = one_per_item(positions[known], ratings[known], stamps[known])
+        for array in arrays:
+            array.flags.writeable = False
+        return arrays
 
     @property
     def vectors(self) -> np.ndarray:
@@ -227,6 +248,7 @@ class LiveService:
         unknown = np.flatnonzero(self._h_positions < 0)  # bundle history on items the catalogue lacked until now
         if len(unknown):
             self._h_positions[unknown] = [self.item_position.get(i, -1) for i in self._h_items[unknown]]
+            self._bundle_arrays.clear()  # some users' bundle history holds a catalogue item now
         return len(fresh)
 
     # -- ranking --------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 # The warehouse contract other issues and users rely on.
 CONTRACT_TABLES = (
@@ -70,12 +71,18 @@ class Warehouse:
         with self.connect(read_only=True) as conn:
             return conn.execute(sql, params or []).df()
 
+    def read_arrow(self, table: str, where: str | None = None, params: list | None = None) -> pa.Table:
+        """`read` in Arrow: no pandas and no Python object per value."""
+        sql = f"SELECT * FROM {_check_identifier(table)}" + (f" WHERE {where}" if where else "")
+        with self.connect(read_only=True) as conn:
+            return conn.sql(sql, params=params or None).to_arrow_table()
+
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connect(read_only=True) as conn:
             return conn.execute(sql, params or []).df()
 
-    def replace(self, table: str, frame: pd.DataFrame) -> int:
-        """Replace the whole table with `frame`, atomically."""
+    def replace(self, table: str, frame: pd.DataFrame | pa.Table) -> int:
+        """Replace the whole table with `frame` (pandas or Arrow), atomically."""
         table = _check_identifier(table)
         with self.connect() as conn:
             conn.register("incoming", frame)
@@ -84,7 +91,7 @@ class Warehouse:
             conn.execute("COMMIT")
         return len(frame)
 
-    def replace_where(self, table: str, frame: pd.DataFrame, where: str, params: list) -> int:
+    def replace_where(self, table: str, frame: pd.DataFrame | pa.Table, where: str, params: list) -> int:
         """Delete the rows matching `where`, then insert `frame`, in one transaction (idempotent windows)."""
         table = _check_identifier(table)
         with self.connect() as conn:

@@ -90,7 +90,7 @@ def test_a_failing_ratings_check_is_reported(home, tmp_path, instance, monkeypat
     from llmrec_platform.data import datasets
 
     monkeypatch.setattr(datasets, "check_ratings", lambda ratings, *a, **k: (
-        ratings[datasets.RATINGS_COLUMNS], datasets.empty_quarantine()))
+        ratings.select(datasets.RATINGS_COLUMNS), datasets.empty_quarantine()))
     datasets._load_memo.cache_clear()
     result = dg.materialize(
         ALL_ASSETS, selection=dg.AssetSelection.assets("raw_ratings"), instance=instance, partition_key="1997-11-01",

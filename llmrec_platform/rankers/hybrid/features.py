@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from llmrec_platform.compute import BlockMap
 from llmrec_platform.data.interactions import binarize
 from llmrec_platform.rankers.base import Histories, Ranker
 from llmrec_platform.rankers.hybrid.batch import UserBatch
@@ -234,6 +235,43 @@ class FeatureContext:
         similarity = self._dense("llm")
         mean_sim = np.asarray(users.liked @ similarity)[rows, items]  # liked rows are mean-normalised
         return self._max_over_history(similarity, users.liked, rows, items), mean_sim
+
+
+@dataclass(frozen=True)
+class LabelledFeatures:
+    """The LambdaRank rows of one block of users: the features of every candidate of each user that has a labelled
+    item among its candidates (a group without one teaches LambdaRank nothing), grouped by user in block order."""
+
+    X: np.ndarray  # float32, one row per kept (user, candidate) pair
+    items: np.ndarray  # the candidate item (position) of each row
+    y: np.ndarray  # 1 where the candidate is labelled
+    groups: np.ndarray  # rows per kept user
+    n_relevant: np.ndarray  # labelled items per kept user, retrieved or not
+    users: np.ndarray  # the kept users (positions)
+    retrieved: int  # labelled items the block's candidates retrieved (all users, kept or not)
+
+
+def labelled_features(users: np.ndarray, context: FeatureContext, labels: sp.csr_matrix,
+                      n_candidates: int) -> LabelledFeatures:
+    """The candidates and features of `users` (training rows of `context`), labelled by `labels` (user x item)."""
+    candidates, features = context.candidates_and_features(context.batch(users), n_candidates)
+    rows, items = candidates.rows, candidates.items
+    positive = np.asarray(labels[users[rows], items]).ravel() > 0
+    sizes = np.bincount(rows, minlength=len(users))
+    has_positive = np.bincount(rows, weights=positive, minlength=len(users)) > 0
+    keep = has_positive[rows]
+    return LabelledFeatures(features[keep], items[keep], positive[keep].astype(np.int32), sizes[has_positive],
+                            np.asarray(labels[users].getnnz(axis=1))[has_positive], users[has_positive],
+                            int(positive.sum()))
+
+
+def build_labelled_features(blocks: BlockMap, context: FeatureContext, users: np.ndarray, labels: sp.csr_matrix,
+                            n_candidates: int, block_users: int) -> list[LabelledFeatures]:
+    """`labelled_features` of `users` in consecutive blocks of `block_users`, each block where `blocks` runs it (this
+    process, or a Ray worker): the same blocks everywhere, so the same candidates and features to the last bit (a
+    base ranker's scores can differ in the last bit with how many users one product scores)."""
+    user_blocks = [users[start:start + block_users] for start in range(0, len(users), block_users)]
+    return blocks.map("hybrid features", labelled_features, user_blocks, context, labels, n_candidates)
 
 
 def within_history(values: np.ndarray, rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:

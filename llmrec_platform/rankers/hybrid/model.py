@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from llmrec_platform.compute import BlockMap, InProcess
 from llmrec_platform.data.interactions import InteractionData, binarize
 from llmrec_platform.encoders.vectors import user_interest_vectors
 from llmrec_platform.progress import report as report_progress
@@ -44,7 +45,7 @@ from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.fit_cache import FitCache
 from llmrec_platform.rankers.hybrid.batch import UserBatch
 from llmrec_platform.rankers.hybrid.config import HybridConfig, HybridTrainingLog
-from llmrec_platform.rankers.hybrid.features import CONTENT_FEATURES, FeatureContext
+from llmrec_platform.rankers.hybrid.features import CONTENT_FEATURES, FeatureContext, build_labelled_features
 from llmrec_platform.rankers.sequence import SequenceNeighbourRanker
 
 TRAINING_SETS = "hybrid_training_sets"  # the refit cache's name for a fit's training parts (for its ablation)
@@ -123,7 +124,7 @@ class HybridRanker(Ranker):
 
     def __init__(self, candidate_rankers: dict[str, Ranker], content: LLMContentRanker,
                  feature_rankers: dict[str, Ranker] | None = None, config: HybridConfig | None = None,
-                 refit_cache: FitCache | None = None):
+                 refit_cache: FitCache | None = None, blocks: BlockMap | None = None):
         if not candidate_rankers:
             raise ValueError("the hybrid needs at least one candidate ranker")
         self.candidate_rankers = candidate_rankers
@@ -133,10 +134,11 @@ class HybridRanker(Ranker):
         # Where the pseudo-label refits are memoised: the ablation's variants refit the same rankers on the same
         # reduced fold, and a re-run on unchanged inputs does too. Not part of the model (see __getstate__).
         self.refit_cache = refit_cache
+        self.blocks = blocks  # where the fit builds its feature matrices (a Ray cluster, or in-process); not pickled
 
     def __getstate__(self) -> dict:
         # The training matrices and a scoring memo are large and transient: `training_parts_for` finds them again.
-        state = {**self.__dict__, "refit_cache": None}
+        state = {**self.__dict__, "refit_cache": None, "blocks": None}
         for transient in ("training_parts_", "feature_memo_"):
             state.pop(transient, None)
         return state
@@ -190,28 +192,16 @@ class HybridRanker(Ranker):
 
     def _ranking_set(self, context: FeatureContext, users: np.ndarray, labels: sp.csr_matrix) -> tuple[RankingSet, int]:
         """Features and labels of `users`; also how many of their labelled items the candidates retrieved."""
-        cfg = self.config
-        X, y, groups, n_relevant, group_users, retrieved = [np.zeros((0, len(context.feature_names())))], [], [], [], [], 0
-        row_items = []
-        for start in range(0, len(users), cfg.batch_size):
-            batch = users[start:start + cfg.batch_size]
-            candidates, features = context.candidates_and_features(context.batch(batch), cfg.n_candidates)
-            rows, items = candidates.rows, candidates.items
-            positive = np.asarray(labels[batch[rows], items]).ravel() > 0
-            retrieved += int(positive.sum())
-            sizes = np.bincount(rows, minlength=len(batch))
-            has_positive = np.bincount(rows, weights=positive, minlength=len(batch)) > 0
-            keep = has_positive[rows]  # groups without a positive teach LambdaRank nothing
-            X.append(features[keep])
-            row_items.append(items[keep])
-            y.append(positive[keep].astype(np.int32))
-            groups.append(sizes[has_positive])
-            n_relevant.append(np.asarray(labels[batch].getnnz(axis=1))[has_positive])
-            group_users.append(batch[has_positive])
+        parts = build_labelled_features(getattr(self, "blocks", None) or InProcess(), context, users, labels,
+                                        self.config.n_candidates, self.config.batch_size)
         ints = np.zeros(0, dtype=np.int64)
-        return RankingSet(np.vstack(X).astype(np.float32), np.concatenate([ints, *y]), np.concatenate([ints, *groups]),
-                          np.concatenate([ints, *n_relevant]), len(users), np.concatenate([ints, *group_users]),
-                          np.concatenate([ints, *row_items])), retrieved
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([ints, *(getattr(part, name) for part in parts)])
+
+        X = np.vstack([np.zeros((0, len(context.feature_names()))), *(part.X for part in parts)]).astype(np.float32)
+        return RankingSet(X, joined("y"), joined("groups"), joined("n_relevant"), len(users), joined("users"),
+                          joined("items")), sum(part.retrieved for part in parts)
 
     def training_matrices(self, data: InteractionData) -> dict[str, RankingSet]:
         """LambdaRank inputs: 'valid_train' (validation users not held out), 'holdout' (the held-out validation
@@ -481,11 +471,30 @@ class HybridRanker(Ranker):
         return next(iter(self.candidate_rankers.values()))._similar_item_scores(position)
 
     def predict(self, features: np.ndarray, num_iteration: int) -> np.ndarray:
-        """The mean prediction of the LambdaRank models (the first with `num_iteration` trees)."""
+        """The mean prediction of the LambdaRank models, each with its first `num_iteration` trees (the extra models
+        have that many, unless `with_models` cut them)."""
         prediction = self.model_.booster_.predict(features, num_iteration=num_iteration)
         for model in getattr(self, "extra_models_", []):
-            prediction = prediction + model.booster_.predict(features)
+            prediction = prediction + model.booster_.predict(features, num_iteration=num_iteration)
         return prediction / (1 + len(getattr(self, "extra_models_", [])))
+
+    def with_models(self, n_models: int, n_trees: int) -> HybridRanker:
+        """A copy that scores with this fit's first `n_models` models cut to their first `n_trees` trees: the hybrid
+        that `n_models` and `n_estimators=n_trees` (no early stopping) would train, without training it. LightGBM
+        grows tree t the same whatever the number of trees to come (`tests/test_hybrid.py` checks it)."""
+        log = self.training_log_
+        if not 1 <= n_models <= 1 + len(self.extra_models_) or not 1 <= n_trees <= log.best_iteration:
+            raise ValueError(f"hybrid: with_models({n_models}, {n_trees}) needs 1..{1 + len(self.extra_models_)} models "
+                             f"and 1..{log.best_iteration} trees (what this fit trained)")
+        clone = copy.copy(self)  # drops the transient state, the cache and the blocks (__getstate__): keep them
+        clone.refit_cache, clone.blocks = self.refit_cache, getattr(self, "blocks", None)
+        if "training_parts_" in self.__dict__:
+            clone.training_parts_ = self.training_parts_
+        clone.config = dataclasses.replace(self.config, n_models=n_models, n_estimators=n_trees, early_stopping_rounds=0)
+        clone.extra_models_ = self.extra_models_[:n_models - 1]
+        clone.training_log_ = dataclasses.replace(log, best_iteration=n_trees, extra={
+            **log.extra, "holdout_full_ranking_ndcg@10": None})  # that of this fit's models, not of the cut ones
+        return clone
 
 
 def slice_histories(histories: Histories, start: int, stop: int) -> Histories:
