@@ -66,16 +66,19 @@ class Warehouse:
         with self.connect(read_only=True) as conn:
             return sorted(r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall())
 
+    @staticmethod
+    def _select_all(table: str, where: str | None) -> str:
+        """Every row of `table` (a checked identifier), filtered by `where` (code with ? parameters)."""
+        return f"SELECT * FROM {_check_identifier(table)}" + (f" WHERE {where}" if where else "")
+
     def read(self, table: str, where: str | None = None, params: list | None = None) -> pd.DataFrame:
-        sql = f"SELECT * FROM {_check_identifier(table)}" + (f" WHERE {where}" if where else "")
         with self.connect(read_only=True) as conn:
-            return conn.execute(sql, params or []).df()
+            return conn.execute(self._select_all(table, where), params or []).df()
 
     def read_arrow(self, table: str, where: str | None = None, params: list | None = None) -> pa.Table:
         """`read` in Arrow: no pandas and no Python object per value."""
-        sql = f"SELECT * FROM {_check_identifier(table)}" + (f" WHERE {where}" if where else "")
         with self.connect(read_only=True) as conn:
-            return conn.sql(sql, params=params or None).to_arrow_table()
+            return conn.sql(self._select_all(table, where), params=params or None).to_arrow_table()
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connect(read_only=True) as conn:
