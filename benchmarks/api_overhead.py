@@ -13,6 +13,10 @@ Run it twice with PYTHONPATH set to another checkout to compare versions.
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import asyncio
 import contextlib

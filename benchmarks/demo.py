@@ -12,6 +12,10 @@ to the run's start (imports, dataset check); `wrap-up` is run end to process exi
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import os
 import platform

@@ -15,6 +15,10 @@ All on RecBole's protocol (ratings >= 3, 10-core, random 8:1:1 per user, seed 20
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import math
 import time

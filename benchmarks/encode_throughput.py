@@ -18,6 +18,10 @@ smallest cosine of its vectors to the first row's.
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import sys
 import tempfile

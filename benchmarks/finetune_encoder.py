@@ -23,6 +23,10 @@ they are installed, and `--inputs DIR` reads them back there (with `--base-model
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import os
 import sys

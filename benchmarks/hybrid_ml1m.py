@@ -13,6 +13,10 @@ same users); the test fold is read only by --test, for the configuration that Hy
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import dataclasses
 import hashlib

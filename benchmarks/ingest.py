@@ -18,6 +18,10 @@ Data goes to a temporary folder (`--tmp`, default the system's).
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import multiprocessing
 import os

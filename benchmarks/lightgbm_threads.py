@@ -11,6 +11,10 @@ wall and CPU seconds of the seeds' two models in turn and side by side, and whet
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import os
 import time

@@ -11,6 +11,10 @@ Prints a Markdown table.
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 from pathlib import Path
 

@@ -15,6 +15,10 @@ The CPU seconds (user + system of this process, every thread) are the figure to 
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import tempfile
 import time

@@ -14,6 +14,10 @@ Hit@10 0.7837, P@10 0.2082), ItemKNN 0.2389, BPR 0.2407.
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import multiprocessing
 import resource

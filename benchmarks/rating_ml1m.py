@@ -12,6 +12,10 @@ The LLM features use frozen MiniLM embeddings of the platform's item texts and u
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import sys
 import time

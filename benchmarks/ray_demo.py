@@ -13,6 +13,10 @@ Ray's overhead, not a speed-up.
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import difflib
 import os

@@ -12,6 +12,10 @@ when not), and the size of the pickled `FeatureContext` that each map ships once
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import os
 import pickle

@@ -11,6 +11,10 @@ size), the platform's HNSW parameters (`retrieval.HNSWParams`), and queried with
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import os
 import platform

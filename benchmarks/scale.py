@@ -19,6 +19,10 @@ by side with the cluster's own CPU seconds, and says whether the two printed met
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import math
 import os

@@ -13,6 +13,10 @@ only" is the previous formula, where the text entered the interest vector but no
 
 from __future__ import annotations
 
+# isort: off
+import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set before numpy loads
+# isort: on
+
 import argparse
 import sys
 import time
