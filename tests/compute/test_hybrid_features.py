@@ -12,11 +12,11 @@ import pytest
 
 from llmrec_platform.compute import InProcess, Placement, rows_by_node
 from llmrec_platform.data.interactions import InteractionData
-from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.hybrid import HybridConfig, HybridRanker
 from llmrec_platform.rankers.itemknn import ItemKNNRanker
 from llmrec_platform.rankers.simple import PopularityRanker
+from tests.test_hybrid import content_ranker
 
 BLOCK_USERS = 16  # the hybrid's batch_size: the 48 training users make 3 blocks, the pseudo part's 60 make 4
 
@@ -35,17 +35,10 @@ def data() -> InteractionData:
 
 def unfitted_hybrid(data: InteractionData, blocks=None) -> HybridRanker:
     """EASE (a dense item-item product), ItemKNN and popularity candidates, random text vectors, pseudo-labels."""
-    rng = np.random.default_rng(1)
-    vectors = rng.normal(size=(data.n_items, 8)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    users = (data.train @ vectors).astype(np.float32)
-    users /= np.linalg.norm(users, axis=1, keepdims=True)
-    content = LLMContentRanker(pd.DataFrame({"item_id": data.item_ids, "embedding": list(vectors)}),
-                               pd.DataFrame({"user_id": data.user_ids, "embedding": list(users)})).fit(data)
     candidates = {"ease": EASERanker(reg_weight=10).fit(data), "itemknn": ItemKNNRanker(k=10).fit(data),
                   "popularity": PopularityRanker().fit(data)}
     config = HybridConfig(n_candidates=6, batch_size=BLOCK_USERS, pseudo_label_share=0.25, num_threads=1)
-    return HybridRanker(candidates, content, config=config, blocks=blocks)
+    return HybridRanker(candidates, content_ranker(data), config=config, blocks=blocks)
 
 
 def training_parts(data: InteractionData, blocks=None) -> dict:
