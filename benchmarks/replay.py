@@ -7,7 +7,12 @@ compared with the champion alone, paired per user (95 % bootstrap interval of th
 
     python benchmarks/replay.py --dataset ml-100k --protocol temporal            # EASE fitted here
     python benchmarks/replay.py --dataset ml-100k --protocol recbole             # the random 8:1:1 split
-    python benchmarks/replay.py --home .llmrec --ranker hybrid                    # a published ranker
+    python benchmarks/replay.py --home .llmrec --ranker hybrid                    # a published ranker, its split
+    python benchmarks/replay.py --home .llmrec --ranker hybrid --protocol temporal --ranker-cache /tmp/h.pkl
+
+With --home and --protocol, the home's interactions are split again under that protocol and a copy of the published
+ranker (the same settings and item vectors) is fitted on it (`refitted`: a hybrid's base rankers first, its content
+and genre rankers from the home's embeddings and items). --ranker-cache keeps that fit for the next run.
 
 Prints Markdown tables.
 """
@@ -20,26 +25,46 @@ import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set be
 
 import argparse
 import itertools
+import pickle
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from llmrec_platform.evaluation.replay import per_user, replay_per_step, replay_steps
+from llmrec_platform.evaluation.replay import per_user, refitted, replay_per_step, replay_steps
 from llmrec_platform.evaluation.significance import comparisons_markdown, paired_bootstrap
 from llmrec_platform.live.channels import LiveRanking
 
 
 def inputs(args) -> tuple:
     if args.home:
+        from llmrec_platform.data.interactions import InteractionData
+        from llmrec_platform.data.split import SplitConfig, split_interactions
         from llmrec_platform.paths import Paths
         from llmrec_platform.rankers.published import load_ranker
         from llmrec_platform.storage.warehouse import Warehouse
 
-        store = Warehouse(Paths(__import__("pathlib").Path(args.home)).warehouse)
-        split = store.query("SELECT user_id, item_id, rating, timestamp, fold FROM split")
+        store = Warehouse(Paths(Path(args.home)).warehouse)
         embeddings = store.query("SELECT item_id, embedding FROM item_embeddings")
-        return load_ranker(args.home, args.ranker), split, embeddings
+        if args.protocol is None:
+            split = store.query("SELECT user_id, item_id, rating, timestamp, fold FROM split")
+            return load_ranker(args.home, args.ranker), split, embeddings
+        interactions = store.query("SELECT user_id, item_id, rating, timestamp FROM interactions")
+        split = split_interactions(interactions, SplitConfig(protocol=args.protocol, seed=args.seed))
+        cache = Path(args.ranker_cache) if args.ranker_cache else None
+        if cache is not None and cache.is_file():
+            with open(cache, "rb") as handle:
+                ranker = pickle.load(handle)
+        else:
+            ranker = refitted(load_ranker(args.home, args.ranker), InteractionData.from_split(split),
+                              embeddings,
+                              store.query("SELECT user_id, profile_embedding AS embedding FROM user_embeddings"),
+                              store.query("SELECT * FROM items"))
+            if cache is not None:
+                with open(cache, "wb") as handle:
+                    pickle.dump(ranker, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        return ranker, split, embeddings
     from llmrec_platform.data.datasets import load_dataset
     from llmrec_platform.data.interactions import InteractionData
     from llmrec_platform.data.split import SplitConfig, prepare_interactions, split_interactions
@@ -59,13 +84,19 @@ def inputs(args) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--protocol", default="temporal", choices=["temporal", "recbole"])
+    parser.add_argument("--protocol", choices=["temporal", "recbole"],
+                        help="the split (default temporal); with --home: refit --ranker on the home's interactions "
+                             "split this way (default: the home's own split and fitted ranker)")
     parser.add_argument("--home", help="read the split, embeddings and --ranker from a home a run published")
+    parser.add_argument("--ranker-cache", help="with --home and --protocol: a pickle of the refitted ranker, "
+                                               "written on the first run and read on the next (one file per home and protocol)")
     parser.add_argument("--ranker", default="ease")
     parser.add_argument("--max-users", type=int, default=None, help="replay a seeded sample of this many users per fold")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--no-grid", action="store_true", help="skip the valid-fold grid: the default against the champion")
     args = parser.parse_args()
+    if not args.home:
+        args.protocol = args.protocol or "temporal"
     start = time.perf_counter()
     ranker, split, embeddings = inputs(args)
     order = pd.Index(ranker.item_ids_)
@@ -83,7 +114,7 @@ def main() -> None:
     shipped = (f"default: {default.scale} w={default.weight} shift={default.shift_weight} recent={default.recent} "
                f"llm_share={default.llm_share}")
     chosen = {champion: grid[champion], shipped: default}
-    split_name = args.protocol if not args.home else "its"
+    split_name = args.protocol or "its"
     print(f"# {ranker.name}, {args.home or args.dataset}, {split_name} split, max users {args.max_users}\n")
     if not args.no_grid:
         valid_steps = replay_steps(ranker, split, "valid", args.max_users, args.seed)

@@ -214,15 +214,19 @@ def configure_libraries(verbose: bool) -> None:
 
 # --- the pipeline ----------------------------------------------------------------------------------------
 
-def dataset_months(dataset: str) -> tuple[str, str]:
-    """First and last monthly partition keys that hold the dataset's ratings."""
+def dataset_months(dataset: str, memory_limit: str) -> tuple[str, str]:
+    """First and last monthly partition keys that hold the dataset's ratings. The dataset loads under the run's
+    DuckDB memory limit (LLMREC_DUCKDB_MEMORY_LIMIT), set here for the process before the first load."""
+    import pyarrow.compute as pc
+
     from llmrec_platform.assets.partitions import monthly_partitions
     from llmrec_platform.data.datasets import load_dataset_cached
+    from llmrec_platform.data.duck import set_memory_limit
 
-    timestamps = load_dataset_cached(dataset).ratings["timestamp"]
+    set_memory_limit(memory_limit)
+    bounds = pc.min_max(load_dataset_cached(dataset).ratings_table["timestamp"])  # Arrow: no pandas copy
     keys = monthly_partitions.get_partition_keys()
-    first = pd.Timestamp(int(timestamps.min()), unit="s").strftime("%Y-%m-01")
-    last = pd.Timestamp(int(timestamps.max()), unit="s").strftime("%Y-%m-01")
+    first, last = (pd.Timestamp(int(bounds[end].as_py()), unit="s").strftime("%Y-%m-01") for end in ("min", "max"))
     if first < keys[0] or last > keys[-1]:
         raise CliError(f"ratings of {dataset} span {first} .. {last}, outside the partitions {keys[0]} .. {keys[-1]}")
     return first, last
@@ -272,10 +276,8 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
     asked, on the persistent Dagster instance of the settings' home (default: read from the environment).
     `fast` runs `fast_pipeline` instead (no hybrid ablation, a one-model hybrid); `task="rating"` runs `rating_pipeline` alone.
     `console` (an orchestration.console.RunConsole) receives the runs' step events; `launched_by` tags the runs."""
-    from llmrec_platform.data.datasets import load_dataset_cached
-
-    load_dataset_cached(dataset)  # fail fast with one clear line, before Dagster starts
     settings = settings or Settings.from_env()
+    first, last = dataset_months(dataset, settings.duckdb_memory_limit)  # fail fast in one line, before Dagster
     paths = settings.paths.ensure()
     finish_erasures(paths)  # an interrupted `llmrec forget` first: the run must not read what it was removing
     import dagster as dg
@@ -290,7 +292,6 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
         rating_pipeline_job,
     )
 
-    first, last = dataset_months(dataset)
     defs = build_definitions(resources=build_resources(paths, dataset=dataset, protocol=protocol,
                                                        cold_items=cold_items, device=device, seed=seed,
                                                        settings=settings), settings=settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.linear_model import Ridge
 
@@ -12,7 +13,7 @@ from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.evaluation.evaluate import evaluate
 from llmrec_platform.evaluation.suite import slices
 from llmrec_platform.rankers.base import Interaction, Query
-from llmrec_platform.rankers.collab_map import CollabMapRanker, pseudo_cold_split, ridge_map
+from llmrec_platform.rankers.collab_map import CollabMapRanker, pseudo_cold_split, ridge_operator
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.tfidf import TfidfContentRanker
 from llmrec_platform.testing import GROUPS, RankerContract, group_of, two_group_split, unit_embeddings
@@ -99,13 +100,16 @@ def test_tfidf_missing_text_fails_loudly():
 
 
 @pytest.mark.parametrize("n_features", [4, 50])  # primal (features < rows) and dual (features > rows) forms
-def test_ridge_map_matches_sklearn(n_features):
+def test_ridge_operator_matches_sklearn(n_features):
     rng = np.random.default_rng(0)
     features, targets = rng.normal(size=(30, n_features)), rng.normal(size=(30, 7))
-    coef, feature_mean, target_mean = ridge_map(features, targets, alpha=2.5)
+    queries = rng.normal(size=(5, n_features))
+    operator = ridge_operator(features, queries, alpha=2.5)
+    assert operator.shape == (5, 30)
+    target_mean = targets.mean(axis=0)
     reference = Ridge(alpha=2.5, fit_intercept=True).fit(features, targets)
-    np.testing.assert_allclose(coef.T, reference.coef_, rtol=1e-6, atol=1e-10)
-    np.testing.assert_allclose(target_mean + (features - feature_mean) @ coef, reference.predict(features), rtol=1e-6)
+    np.testing.assert_allclose(target_mean + operator @ (targets - target_mean), reference.predict(queries),
+                               rtol=1e-6, atol=1e-10)
 
 
 def test_collab_map_fills_cold_columns_and_keeps_ease():
@@ -119,8 +123,8 @@ def test_collab_map_fills_cold_columns_and_keeps_ease():
     assert np.abs(ease.weights_[:, cold]).max() == 0.0 and np.abs(ranker.weights_[:, cold]).max() > 0
     # The cold columns are the ridge prediction from the embeddings (by the reference formula).
     vectors = np.stack(embeddings.set_index("item_id").loc[data.item_ids, "embedding"])
-    coef, fmean, tmean = ridge_map(vectors[~cold], ease.weights_[:, ~cold].T.astype(np.float64), 0.1)
-    expected = (tmean + (vectors[cold] - fmean) @ coef).T
+    ridge = Ridge(alpha=0.1, fit_intercept=True).fit(vectors[~cold], ease.weights_[:, ~cold].T.astype(np.float64))
+    expected = ridge.predict(vectors[cold]).T
     expected[np.flatnonzero(cold), np.arange(cold.sum())] = 0.0
     np.testing.assert_allclose(ranker.weights_[:, cold], expected, rtol=1e-4, atol=1e-6)
     # Each user ranks the cold item of their own group first, and beats genre-free random on the cold slice.
@@ -173,8 +177,8 @@ def test_ranker_assets_fit_log_and_report(tmp_path):
     items, users = sorted(frame["item_id"].unique()), sorted(frame["user_id"].unique())
 
     @dg.asset(name="split")
-    def split_asset() -> pd.DataFrame:
-        return frame
+    def split_asset() -> pa.Table:
+        return pa.Table.from_pandas(frame, preserve_index=False)
 
     @dg.asset(name="item_texts")
     def item_texts_asset() -> pd.DataFrame:

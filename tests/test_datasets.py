@@ -241,3 +241,22 @@ def test_the_ratings_stay_arrow_until_pandas_is_asked_for(tiny_dataset_dir):
     ds = load_dataset(str(tiny_dataset_dir))
     assert isinstance(ds.ratings_table, pa.Table) and "ratings" not in ds.__dict__  # no pandas copy yet
     assert ds.ratings.equals(ds.ratings_table.to_pandas())
+
+
+def test_dataset_months_loads_the_dataset_under_the_runs_duckdb_memory_limit(tiny_dataset_dir, monkeypatch):
+    from llmrec_platform import cli
+    from llmrec_platform.data import datasets, duck
+
+    monkeypatch.setattr(duck, "_memory_limit", duck._memory_limit)  # restored after the test
+    limits_at_load = []
+    real_load = datasets.load_dataset_cached
+    monkeypatch.setattr(datasets, "load_dataset_cached",
+                        lambda source: limits_at_load.append(duck._memory_limit) or real_load(source))
+    first, last = cli.dataset_months(str(tiny_dataset_dir), "123MB")
+    assert limits_at_load == ["123MB"]
+    with duck.session() as conn:  # every later session of the process too
+        assert conn.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "117.3 MiB"
+    stamps = pd.to_datetime(load_dataset(str(tiny_dataset_dir)).ratings["timestamp"], unit="s")
+    assert (first, last) == (stamps.min().strftime("%Y-%m-01"), stamps.max().strftime("%Y-%m-01"))
+    with pytest.raises(ValueError, match="DuckDB memory limit 'lots'"):
+        cli.dataset_months(str(tiny_dataset_dir), "lots")

@@ -89,3 +89,21 @@ def test_the_default_trains_every_epoch_without_reading_the_validation_fold(data
         np.testing.assert_array_equal(b, b_blind)
     stopped = MultVAERanker(**settings, patience=1, eval_every=1).fit(data)
     assert stopped.best_epoch_ is not None  # still there when asked for
+
+
+def test_max_cells_caps_the_epochs_and_says_why(data):
+    n_users, n_items = data.train.shape
+    settings = dict(hidden=8, latent=2, epochs=6, batch_size=4, seed=3, num_threads=1)
+    uncapped = MultVAERanker(**settings, max_cells=n_users * n_items * 6).fit(data)
+    assert uncapped.epochs_trained_ == 6 and uncapped.epoch_note_ is None
+    capped = MultVAERanker(**settings, max_cells=n_users * n_items * 2.5).fit(data)
+    assert capped.epochs_trained_ == 2
+    assert "2 epochs of 6" in capped.epoch_note_ and "max_cells" in capped.epoch_note_
+    two = MultVAERanker(**{**settings, "epochs": 2}).fit(data)  # the capped fit is the 2-epoch fit, weight for weight
+    for (w, b), (w_two, b_two) in zip(capped.layers_, two.layers_, strict=True):
+        np.testing.assert_array_equal(w, w_two)
+        np.testing.assert_array_equal(b, b_two)
+    assert MultVAERanker(**settings, max_cells=1).fit(data).epochs_trained_ == 1  # never fewer than one epoch
+    assert MultVAERanker(**settings, max_cells=0).fit(data).epochs_trained_ == 6  # 0: no cap
+    with pytest.raises(ValueError, match="max_cells"):
+        MultVAERanker(max_cells=-1)

@@ -11,6 +11,7 @@ from llmrec_platform.data.split import (
     lower_quantile_position,
     prepare_interactions,
     split_interactions,
+    split_table,
 )
 
 
@@ -215,6 +216,58 @@ def test_interaction_matrices_come_from_arrow_batches_in_id_order():
         assert data.train.dtype == np.float32 and data.cold_item_mask().tolist() == [False, False, True]
 
 
+def _dataframe_matrices(split: pd.DataFrame) -> tuple:
+    """The matrices as `InteractionData.from_split` built them from a DataFrame before the Arrow path (d35fb0b)."""
+    import scipy.sparse as sp
+
+    user_ids = np.array(sorted(split["user_id"].astype(str).unique()), dtype=object)
+    item_ids = np.array(sorted(split["item_id"].astype(str).unique()), dtype=object)
+    user_pos = pd.Index(user_ids).get_indexer(split["user_id"].astype(str))
+    item_pos = pd.Index(item_ids).get_indexer(split["item_id"].astype(str))
+    shape = (len(user_ids), len(item_ids))
+
+    def matrix(fold: str, values: np.ndarray) -> sp.csr_matrix:
+        mask = (split["fold"] == fold).to_numpy()
+        return sp.csr_matrix((values[mask], (user_pos[mask], item_pos[mask])), shape=shape)
+
+    ones = np.ones(len(split), dtype=np.float32)
+    return user_ids, item_ids, {"train": matrix("train", split["rating"].to_numpy(dtype=np.float32)),
+                                "train_timestamps": matrix("train", split["timestamp"].to_numpy(dtype=np.float64)),
+                                "valid": matrix("valid", ones), "test": matrix("test", ones)}
+
+
+@pytest.mark.parametrize("protocol", ["recbole", "temporal"])
+def test_arrow_built_matrices_equal_the_dataframe_built_ones_on_ml100k(ml100k_interactions, protocol):
+    from llmrec_platform.data.interactions import InteractionData
+
+    table = split_table(ml100k_interactions, SplitConfig(protocol=protocol, cold_item_fraction=0.05))
+    user_ids, item_ids, expected = _dataframe_matrices(table.to_pandas())
+    # Arrow as the assets get it, in one batch and in many, and a shuffled pandas copy: the same arrays each time
+    shuffled = table.to_pandas().sample(frac=1.0, random_state=0)
+    for source, batch_rows in ((table, 1_000_000), (table, 4_999), (shuffled, 1_000_000)):
+        data = InteractionData.from_split(source, batch_rows=batch_rows)
+        assert data.user_ids.tolist() == user_ids.tolist() and data.item_ids.tolist() == item_ids.tolist()
+        for name, want in expected.items():
+            got = getattr(data, name)
+            assert got.shape == want.shape and got.dtype == want.dtype and got.has_sorted_indices
+            for part in ("indptr", "indices", "data"):
+                assert np.array_equal(getattr(got, part), getattr(want, part)), (protocol, name, part)
+    assert expected["test"].nnz > 0
+
+
+def test_a_pair_twice_in_a_fold_adds_up_as_scipy_does():
+    from llmrec_platform.data.interactions import InteractionData
+
+    split = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u2"], "item_id": ["a", "a", "b", "b"],
+                          "rating": [3.0, 4.0, 5.0, 5.0], "timestamp": [1, 2, 3, 4],
+                          "fold": ["train", "train", "test", "test"]})
+    data = InteractionData.from_split(split)
+    _, _, expected = _dataframe_matrices(split)
+    assert data.train.toarray().tolist() == expected["train"].toarray().tolist() == [[7, 0], [0, 0]]
+    assert data.test.toarray().tolist() == expected["test"].toarray().tolist() == [[0, 0], [0, 2]]
+    assert data.train.nnz == 1 and data.train_timestamps.toarray()[0, 0] == 3
+
+
 def test_the_warehouse_io_manager_hands_arrow_to_arrow_inputs_and_pandas_to_the_others(tmp_path):
     import dagster as dg
     import pyarrow as pa
@@ -235,3 +288,44 @@ def test_the_warehouse_io_manager_hands_arrow_to_arrow_inputs_and_pandas_to_the_
     assert isinstance(loaded[pd.DataFrame], pd.DataFrame) and loaded[pd.DataFrame].equals(table.to_pandas())
     with pytest.raises(TypeError, match="stores DataFrames and Arrow tables, got dict"):
         manager.handle_output(output, {"not": "a table"})
+
+
+def test_the_popularity_table_counts_what_the_rankers_count(ml100k_interactions):
+    from llmrec_platform.data.interactions import InteractionData
+    from llmrec_platform.data.split import popularity_table
+
+    split = split_table(ml100k_interactions, SplitConfig(cold_item_fraction=0.05))
+    table = popularity_table(split)
+    data = InteractionData.from_split(split)
+    rows = table.to_pandas().set_index("item_id").loc[data.item_ids]
+    assert table.num_rows == data.n_items
+    assert rows["interactions"].tolist() == data.train.getnnz(axis=0).tolist()  # the rankers' popularity_
+    frame = split.to_pandas()
+    train = frame[frame["fold"] == "train"]
+    assert np.allclose(rows["mean_rating"].dropna(), train.groupby("item_id")["rating"].mean().loc[rows.dropna().index])
+    assert rows["valid"].sum() == (frame["fold"] == "valid").sum() and rows["test"].sum() == (frame["fold"] == "test").sum()
+    cold = rows[rows["interactions"] == 0]
+    assert len(cold) == len(cold_items(split)) > 0 and cold["mean_rating"].isna().all()
+    # rank 1 is the most popular; ties by item id, as the rankers break them
+    expected = sorted(zip(-rows["interactions"], rows.index, strict=True))
+    assert table["item_id"].to_pylist() == [item for _, item in expected]
+    assert table["rank"].to_pylist() == list(range(1, table.num_rows + 1))
+
+
+def test_item_popularity_asset_writes_the_table_and_its_top_items():
+    import dagster as dg
+    import pyarrow as pa
+
+    from llmrec_platform.assets.split import item_popularity
+
+    split = pa.table({"user_id": ["u1", "u2", "u3", "u1", "u2", "u3"], "item_id": ["b", "b", "a", "a", "c", "c"],
+                      "rating": [4.0, 2.0, 5.0, 3.0, 4.0, 1.0], "timestamp": [1, 2, 3, 4, 5, 6],
+                      "fold": ["train", "train", "train", "train", "test", "valid"]})
+    context = dg.build_asset_context()
+    table = item_popularity(context, split)
+    assert table.select(["rank", "item_id", "interactions", "mean_rating", "valid", "test"]).to_pylist() == [
+        {"rank": 1, "item_id": "a", "interactions": 2, "mean_rating": 4.0, "valid": 0, "test": 0},
+        {"rank": 2, "item_id": "b", "interactions": 2, "mean_rating": 3.0, "valid": 0, "test": 0},
+        {"rank": 3, "item_id": "c", "interactions": 0, "mean_rating": None, "valid": 1, "test": 1}]
+    metadata = context.get_output_metadata("result")
+    assert metadata["items"] == 3 and metadata["cold_items"] == 1 and "| 1 | a | 2 |" in metadata["top_10"].value

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from llmrec_platform import progress
 from llmrec_platform.compute import rows_by_node
@@ -45,7 +46,7 @@ RANKER_ASSETS = [
 def train_ranker(
     context: dg.AssetExecutionContext,
     ranker: Ranker,
-    split: pd.DataFrame,
+    split: pa.Table,
     params: dict,
     tracking: TrackingResource,
     dataset: DatasetResource,
@@ -89,6 +90,9 @@ def train_ranker(
         "fit_seconds": dg.MetadataValue.float(round(fit_seconds, 3)),
         "fit_cache": "hit" if cached else "miss",
     })
+    if getattr(ranker, "epoch_note_", None):  # a size cap cut the epochs (Mult-VAE): said once per run
+        context.log.warning(ranker.epoch_note_)
+        context.add_output_metadata({"epochs_trained": ranker.epochs_trained_, "epoch_note": ranker.epoch_note_})
     if getattr(ranker, "best_epoch_", None) is not None:  # early stopping chose the epoch (Mult-VAE, Adam-BPR)
         context.add_output_metadata({"best_epoch": ranker.best_epoch_, "max_epochs": ranker.epochs})
     return TrainedRanker(ranker, run_id, fingerprint, valid, fit_seconds, key)
@@ -99,7 +103,7 @@ RANKER_KWARGS = {"group_name": "rankers", "io_manager_key": ARTIFACTS_IO}
 
 @dg.asset(kinds={"numpy", "mlflow"}, **RANKER_KWARGS)
 def popularity_ranker(
-    context: dg.AssetExecutionContext, split: pd.DataFrame, tracking: TrackingResource,
+    context: dg.AssetExecutionContext, split: pa.Table, tracking: TrackingResource,
     dataset: DatasetResource, experiment: ExperimentResource,
 ) -> TrainedRanker:
     """Most-interacted items first: the bar every personalised model must clear. Its counts are published (its
@@ -110,7 +114,7 @@ def popularity_ranker(
 
 @dg.asset(kinds={"numpy", "mlflow"}, **RANKER_KWARGS)
 def llm_content_ranker(
-    context: dg.AssetExecutionContext, split: pd.DataFrame, item_embeddings: pd.DataFrame,
+    context: dg.AssetExecutionContext, split: pa.Table, item_embeddings: pd.DataFrame,
     user_embeddings: pd.DataFrame, tracking: TrackingResource, dataset: DatasetResource,
     experiment: ExperimentResource,
 ) -> TrainedRanker:
@@ -155,7 +159,7 @@ def cf_ranker_asset(name: str, ranker_cls: type[Ranker], parameters: list[str], 
 
     @dg.asset(name=name, description=description, kinds={kind, "mlflow"}, **RANKER_KWARGS)
     def ranker_asset(
-        context: dg.AssetExecutionContext, config: config_cls, split: pd.DataFrame, tracking: TrackingResource,
+        context: dg.AssetExecutionContext, config: config_cls, split: pa.Table, tracking: TrackingResource,
         dataset: DatasetResource, experiment: ExperimentResource,
     ) -> TrainedRanker:
         params = {**config.model_dump(), **({"seed": experiment.seed} if seeded else {})}
@@ -183,15 +187,16 @@ bpr_adam_ranker = cf_ranker_asset(
 
 multvae_ranker = cf_ranker_asset(
     "multvae_ranker", MultVAERanker, ["hidden", "latent", "dropout", "epochs", "batch_size", "learning_rate",
-                                      "dp_epsilon", "dp_delta", "dp_max_grad_norm", "patience", "eval_every"],
+                                      "dp_epsilon", "dp_delta", "dp_max_grad_norm", "patience", "eval_every", "max_cells"],
     "Mult-VAE (Liang et al. 2018): a variational autoencoder with a multinomial likelihood, torch on the CPU; patience "
-    "> 0 stops early on validation (epochs is then the maximum); dp_epsilon trains it with DP-SGD (opacus).",
+    "> 0 stops early on validation (epochs is then the maximum); dp_epsilon trains it with DP-SGD (opacus); "
+    "max_cells caps users x items x epochs (fewer epochs on a large catalogue).",
     "pytorch", seeded=True)
 
 
 @dg.asset(kinds={"scipy", "mlflow"}, **RANKER_KWARGS)
 def genre_match_ranker(
-    context: dg.AssetExecutionContext, split: pd.DataFrame, raw_items: pd.DataFrame, tracking: TrackingResource,
+    context: dg.AssetExecutionContext, split: pa.Table, raw_items: pd.DataFrame, tracking: TrackingResource,
     dataset: DatasetResource, experiment: ExperimentResource,
 ) -> TrainedRanker:
     """Items scored by the overlap of their genres with the user's history: the fair cold-start floor."""
@@ -203,7 +208,7 @@ TfidfContentConfig = config_class(TfidfContentRanker, ["svd_dims", "ngram_max", 
 
 @dg.asset(kinds={"scikitlearn", "mlflow"}, **RANKER_KWARGS)
 def tfidf_content_ranker(
-    context: dg.AssetExecutionContext, config: TfidfContentConfig, split: pd.DataFrame, item_texts: pd.DataFrame,
+    context: dg.AssetExecutionContext, config: TfidfContentConfig, split: pa.Table, item_texts: pd.DataFrame,
     user_texts: pd.DataFrame, tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource,
 ) -> TrainedRanker:
     """The non-LLM text baseline: TF-IDF (+ SVD) on the same item text as llm_content, scored like it."""
@@ -219,7 +224,7 @@ CollabMapConfig = config_class(CollabMapRanker, ["reg_weight", "alpha"])
 
 @dg.asset(kinds={"scipy", "mlflow"}, **RANKER_KWARGS)
 def llm_ease_map_ranker(
-    context: dg.AssetExecutionContext, config: CollabMapConfig, split: pd.DataFrame, item_embeddings: pd.DataFrame,
+    context: dg.AssetExecutionContext, config: CollabMapConfig, split: pa.Table, item_embeddings: pd.DataFrame,
     tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource,
 ) -> TrainedRanker:
     """EASE on warm items; cold items scored x·B̂, their EASE columns mapped from LLM item embeddings (ridge)."""
@@ -239,7 +244,7 @@ HybridAssetConfig = config_class(HybridConfig, [
 
 @dg.asset(kinds={"lightgbm", "mlflow"}, **RANKER_KWARGS)
 def hybrid_ranker(
-    context: dg.AssetExecutionContext, config: HybridAssetConfig, split: pd.DataFrame,
+    context: dg.AssetExecutionContext, config: HybridAssetConfig, split: pa.Table,
     ease_ranker: TrainedRanker, itemknn_ranker: TrainedRanker, als_ranker: TrainedRanker,
     bpr_adam_ranker: TrainedRanker, multvae_ranker: TrainedRanker, llm_content_ranker: TrainedRanker,
     genre_match_ranker: TrainedRanker,
@@ -261,7 +266,7 @@ def hybrid_ranker(
 
 
 def train_hybrid(
-    context: dg.AssetExecutionContext, ranker: HybridRanker, split: pd.DataFrame, tracking: TrackingResource,
+    context: dg.AssetExecutionContext, ranker: HybridRanker, split: pa.Table, tracking: TrackingResource,
     dataset: DatasetResource, experiment: ExperimentResource,
 ) -> TrainedRanker:
     """`train_ranker` for a hybrid, plus its LightGBM model and training summary (MLflow, metadata). Shared by the

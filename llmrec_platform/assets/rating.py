@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
 from llmrec_platform.assets.embeddings import GPU_OP_TAGS, GPU_POOL, encode_with_cache
@@ -51,14 +52,15 @@ class RatingConfig(dg.Config):
 
 @dg.asset(group_name=RATING_GROUP, io_manager_key=ARTIFACTS_IO, kinds={"lightgbm", "duckdb", "mlflow"})
 def rating_report(
-    context: dg.AssetExecutionContext, config: RatingConfig, raw_ratings: pd.DataFrame, item_embeddings: pd.DataFrame,
+    context: dg.AssetExecutionContext, config: RatingConfig, raw_ratings: pa.Table, item_embeddings: pd.DataFrame,
     user_profile_embeddings: pd.DataFrame, warehouse: WarehouseResource, tracking: TrackingResource,
     dataset: DatasetResource, experiment: ExperimentResource,
 ) -> dict:
     """RMSE and MAE of every rating model per fold (seeded from the experiment seed), written to the
     `rating_metrics` table, to one MLflow run per model and to a Markdown report."""
     protocol = config.protocol(experiment.seed)
-    result = cross_validate(raw_ratings[["user_id", "item_id", "rating"]], protocol, item_embeddings,
+    # Arrow from the warehouse; pandas only for the three columns the protocol reads
+    result = cross_validate(raw_ratings.select(["user_id", "item_id", "rating"]).to_pandas(), protocol, item_embeddings,
                             user_profile_embeddings, log=context.log.info)
     now = datetime.now(UTC).replace(tzinfo=None)
     rows = result.metrics.assign(run_id=context.run_id)
@@ -67,7 +69,7 @@ def rating_report(
                                         "run_id = ?", [context.run_id])
     summary = result.summary()
     markdown = "\n".join(["# Rating prediction report", "", f"- **dataset**: {dataset.label()}",
-                          f"- **ratings**: {len(raw_ratings)}", f"- **seed**: {experiment.seed}",
+                          f"- **ratings**: {raw_ratings.num_rows}", f"- **seed**: {experiment.seed}",
                           f"- **dagster run**: {context.run_id}", "", summary_markdown(result), ""])
     reports = tracking.reports()
     report_path = reports / f"rating_{now:%Y%m%dT%H%M%S}_{context.run_id[:8]}.md"

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from llmrec_platform.data.duck import ORDER, register, session
+from llmrec_platform.data.readers import frame_table
 from llmrec_platform.data.specs import RATING_KEY, RATING_RANGE, RATINGS_COLUMNS
 from llmrec_platform.encoders.models import encoder_dim, model_path
 
@@ -28,55 +31,74 @@ def _outcome(problems: list[str], metadata: dict, passed: str) -> CheckOutcome:
     return CheckOutcome(True, passed, metadata)
 
 
-def ratings_schema(frame: pd.DataFrame) -> CheckOutcome:
+def _arrow(frame: pa.Table | pd.DataFrame) -> pa.Table:
+    return frame if isinstance(frame, pa.Table) else frame_table(frame)
+
+
+def _is_string(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def ratings_schema(ratings: pa.Table | pd.DataFrame) -> CheckOutcome:
     """The canonical columns first (string ids, float rating, integer epoch-seconds timestamp), no nulls.
-    Tag columns may follow (the warehouse adds `dataset`)."""
+    Tag columns may follow (the warehouse adds `dataset`). Reads the Arrow schema and null counts only."""
+    table = _arrow(ratings)
     problems = []
-    if list(frame.columns[:len(RATINGS_COLUMNS)]) != RATINGS_COLUMNS:
-        problems.append(f"columns {list(frame.columns)} do not start with {RATINGS_COLUMNS}")
+    if table.column_names[:len(RATINGS_COLUMNS)] != RATINGS_COLUMNS:
+        problems.append(f"columns {table.column_names} do not start with {RATINGS_COLUMNS}")
     else:
         for column in ("user_id", "item_id"):
-            if not (pd.api.types.is_string_dtype(frame[column]) or pd.api.types.is_object_dtype(frame[column])):
-                problems.append(f"{column} is {frame[column].dtype}, expected strings")
-        if not pd.api.types.is_float_dtype(frame["rating"]):
-            problems.append(f"rating is {frame['rating'].dtype}, expected float")
-        if not pd.api.types.is_integer_dtype(frame["timestamp"]):
-            problems.append(f"timestamp is {frame['timestamp'].dtype}, expected integer epoch seconds")
-        nulls = {c: int(n) for c, n in frame.isna().sum().items() if n}
+            if not _is_string(table.schema.field(column).type):
+                problems.append(f"{column} is {table.schema.field(column).type}, expected strings")
+        if not pa.types.is_floating(table.schema.field("rating").type):
+            problems.append(f"rating is {table.schema.field('rating').type}, expected float")
+        if not pa.types.is_integer(table.schema.field("timestamp").type):
+            problems.append(f"timestamp is {table.schema.field('timestamp').type}, expected integer epoch seconds")
+        nulls = {c: table.column(c).null_count for c in table.column_names if table.column(c).null_count}
         if nulls:
             problems.append(f"null values {nulls}")
-    metadata = {"rows": len(frame), "dtypes": json.dumps({c: str(t) for c, t in frame.dtypes.items()})}
-    return _outcome(problems, metadata, f"{len(frame)} rows with the canonical schema")
+    metadata = {"rows": table.num_rows, "dtypes": json.dumps({f.name: str(f.type) for f in table.schema})}
+    return _outcome(problems, metadata, f"{table.num_rows} rows with the canonical schema")
 
 
-def ratings_ranges(frame: pd.DataFrame, window: tuple[int, int] | None = None) -> CheckOutcome:
+def ratings_ranges(ratings: pa.Table | pd.DataFrame, window: tuple[int, int] | None = None) -> CheckOutcome:
     """Ratings within [0.5, 5]; timestamps non-negative and, given a window, inside [start, end)."""
     low, high = RATING_RANGE
-    bad_rating = int((~frame["rating"].between(low, high)).sum())
-    bad_time = int((frame["timestamp"] < 0).sum())
-    outside = int((~frame["timestamp"].between(window[0], window[1] - 1)).sum()) if window else 0
+    start, end = window or (None, None)
+    with session() as conn:
+        rows = register(conn, "ratings_in", _arrow(ratings), ["rating", "timestamp"])
+        bad_rating, bad_time, outside, min_rating, max_rating = conn.execute("""
+            SELECT count(*) FILTER (WHERE rating IS NULL OR NOT rating BETWEEN $1 AND $2),
+                   count(*) FILTER (WHERE timestamp < 0),
+                   count(*) FILTER (WHERE $3 IS NOT NULL AND (timestamp IS NULL OR timestamp < $3 OR timestamp >= $4)),
+                   coalesce(min(rating), 0.0), coalesce(max(rating), 0.0)
+            FROM ratings_in""", [float(low), float(high), start, end]).fetchone()
     metadata = {
-        "rows": len(frame), "ratings_out_of_range": bad_rating, "negative_timestamps": bad_time,
-        "timestamps_outside_window": outside,
-        "min_rating": float(frame["rating"].min()) if len(frame) else 0.0,
-        "max_rating": float(frame["rating"].max()) if len(frame) else 0.0,
+        "rows": rows, "ratings_out_of_range": int(bad_rating), "negative_timestamps": int(bad_time),
+        "timestamps_outside_window": int(outside), "min_rating": float(min_rating), "max_rating": float(max_rating),
     }
     if bad_rating or bad_time or outside:
         return CheckOutcome(False, f"{bad_rating} ratings outside [{low}, {high}], {bad_time} negative timestamps, "
                                    f"{outside} timestamps outside the partition window", metadata)
-    return CheckOutcome(True, f"all {len(frame)} ratings in [{low}, {high}] with valid timestamps", metadata)
+    return CheckOutcome(True, f"all {rows} ratings in [{low}, {high}] with valid timestamps", metadata)
 
 
-def ratings_unique_keys(frame: pd.DataFrame) -> CheckOutcome:
-    """(user_id, item_id, timestamp) identifies a rating: no key may appear twice."""
-    duplicated = frame.duplicated(RATING_KEY, keep=False)
-    n = int(frame[duplicated][RATING_KEY].drop_duplicates().shape[0])
-    metadata = {"rows": len(frame), "duplicated_keys": n}
+def ratings_unique_keys(ratings: pa.Table | pd.DataFrame) -> CheckOutcome:
+    """(user_id, item_id, timestamp) identifies a rating: no key may appear twice (counted in DuckDB; the example
+    is the repeated key met first in row order)."""
+    key = ", ".join(RATING_KEY)
+    with session() as conn:
+        rows = register(conn, "ratings_in", _arrow(ratings), RATING_KEY)
+        n, example = conn.execute(f"""
+            WITH repeated AS (SELECT {key}, min({ORDER}) AS first FROM ratings_in GROUP BY ALL HAVING count(*) > 1)
+            SELECT count(*), arg_min(struct_pack({key}), first) FROM repeated""").fetchone()
+    metadata = {"rows": rows, "duplicated_keys": int(n)}
     if n:
-        example = frame[duplicated].iloc[0]
         return CheckOutcome(False, f"{n} (user_id, item_id, timestamp) keys appear more than once, e.g. "
                                    f"{example['user_id']}/{example['item_id']}/{example['timestamp']}", metadata)
-    return CheckOutcome(True, f"{len(frame)} unique (user_id, item_id, timestamp) keys", metadata)
+    return CheckOutcome(True, f"{rows} unique (user_id, item_id, timestamp) keys", metadata)
 
 
 def expected_dim(model: str) -> int:
@@ -126,14 +148,18 @@ def embeddings_valid(frame: pd.DataFrame, dim: int, id_column: str = "item_id") 
     return _outcome(problems, metadata, f"{len(frame)} finite unit-norm vectors of dimension {dim}")
 
 
-def split_without_leakage(split: pd.DataFrame) -> CheckOutcome:
-    """No user-item pair in two folds, and every user evaluated in valid/test has training history."""
-    pairs_in_many = int(split.groupby(["user_id", "item_id"])["fold"].nunique().gt(1).sum())
-    train_users = set(split.loc[split["fold"] == "train", "user_id"])
-    evaluated = set(split.loc[split["fold"].isin(["valid", "test"]), "user_id"])
-    no_history = sorted(evaluated - train_users)
-    metadata = {"rows": len(split), "pairs_in_several_folds": pairs_in_many, "eval_users_without_train": len(no_history),
-                **{f"{fold}_rows": int((split["fold"] == fold).sum()) for fold in ("train", "valid", "test")}}
+def split_without_leakage(split: pa.Table | pd.DataFrame) -> CheckOutcome:
+    """No user-item pair in two folds, and every user evaluated in valid/test has training history (in DuckDB)."""
+    with session() as conn:
+        rows = register(conn, "split_in", _arrow(split), ["user_id", "item_id", "fold"])
+        pairs_in_many = conn.execute("SELECT count(*) FROM (SELECT 1 FROM split_in GROUP BY user_id, item_id "
+                                     "HAVING count(DISTINCT fold) > 1)").fetchone()[0]
+        no_history = [u for (u,) in conn.execute("""
+            SELECT DISTINCT user_id FROM split_in WHERE fold IN ('valid', 'test')
+            EXCEPT SELECT user_id FROM split_in WHERE fold = 'train' ORDER BY 1""").fetchall()]
+        counts = dict(conn.execute("SELECT fold, count(*) FROM split_in GROUP BY fold").fetchall())
+    metadata = {"rows": rows, "pairs_in_several_folds": int(pairs_in_many), "eval_users_without_train": len(no_history),
+                **{f"{fold}_rows": int(counts.get(fold, 0)) for fold in ("train", "valid", "test")}}
     problems = []
     if pairs_in_many:
         problems.append(f"{pairs_in_many} user-item pairs appear in more than one fold")

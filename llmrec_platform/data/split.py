@@ -10,7 +10,8 @@ Filtering, k-core, folds and the cold-item hold-out run in SQL inside one `duck.
 limit). Python draws only the seeded random numbers: one permutation of the interactions (the RecBole shuffle)
 and the cold items, so the folds are exactly those of numpy's generator for a seed, on any machine and thread
 count. Frames (pandas or Arrow) come in; Arrow goes out (`interactions_table`, `split_table`: what the assets hand on),
-or pandas (`prepare_interactions`, `split_interactions`) for callers that want it.
+or pandas (`prepare_interactions`, `split_interactions`) for callers that want it. `popularity_table` counts each
+item's training rows in SQL too.
 """
 
 from __future__ import annotations
@@ -179,8 +180,31 @@ def _hold_out_cold_items(conn, fraction: float, seed: int) -> None:
 
 
 def cold_items(split: pd.DataFrame | pa.Table) -> np.ndarray:
-    """Items that appear in valid/test but never in train."""
-    if isinstance(split, pa.Table):
-        split = split.select(["item_id", "fold"]).to_pandas()
-    train_items = set(split.loc[split["fold"] == "train", "item_id"])
-    return np.array(sorted(set(split["item_id"]) - train_items))
+    """Items that appear in valid/test but never in train (sorted ids, in DuckDB)."""
+    with session() as conn:
+        register(conn, "split_in", split, ["item_id", "fold"])
+        cold = conn.sql("SELECT item_id FROM split_in EXCEPT SELECT item_id FROM split_in WHERE fold = 'train' "
+                        "ORDER BY item_id").to_arrow_table()
+    return np.array(cold["item_id"].to_pylist(), dtype=object)
+
+
+POPULARITY_COLUMNS = ["rank", "item_id", "interactions", "mean_rating", "last_timestamp", "valid", "test"]
+
+
+def popularity_table(split: pd.DataFrame | pa.Table, memory_limit: str | None = None) -> pa.Table:
+    """Every item of the split with its training popularity, in SQL: `interactions` is its number of training rows
+    (what the rankers' `popularity_` counts), with their mean rating and latest timestamp, and its valid and test
+    rows. `rank` is 1 for the most popular; ties by item id, the rankers' (-score, item id) order. Cold items (no
+    training rows) come last with 0 interactions and a null mean."""
+    with session(memory_limit) as conn:
+        register(conn, "split_in", split, ["item_id", "rating", "timestamp", "fold"])
+        return conn.sql("""
+            SELECT CAST(row_number() OVER (ORDER BY interactions DESC, item_id) AS INTEGER) AS rank, *
+            FROM (SELECT item_id,
+                         count(*) FILTER (WHERE fold = 'train') AS interactions,
+                         avg(rating) FILTER (WHERE fold = 'train') AS mean_rating,
+                         max(timestamp) FILTER (WHERE fold = 'train') AS last_timestamp,
+                         count(*) FILTER (WHERE fold = 'valid') AS valid,
+                         count(*) FILTER (WHERE fold = 'test') AS test
+                  FROM split_in GROUP BY item_id)
+            ORDER BY rank""").to_arrow_table()

@@ -56,13 +56,15 @@ class LiveRanking:
 
     def scores(self, champion_scores: np.ndarray, n_catalogue: int, positions: np.ndarray, timestamps: np.ndarray,
                horizon: float, item_vectors: np.ndarray | None,
-               item_similarity: Callable[[int], np.ndarray] | None) -> np.ndarray:
+               item_similarity: Callable[[int], np.ndarray] | None, memo: dict | None = None) -> np.ndarray:
         """One user's scores over the catalogue, (n_catalogue,) float32.
 
         `champion_scores` (n,) is the champion's fold-in over catalogue positions [0, n); `positions` and
         `timestamps` are the user's history in catalogue positions (any item, one entry per item); events with a
         timestamp above `horizon` are short-term. `item_vectors` are unit-norm catalogue rows (None: no text
-        channel); `item_similarity(p)` the champion's similarity of its n items to its item p."""
+        channel); `item_similarity(p)` the champion's similarity of its n items to its item p. `memo`: a dict the
+        caller keeps for this user while these inputs stay the same; the long-term channel's two full-catalogue
+        passes (the champion's rank order, the content scores) are kept in it, so a repeated list skips them."""
         champion_scores = np.asarray(champion_scores, dtype=np.float32)
         n = len(champion_scores)
         if not self.active:
@@ -71,9 +73,15 @@ class LiveRanking:
         timestamps = np.asarray(timestamps, dtype=np.float64)
         vectors = item_vectors if item_vectors is not None and len(item_vectors) == n_catalogue else None
         long_term = np.empty(n_catalogue, dtype=np.float64)
-        long_term[:n] = self.standardize(champion_scores)
+        long_term[:n] = self._standardize_memo(champion_scores, memo)
         if n_catalogue > n:
-            long_term[n:] = self._content(long_term[:n], positions, vectors, n, n_catalogue)
+            content = None if memo is None else memo.get("content")
+            if content is None:
+                content = self._content(long_term[:n], positions, vectors, n, n_catalogue)
+                if memo is not None:
+                    content.flags.writeable = False
+                    memo["content"] = content
+            long_term[n:] = content
         newer = timestamps > horizon
         recent = latest_positions(positions[newer], timestamps[newer], self.recent)
         if not len(recent) or (vectors is None and item_similarity is None):
@@ -95,6 +103,16 @@ class LiveRanking:
         older = positions[~newer]
         user_weight = self.weight * (1 + self.shift_weight * _distance(vectors, recent, older))
         return (long_term + user_weight * short_term).astype(np.float32)
+
+    def _standardize_memo(self, scores: np.ndarray, memo: dict | None) -> np.ndarray:
+        """`standardize`, with the rank order of the scale "rank" kept in `memo` (2 bytes an item below 32,768)."""
+        if memo is None or self.scale != "rank":
+            return self.standardize(scores)
+        order = memo.get("order")
+        if order is None:
+            order = rank_order(scores)
+            order = memo["order"] = order.astype(np.int16 if len(order) <= np.iinfo(np.int16).max else np.int32)
+        return ordered_normal_scores(order)
 
     def _content(self, champion_z: np.ndarray, positions: np.ndarray, vectors: np.ndarray | None, n: int,
                  size: int) -> np.ndarray:
@@ -135,10 +153,18 @@ def normal_scores(scores: np.ndarray) -> np.ndarray:
     """Each item's rank mapped to the standard normal quantile (the best of n at about the 1 - 1/(n+1) quantile):
     a channel with a heavy tail (a champion's fold-in) and one without (text similarity) get the same spread at the
     top, where the list is decided. Ties are broken by position, as `top_k` breaks them."""
-    scores = np.asarray(scores)
-    order = np.argsort(-scores, kind="stable")
-    out = np.empty(len(scores), dtype=np.float64)
-    out[order] = _normal_table(len(scores))
+    return ordered_normal_scores(rank_order(scores))
+
+
+def rank_order(scores: np.ndarray) -> np.ndarray:
+    """The positions from the best score to the worst, ties by position."""
+    return np.argsort(-np.asarray(scores), kind="stable")
+
+
+def ordered_normal_scores(order: np.ndarray) -> np.ndarray:
+    """`normal_scores` of the scores whose `rank_order` this is."""
+    out = np.empty(len(order), dtype=np.float64)
+    out[order] = _normal_table(len(order))
     return out
 
 

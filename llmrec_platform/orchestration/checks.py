@@ -4,6 +4,7 @@
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from llmrec_platform.data.quality import (
     CheckOutcome,
@@ -25,17 +26,17 @@ def _result(outcome: CheckOutcome, severity: dg.AssetCheckSeverity = dg.AssetChe
 
 
 @dg.asset_check(asset="raw_ratings", description="Columns user_id, item_id (strings), rating (float), timestamp (int), no nulls.")
-def ratings_schema_check(raw_ratings: pd.DataFrame) -> dg.AssetCheckResult:
+def ratings_schema_check(raw_ratings: pa.Table) -> dg.AssetCheckResult:
     return _result(ratings_schema(raw_ratings))
 
 
 @dg.asset_check(asset="raw_ratings", description="Ratings within [0.5, 5] and non-negative epoch-second timestamps.")
-def ratings_range_check(raw_ratings: pd.DataFrame) -> dg.AssetCheckResult:
+def ratings_range_check(raw_ratings: pa.Table) -> dg.AssetCheckResult:
     return _result(ratings_ranges(raw_ratings))
 
 
 @dg.asset_check(asset="raw_ratings", description="(user_id, item_id, timestamp) is unique.")
-def ratings_unique_key_check(raw_ratings: pd.DataFrame) -> dg.AssetCheckResult:
+def ratings_unique_key_check(raw_ratings: pa.Table) -> dg.AssetCheckResult:
     return _result(ratings_unique_keys(raw_ratings))
 
 
@@ -45,7 +46,7 @@ def item_embeddings_check(item_embeddings: pd.DataFrame, encoder: EncoderResourc
 
 
 @dg.asset_check(asset="split", description="No user-item pair in two folds; every valid/test user has training history.")
-def split_leakage_check(split: pd.DataFrame) -> dg.AssetCheckResult:
+def split_leakage_check(split: pa.Table) -> dg.AssetCheckResult:
     return _result(split_without_leakage(split))
 
 

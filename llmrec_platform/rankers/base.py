@@ -311,9 +311,19 @@ def excluded_items(*seen: sp.spmatrix) -> sp.csr_matrix:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column positions of the k best scores per row, best first; ties broken by lower position."""
+    """Column positions of the k best scores per row, best first, ordered by (-score, position): of items tied
+    at the cut-off, the lower positions make the list."""
     k = min(k, scores.shape[1])
+    if k <= 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64)
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    if k < scores.shape[1]:
+        # argpartition takes any members of a tie at the cut-off; rows where it left some out are redone by rule.
+        kept = np.take_along_axis(scores, part, axis=1)
+        kth = kept.min(axis=1, keepdims=True)
+        for row in np.flatnonzero((scores == kth).sum(axis=1) > (kept == kth).sum(axis=1)):
+            above = np.flatnonzero(scores[row] > kth[row])
+            part[row] = np.concatenate([above, np.flatnonzero(scores[row] == kth[row])[:k - len(above)]])
     part.sort(axis=1)  # stable tie-break by position before the score sort
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
@@ -348,9 +358,7 @@ def top_k_row(scores: np.ndarray, excluded_positions: np.ndarray, k: int) -> np.
     k = min(k, len(scores))
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-scores, k - 1)[:k]
-    part.sort()  # stable tie-break by position before the score sort, as `top_k`
-    top = part[np.argsort(-scores[part], kind="stable")]
+    top = top_k(scores[None, :], k)[0]
     return top[np.isfinite(scores[top])]
 
 

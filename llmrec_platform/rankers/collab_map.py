@@ -14,26 +14,25 @@ import pandas as pd
 from llmrec_platform.data.interactions import InteractionData, binarize
 from llmrec_platform.encoders.vectors import align
 from llmrec_platform.rankers.base import Histories, Ranker
-from llmrec_platform.rankers.ease import ease_weights
+from llmrec_platform.rankers.ease import ease_weights, float32_in_place
 
 
-def ridge_map(features: np.ndarray, targets: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ridge regression with an intercept, in float64: (coef (d, t), feature mean (d,), target mean (t,)) with
-    targets ≈ target_mean + (features - feature_mean) @ coef, coef = (F'F + alpha I)^-1 F'T on centred F, T.
-    With more features than rows (raw TF-IDF) the equal dual form F'(FF' + alpha I)^-1 T is solved instead."""
+def ridge_operator(features: np.ndarray, queries: np.ndarray, alpha: float) -> np.ndarray:
+    """Ridge regression with an intercept as a linear operator, in float64: A (queries x rows) such that, for any
+    targets T (rows x t) fitted on `features`, the predictions at `queries` are t̄ + A (T - t̄), t̄ the targets' mean
+    row. A = (Q - f̄)(F'F + alpha I)^-1 F' on centred F; with more features than rows (raw TF-IDF) the equal dual
+    form (Q - f̄) F'(FF' + alpha I)^-1. The targets are never copied or centred: they can be a view of a large matrix."""
     features = np.asarray(features, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.float64)
-    feature_mean, target_mean = features.mean(axis=0), targets.mean(axis=0)
-    centred, centred_targets = features - feature_mean, targets - target_mean
+    feature_mean = features.mean(axis=0)
+    centred = features - feature_mean
+    queries = np.asarray(queries, dtype=np.float64) - feature_mean
     if centred.shape[1] <= centred.shape[0]:
         gram = centred.T @ centred
         gram[np.diag_indices_from(gram)] += alpha
-        coef = np.linalg.solve(gram, centred.T @ centred_targets)
-    else:
-        kernel = centred @ centred.T
-        kernel[np.diag_indices_from(kernel)] += alpha
-        coef = centred.T @ np.linalg.solve(kernel, centred_targets)
-    return coef, feature_mean, target_mean
+        return np.linalg.solve(gram, queries.T).T @ centred.T  # gram is symmetric: Q G^-1 = (G^-1 Q')'
+    kernel = centred @ centred.T
+    kernel[np.diag_indices_from(kernel)] += alpha
+    return np.linalg.solve(kernel, centred @ queries.T).T
 
 
 class CollabMapRanker(Ranker):
@@ -70,17 +69,26 @@ class CollabMapRanker(Ranker):
     def _fit(self, data: InteractionData) -> None:
         self.item_vectors_ = align(data.item_ids, self._item_frame, "item_id", "items")
         del self._item_frame  # keep the pickled ranker small
-        weights = ease_weights(binarize(data.train), self.reg_weight)
+        weights = ease_weights(binarize(data.train), self.reg_weight)  # the one items x items float64 matrix
         warm = self.popularity_ > 0
         if warm.sum() < 2:
             raise ValueError(f"{self.name}: needs at least two items with training interactions to fit the map")
-        coef, feature_mean, target_mean = ridge_map(self.item_vectors_[warm], weights[:, warm].T, self.alpha)
-        mapped = (target_mean[None, :] + (self.item_vectors_ - feature_mean) @ coef).T  # (items, items): columns
         replace = ~warm if self.warm == "ease" else np.ones(len(warm), dtype=bool)
-        weights[:, replace] = mapped[:, replace]
+        if replace.any():
+            # The targets are B's warm columns; A on B's columns in place of a (warm x items) copy of them:
+            # mapped = t̄ + A (B[:, warm]' - t̄) = t̄ (1 - A 1) + B A_full', A_full zero on the cold columns.
+            operator = ridge_operator(self.item_vectors_[warm], self.item_vectors_[replace], self.alpha)
+            full = np.zeros((operator.shape[0], len(warm)))
+            full[:, warm] = operator
+            target_mean = weights @ (warm / warm.sum())
+            mapped = weights @ full.T + target_mean[:, None] * (1.0 - operator.sum(axis=1))[None, :]
+            del full
+            weights[:, replace] = mapped
+            del mapped
         # No item votes for itself (EASE's zero diagonal), and a cold item is in no training history anyway.
         weights[np.diag_indices_from(weights)] = 0.0
-        self.weights_ = weights.astype(np.float32)
+        self.weights_ = float32_in_place(weights)  # C order, as EASERanker's; `weights` is spent
+        del weights
         self.cold_ = ~warm
 
     def _score_histories(self, histories: Histories) -> np.ndarray:

@@ -43,9 +43,6 @@ class GenreMatchRanker(Ranker):
         item_genre = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
                                    shape=(len(lists), len(self.genres_)))
         self.item_genre_ = item_genre
-        n_genres = np.asarray(item_genre.sum(axis=1)).ravel()
-        scale = np.divide(1.0, np.sqrt(n_genres), out=np.zeros_like(n_genres), where=n_genres > 0)
-        self.item_genre_weights_ = np.asarray((sp.diags(scale) @ item_genre).toarray(), dtype=np.float32)
         del self._item_genres  # keep the pickled ranker small
 
     def refit_copy(self, data: InteractionData) -> GenreMatchRanker:
@@ -56,12 +53,18 @@ class GenreMatchRanker(Ranker):
         clone.popularity_ = np.asarray(data.train.getnnz(axis=0), dtype=np.float32)
         return clone
 
-    def genre_profiles(self, histories: Histories) -> np.ndarray:
-        """Each history's genre distribution, (len(histories), n_genres); all zero for an empty history."""
-        counts = histories.binary() @ self.item_genre_
-        totals = np.asarray(counts.sum(axis=1)).ravel()
-        inverse = np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)
-        return np.asarray(sp.diags(inverse) @ counts.toarray(), dtype=np.float32)
-
     def _score_histories(self, histories: Histories) -> np.ndarray:
-        return self.genre_profiles(histories) @ self.item_genre_weights_.T
+        # Exact, so items with the same genres score the same bit for bit and ties fall to the item position:
+        # integer genre counts (exact in float32 below 2**24, in whatever order a product adds them), then two
+        # element-wise scalings, each rounded once. A float product of profiles and weights split such ties by
+        # an item's place in the product's tiles, which moves with the block of users scored.
+        counts = histories.binary() @ self.item_genre_
+        totals = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+        if totals.max(initial=0.0) >= 2**24:
+            raise ValueError(f"{self.name}: a history with {totals.max():.0f} genre counts is past float32's exact "
+                             "integers (2**24)")
+        scores = counts.toarray() @ self.item_genre_.T.toarray()  # (histories, items): genres shared, counted
+        n_genres = np.asarray(self.item_genre_.sum(axis=1), dtype=np.float64).ravel()
+        scores *= np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0).astype(np.float32)[:, None]
+        scores *= np.divide(1.0, np.sqrt(n_genres), out=np.zeros_like(n_genres), where=n_genres > 0).astype(np.float32)
+        return scores

@@ -219,6 +219,10 @@ class MultVAERanker(Ranker):
     evaluations cost CPU, and its earlier weights moved the hybrid (Mult-VAE is one of its candidate rankers) by
     about 0.002 test NDCG@10 on ML-100K, the hybrid's whole tolerance (docs/performance.md, "The hybrid's tolerance").
     Off under DP-SGD: choosing an epoch on validation users would spend privacy budget.
+    Size: an epoch costs about users x items x hidden x 6 flops (the dense output layer, forward and backward), so
+    `max_cells` caps users x items x epochs: above it, the fit runs `max_cells // (users x items)` epochs (at least
+    1; `epochs_trained_`, and `epoch_note_` says why). The default 2e9 leaves MovieLens whole: even all of ML-1M's
+    6,040 users x 3,706 items x 80 epochs is 1.79e9 cells (its RecBole split: 6,033 x 3,123). 0: no cap.
     """
 
     name = "multvae"
@@ -228,13 +232,16 @@ class MultVAERanker(Ranker):
     eval_every: int = 5
     eval_users: int = 2000
     best_epoch_: int | None = None
+    max_cells: float = 0  # class default: rankers pickled before the cap refit uncapped, as they were fitted
+    epochs_trained_: int | None = None
+    epoch_note_: str | None = None
     validation_curve_: list[tuple[int, float]] | None = None
 
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5, epochs: int = 80,
                  batch_size: int = 500, learning_rate: float = 1e-3, anneal_cap: float = 0.2,
                  anneal_steps: int = 2000, seed: int = 2020, num_threads: int = 2, dp_epsilon: float | None = None,
                  dp_delta: float = 1e-6, dp_max_grad_norm: float = 1.0, patience: int = 0, eval_every: int = 5,
-                 eval_users: int = 2000):
+                 eval_users: int = 2000, max_cells: float = 2e9):
         check_early_stopping(patience, eval_every, eval_users)
         if dp_epsilon is not None:
             DPSGD(dp_epsilon, dp_delta, dp_max_grad_norm)  # refuses a bad budget now, not after loading data
@@ -242,6 +249,8 @@ class MultVAERanker(Ranker):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if max_cells < 0:
+            raise ValueError(f"max_cells must be >= 0 (0: no cap), got {max_cells}")
         self.hidden = hidden
         self.latent = latent
         self.dropout = dropout
@@ -258,6 +267,16 @@ class MultVAERanker(Ranker):
         self.patience = patience
         self.eval_every = eval_every
         self.eval_users = eval_users
+        self.max_cells = max_cells
+
+    def epochs_within_budget(self, n_users: int, n_items: int) -> tuple[int, str | None]:
+        """(epochs to train, None) within `max_cells`; else (the fewer epochs that fit, why)."""
+        cells = n_users * n_items
+        if not self.max_cells or cells * self.epochs <= self.max_cells:
+            return self.epochs, None
+        epochs = max(1, int(self.max_cells // cells))
+        return epochs, (f"{self.name}: {epochs} epochs of {self.epochs}: {n_users:,} users x {n_items:,} items x "
+                        f"{self.epochs} epochs = {cells * self.epochs:.3g} cells, above max_cells {self.max_cells:.3g}")
 
     def _fit(self, data: InteractionData, callback=None) -> None:
         import torch
@@ -267,9 +286,10 @@ class MultVAERanker(Ranker):
         private = None if self.dp_epsilon is None else DPSGD(self.dp_epsilon, self.dp_delta, self.dp_max_grad_norm)
         stopping = None if private is not None else EarlyStopping.for_data(
             data, self.patience, self.eval_every, self.eval_users, self.seed)
+        self.epochs_trained_, self.epoch_note_ = self.epochs_within_budget(*data.train.shape)
         try:
             self.layers_ = train_multvae(
-                data.train, self.hidden, self.latent, self.dropout, self.epochs, self.batch_size,
+                data.train, self.hidden, self.latent, self.dropout, self.epochs_trained_, self.batch_size,
                 self.learning_rate, self.anneal_cap, self.anneal_steps, self.seed, callback, private, stopping)
             self.dp_spent_epsilon_ = None if private is None else private.spent_epsilon
             self.best_epoch_ = None if stopping is None else stopping.best_epoch

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData, binarize
-from llmrec_platform.rankers.base import Histories, Ranker, sum_sparse_rows
+from llmrec_platform.rankers.base import Histories, Ranker, sum_sparse_rows, top_k
 
 
 def rp3beta_similarity(x: sp.spmatrix, alpha: float, beta: float, k: int, normalize: bool = True,
@@ -36,7 +36,7 @@ def rp3beta_similarity(x: sp.spmatrix, alpha: float, beta: float, k: int, normal
         block = (p_iu[start:stop] @ p_ui).toarray() * penalty[None, :]
         sources = np.arange(start, stop)
         block[np.arange(len(sources)), sources] = 0.0
-        neighbours = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        neighbours = top_k(block, k)  # ties at the k-th neighbour go to the lower item position
         top = np.take_along_axis(block, neighbours, axis=1)
         keep = top > 0
         rows.append(np.broadcast_to(sources[:, None], neighbours.shape)[keep])

@@ -1,9 +1,9 @@
 """Which rankers fit a catalogue's size (no Dagster).
 
-EASE and llm_ease_map hold a dense items x items matrix: 4 n^2 bytes in float32 (40 GB at 100k items) and
-about three float64 copies while fitting. Above `max_items` such a ranker is not fitted; the sparse RP3beta
-graph (top-k neighbours per item: O(items x k) memory) stands in, under a name that says so, so the
-rankers downstream (evaluation, hybrid candidates) still run.
+EASE and llm_ease_map hold a dense items x items matrix: 4 n^2 bytes in float32 (40 GB at 100k items), and
+while fitting one float64 matrix (Gram, inverse and weights share one buffer: `ease_weights`). Above `max_items`
+such a ranker is not fitted; the sparse RP3beta graph (top-k neighbours per item: O(items x k) memory) stands in,
+under a name that says so, so the rankers downstream (evaluation, hybrid candidates) still run.
 """
 
 from __future__ import annotations
@@ -29,6 +29,6 @@ def fit_within(ranker: Ranker, n_items: int, max_items: int) -> tuple[Ranker, st
     alternative.name = f"rp3beta_for_{ranker.name}"
     return alternative, (
         f"{ranker.name} skipped: a dense item-item model on {n_items:,} items needs {dense_gb(n_items):,.1f} GB for one "
-        f"float32 matrix (about 6x that while fitting), above the limit of {max_items:,} items (LLMREC_DENSE_MAX_ITEMS). "
+        f"float32 matrix (3x that while fitting), above the limit of {max_items:,} items (LLMREC_DENSE_MAX_ITEMS). "
         f"The sparse alternative RP3beta (top-{alternative.k} neighbours per item) is fitted in its place as "
         f"{alternative.name!r}; itemknn_ranker is sparse too.")

@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from llmrec_platform.encoders.vectors import normalize_rows
+from llmrec_platform.rankers.base import top_k
 from llmrec_platform.rating.data import Ratings
 
 LLM_FEATURES = ("sim_liked", "sim_disliked", "sim_profile", "knn_residual", "knn_support")
@@ -57,7 +58,7 @@ class ContentFeatures:
         for start in range(0, n, 1024):
             sims = vectors[start:start + 1024] @ vectors.T
             sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf  # not itself
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((len(sims), 0), int)
+            top = top_k(sims, k)  # ties at the k-th neighbour go to the lower item position
             top_sims = np.take_along_axis(sims, top, axis=1)
             rows.append(np.repeat(np.arange(start, start + len(sims)), top.shape[1]))
             cols.append(top.ravel())

@@ -23,7 +23,7 @@ from llmrec_platform.live.online import ImpressionLog
 from llmrec_platform.serving.audit import AuditLog, AuditRecord
 from llmrec_platform.serving.auth import AccessPolicy, Principal
 from llmrec_platform.serving.bundle import BundleError, current_bundle, current_version, load_bundle
-from llmrec_platform.serving.commit import GroupCommitLog
+from llmrec_platform.serving.commit import Flush, GroupCommitLog
 from llmrec_platform.serving.explain import Writer, local_writer, openai_writer
 from llmrec_platform.serving.metrics import Metrics
 from llmrec_platform.serving.service import LiveService
@@ -76,8 +76,8 @@ class ServingState:
         None and the keyed hash of the id in `detail`, so the log never names whom it erased."""
         await self.audit_later(principal, action, user_id, **detail)
 
-    def audit_later(self, principal: Principal, action: str, user_id: str | None, **detail) -> asyncio.Future:
-        """`audit`, returning the future that settles once the record is on disk (`GroupCommitLog.submit`)."""
+    def audit_later(self, principal: Principal, action: str, user_id: str | None, **detail) -> Flush:
+        """`audit`, returning the flush that puts the record on disk (`GroupCommitLog.submit`: await it)."""
         return self.audit_commit.submit(AuditRecord(principal.name, action, user_id, detail))
 
     def new_service(self, version_path) -> LiveService:
@@ -91,6 +91,7 @@ class ServingState:
         # Items added live (POST /items, landed item files) join every service, replayed from the items log.
         service.catalogue = CatalogueFollower(ItemLog(self.paths.events))
         service.catch_up()
+        service.prepare_lists()
         return service
 
     def install(self, service: LiveService) -> None:

@@ -8,7 +8,9 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -16,9 +18,15 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def data_fingerprint(frame: pd.DataFrame) -> str:
-    """Stable content hash of a frame (row order included), e.g. the split a ranker was trained on."""
-    row_hashes = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False).to_numpy()
+def data_fingerprint(frame: pd.DataFrame | pa.Table, batch_rows: int = 1_000_000) -> str:
+    """Stable content hash of a frame (row order included), e.g. the split a ranker was trained on. An Arrow table
+    is hashed a batch of rows at a time, to the same digest as its pandas form (a row's hash is its own)."""
+    if isinstance(frame, pa.Table):
+        batches = [pd.util.hash_pandas_object(batch.to_pandas(), index=False).to_numpy()
+                   for batch in frame.to_batches(batch_rows)]
+        row_hashes = np.concatenate(batches) if batches else np.zeros(0, dtype=np.uint64)
+    else:
+        row_hashes = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False).to_numpy()
     return hashlib.sha256(row_hashes.tobytes()).hexdigest()[:16]
 
 

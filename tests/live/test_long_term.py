@@ -114,3 +114,53 @@ def test_a_republish_of_the_same_champion_and_histories_copies_the_fold_ins(tiny
     assert (second / "long_term.npy").read_bytes() == (first / "long_term.npy").read_bytes()
     third = publish_tiny_bundle(tiny_home, reg_weight=20.0)  # another champion: computed
     assert len(written) == 1 and read_long_term(third, load_bundle(third).champion) is not None
+
+
+def test_prepared_lists_are_the_lists_computed_without_the_memo(tiny_home, tmp_path):
+    """`prepare_lists` keeps each user's long-term rank order and content channel (`LiveRanking.scores`' memo);
+    the lists and scores stay those of a service that computes every pass per request, through live events (the
+    memo of a changed history is rebuilt), the background refresher and an item added live."""
+    bundle = load_bundle(current_bundle(tiny_home.bundles))
+    log = EventLog(tmp_path / "events")
+    memo, plain = (LiveService(bundle, log, {"click": 4.0}, refresh="background") for _ in range(2))
+    plain._memo = lambda *args: None  # every pass computed per request
+    plain._live_arrays = Forgetful()  # and the history arrays with live events too
+    users = memo.bundle_users()
+    for service in (memo, plain):  # an item beyond the champion's: the content channel covers it
+        service.add_items(["added"], ["Added film"], [["Horror"]], service.vectors[6:7] - 0.1)
+    assert memo.prepare_lists() == len(users) and plain.prepare_lists() == len(users)
+    assert len(memo._memos) == len(users) and not plain._memos
+    assert all({"order", "content"} <= set(held[1]) for held in memo._memos.values())  # items beyond the champion's
+
+    def same_lists():
+        for user in users:
+            a, b = memo.recommend(user, k=8), plain.recommend(user, k=8)
+            assert [(i["item_id"], i["score"]) for i in a.items] == [(i["item_id"], i["score"]) for i in b.items], user
+            assert np.array_equal(memo.scores(user)[0], plain.scores(user)[0]), user
+
+    same_lists()
+    kept = memo._memos["a00"][1]
+    for step in range(2):
+        log.append([Event(u, f"i{(n + step) % 12}", "click", timestamp=2_000_000_000 + step) for n, u in enumerate(users)])
+        same_lists()
+        assert memo._memos["a00"][1] is not kept  # the history changed: a new memo
+        kept = memo._memos["a00"][1]
+        for service in (memo, plain):
+            service.refresh_stale(service.take_stale(len(users)))
+        same_lists()
+    for service in (memo, plain):  # as `genre_shift` does: the same number of other events, the memo is rebuilt
+        clicks = service.live.pop("a00")
+        for n, click in enumerate(clicks):
+            service.apply(Event("a00", f"i{(n + 5) % 12}", "click", timestamp=int(click.timestamp)))
+    same_lists()
+    for service in (memo, plain):
+        service.add_items(["new"], ["New film"], [["Comedy"]], service.vectors[:1] + 0.1)
+    assert not memo._memos  # the content channel now covers one more item
+    same_lists()
+
+
+class Forgetful(dict):
+    """A cache that keeps nothing."""
+
+    def __setitem__(self, key, value) -> None:
+        pass

@@ -138,3 +138,52 @@ def test_a_regressing_champion_is_not_published(trained_home, pipeline_run, inst
 def test_the_nightly_retrain_runs_the_gate(defs):
     checks = defs.resolve_job_def("nightly_retrain").asset_layer.asset_graph.asset_check_keys
     assert dg.AssetCheckKey(dg.AssetKey("evaluation_report"), "champion_not_regressed") in checks
+
+
+def test_ratings_rules_read_arrow_as_the_warehouse_hands_it():
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(RATINGS, preserve_index=False)
+    for rule in (ratings_schema, ratings_ranges, ratings_unique_keys):
+        assert rule(table) == rule(RATINGS) and rule(table).passed
+    floats = table.set_column(3, "timestamp", table["timestamp"].cast(pa.float64()))
+    assert "timestamp is double" in ratings_schema(floats).description
+    nulls = table.set_column(2, "rating", pa.array([4.0, None, 5.0]))
+    assert "null values {'rating': 1}" in ratings_schema(nulls).description
+    assert ratings_ranges(nulls).metadata["ratings_out_of_range"] == 1  # a missing rating is not in range
+    rows = pa.table({"user_id": ["u1", "u2", "u2", "u1", "u2"], "item_id": ["a", "b", "b", "a", "b"],
+                     "rating": [4.0] * 5, "timestamp": [1, 5, 5, 1, 5]})
+    twice = ratings_unique_keys(rows)
+    assert twice.metadata["duplicated_keys"] == 2 and "e.g. u1/a/1" in twice.description  # first in row order
+    split = pa.table({"user_id": ["1", "1", "2"], "item_id": ["a", "a", "b"], "fold": ["train", "test", "valid"]})
+    outcome = split_without_leakage(split)
+    assert not outcome.passed and outcome.metadata["pairs_in_several_folds"] == 1
+    assert outcome.metadata["eval_users_without_train"] == 1 and "['2']" in outcome.description
+
+
+def test_split_reaches_the_checks_the_popularity_table_and_a_ranker_in_arrow(defs, home, tiny_dataset_dir, monkeypatch):
+    import pyarrow as pa
+
+    from llmrec_platform.data.interactions import InteractionData
+    from llmrec_platform.storage.tracking import data_fingerprint
+    from tests.orchestration.conftest import month_range, range_tags
+
+    inputs, from_split = [], InteractionData.from_split.__func__
+    monkeypatch.setattr(InteractionData, "from_split", classmethod(
+        lambda cls, split, **kw: inputs.append(type(split)) or from_split(cls, split, **kw)))
+
+    job = dg.define_asset_job("to_popularity", selection=dg.AssetSelection.assets(
+        "raw_ratings", "raw_items", "interactions", "split", "item_popularity", "popularity_ranker"))
+    result = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("to_popularity").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), tags=range_tags(*month_range(tiny_dataset_dir)))
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"ratings_schema_check": True, "ratings_range_check": True, "ratings_unique_key_check": True,
+                      "split_leakage_check": True}
+    store = Warehouse(home.warehouse)
+    split = store.read("split")
+    ranker = result.output_for_node("popularity_ranker")
+    assert inputs == [pa.Table]  # the ranker's matrices come from Arrow, not from a DataFrame of strings
+    assert ranker.data_fingerprint == data_fingerprint(split)  # the Arrow input hashes as its pandas form did
+    popularity = store.read("item_popularity").set_index("item_id")["interactions"]
+    assert popularity.loc[ranker.ranker.item_ids_].tolist() == ranker.ranker.popularity_.astype(int).tolist()
