@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from llmrec_platform.cli import main
@@ -185,8 +186,8 @@ def test_popularity_asset_records_the_budget_in_mlflow(tmp_path):
     from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource
 
     @dg.asset(name="split")
-    def split_asset() -> pd.DataFrame:
-        return two_group_split()
+    def split_asset() -> pa.Table:
+        return pa.Table.from_pandas(two_group_split(), preserve_index=False)
 
     tracking = TrackingResource(home=str(tmp_path))
     result = dg.materialize(

@@ -4,6 +4,7 @@ awaited through the event loop otherwise; every waiter gets the flush's outcome 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 
 import pytest
@@ -23,6 +24,11 @@ class FakeLog:
         return len(self.batches)
 
 
+def run_in_fresh_thread(coroutine_function):
+    """asyncio.run in a thread of its own: another test may leave an event loop running in this one."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coroutine_function())).result()
+
 def test_a_fast_flush_settles_inline_and_await_does_not_suspend():
     async def run():
         log = GroupCommitLog(FakeLog())
@@ -34,7 +40,7 @@ def test_a_fast_flush_settles_inline_and_await_does_not_suspend():
         result = await flush
         return result, list(suspended), log.log.batches
 
-    result, suspended, batches = asyncio.run(run())
+    result, suspended, batches = run_in_fresh_thread(run)
     assert (result, batches) == (1, [["a"]])
     assert suspended == []  # the request went on in its own turn: no callback of the loop ran before it
 
@@ -51,7 +57,7 @@ def test_a_slow_flush_is_awaited_after_at_most_the_inline_wait():
         results = [await flush for flush in flushes]
         return settled, waited, results, log
 
-    settled, waited, results, log = asyncio.run(run())
+    settled, waited, results, log = run_in_fresh_thread(run)
     assert not settled and waited < INLINE_WAIT_SECONDS + 0.05
     assert results[0] == 1 and results[1:] == [2, 2]  # the records queued during the first flush share the second
     assert log.log.batches == [["a"], ["b", "c"]]
@@ -70,4 +76,4 @@ def test_every_waiter_of_a_failed_flush_gets_its_error(inline):
         with pytest.raises(OSError, match="disk full"):
             await flush
 
-    asyncio.run(run())
+    run_in_fresh_thread(run)
