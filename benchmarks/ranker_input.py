@@ -23,14 +23,13 @@ import hashlib
 import multiprocessing
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import _cpu  # noqa: E402  (the process's user + system seconds)
 
 
 def _measure(warehouse: str, kind: str, queue) -> None:

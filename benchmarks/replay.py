@@ -11,8 +11,8 @@ compared with the champion alone, paired per user (95 % bootstrap interval of th
     python benchmarks/replay.py --home .llmrec --ranker hybrid --protocol temporal --ranker-cache /tmp/h.pkl
 
 With --home and --protocol, the home's interactions are split again under that protocol and a copy of the published
-ranker (the same settings and item vectors) is fitted on it (`refitted`: a hybrid's base rankers first, its content
-and genre rankers from the home's embeddings and items). --ranker-cache keeps that fit for the next run.
+ranker (the same settings and item vectors) is fitted on it (`Ranker.refit_elsewhere`: a hybrid's base rankers
+first, its content and genre rankers from the home's embeddings and items). --ranker-cache keeps that fit for the next run.
 
 Prints Markdown tables.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmrec_platform.evaluation.replay import per_user, refitted, replay_per_step, replay_steps
+from llmrec_platform.evaluation.replay import per_user, replay_per_step, replay_steps
 from llmrec_platform.evaluation.significance import comparisons_markdown, paired_bootstrap
 from llmrec_platform.live.channels import LiveRanking
 
@@ -42,6 +42,7 @@ def inputs(args) -> tuple:
         from llmrec_platform.data.interactions import InteractionData
         from llmrec_platform.data.split import SplitConfig, split_interactions
         from llmrec_platform.paths import Paths
+        from llmrec_platform.rankers.base import ItemInputs
         from llmrec_platform.rankers.published import load_ranker
         from llmrec_platform.storage.warehouse import Warehouse
 
@@ -57,10 +58,10 @@ def inputs(args) -> tuple:
             with open(cache, "rb") as handle:
                 ranker = pickle.load(handle)
         else:
-            ranker = refitted(load_ranker(args.home, args.ranker), InteractionData.from_split(split),
-                              embeddings,
-                              store.query("SELECT user_id, profile_embedding AS embedding FROM user_embeddings"),
-                              store.query("SELECT * FROM items"))
+            items = ItemInputs(embeddings,
+                               store.query("SELECT user_id, profile_embedding AS embedding FROM user_embeddings"),
+                               store.query("SELECT * FROM items"))
+            ranker = load_ranker(args.home, args.ranker).refit_elsewhere(InteractionData.from_split(split), items)
             if cache is not None:
                 with open(cache, "wb") as handle:
                     pickle.dump(ranker, handle, protocol=pickle.HIGHEST_PROTOCOL)

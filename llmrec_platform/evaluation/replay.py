@@ -6,8 +6,9 @@ held-out item is looked up in that list. hit@k and NDCG@k (one relevant item) ar
 steps, and per user for paired comparisons. This is the offline mirror of serving: the history goes through
 `score_histories` (fold-in), the list never shows what the history holds (`excluded_items`), and the
 `LiveRanking` is applied exactly as the server applies it (`LiveRanking.scores`, with the ranker's training
-timeline as the short-term horizon). Choose settings on the valid fold; report the test fold. `refitted` fits a
-published ranker's copy on another split of its interactions (a home's hybrid on the temporal split).
+timeline as the short-term horizon). Choose settings on the valid fold; report the test fold. A published
+ranker replays on another split of its interactions through `Ranker.refit_elsewhere` (a home's hybrid on the
+temporal split).
 """
 
 from __future__ import annotations
@@ -18,13 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.live.channels import LiveRanking, one_per_item, training_horizon
 from llmrec_platform.live.long_term import history_matrices
 from llmrec_platform.rankers.base import Ranker
-from llmrec_platform.rankers.content import LLMContentRanker
-from llmrec_platform.rankers.genre import GenreMatchRanker
-from llmrec_platform.rankers.hybrid import HybridRanker
 
 
 @dataclass(frozen=True)
@@ -35,26 +32,6 @@ class ReplayStep:
     timestamps: np.ndarray
     target: int  # item position of the interaction replayed next
     user_id: str = ""
-
-
-def refitted(ranker: Ranker, data: InteractionData, item_embeddings: pd.DataFrame, profiles: pd.DataFrame | None,
-             catalogue: pd.DataFrame) -> Ranker:
-    """A copy of a fitted `ranker` fitted on `data` with the same settings; `ranker` is not modified. A hybrid's
-    base rankers are refitted first. Its content and genre rankers keep no item inputs once fitted, and `data` may
-    have another item space (a temporal split has no item first seen after training), so they are built again
-    from `item_embeddings` (item_id, embedding), `profiles` (user_id, embedding: the users' text vectors) and
-    `catalogue` (item_id, genres)."""
-    if not isinstance(ranker, HybridRanker):
-        return ranker.refit_copy(data)
-    old = ranker.content
-    content = LLMContentRanker(item_embeddings, profiles, history_weight=old.history_weight,
-                               profile_weight=old.profile_weight, half_life_days=old.half_life_days,
-                               encoder=old.encoder, name=old.name, dense_max_items=old.dense_max_items,
-                               ann_min_items=old.ann_min_items, neighbours=old.neighbours).fit(data)
-    features = {name: GenreMatchRanker(catalogue).fit(data) if isinstance(base, GenreMatchRanker) else base.refit_copy(data)
-                for name, base in ranker.feature_rankers.items()}
-    candidates = {name: base.refit_copy(data) for name, base in ranker.candidate_rankers.items()}
-    return HybridRanker(candidates, content, features, ranker.config).fit(data)
 
 
 def replay_steps(ranker: Ranker, split: pd.DataFrame, fold: str, max_users: int | None = None,

@@ -105,6 +105,16 @@ class NotFittedError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class ItemInputs:
+    """What content rankers are built from, for `Ranker.refit_elsewhere`: `item_embeddings` (item_id, embedding),
+    `profiles` (user_id, embedding: the users' text vectors, or None) and `catalogue` (item_id, genres)."""
+
+    item_embeddings: pd.DataFrame
+    profiles: pd.DataFrame | None
+    catalogue: pd.DataFrame
+
+
 class Ranker(ABC):
     """Subclasses implement `_fit` and `_score_histories`; `_score` (by training position) defaults to scoring
     the training histories and is overridden only by rankers with a faster or stored by-user answer."""
@@ -167,6 +177,12 @@ class Ranker(ABC):
     def refit_copy(self, data: InteractionData) -> Ranker:
         """A copy fitted on `data` (same item space); this ranker is not modified."""
         return copy.copy(self).fit(data)
+
+    def refit_elsewhere(self, data: InteractionData, items: ItemInputs) -> Ranker:
+        """A copy with the same settings fitted on `data`, whose item space may differ from this ranker's (another
+        split of the same interactions). Rankers that drop their item inputs once fitted rebuild them from `items`;
+        this ranker is not modified."""
+        return self.refit_copy(data)
 
     def _cold_start_scores(self, query: Query) -> np.ndarray:
         """The answer for an unknown user with no usable history: popularity (content rankers use `text`)."""

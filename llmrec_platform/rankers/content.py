@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData
 from llmrec_platform.encoders.vectors import align, normalize_rows, user_interest_vectors
-from llmrec_platform.rankers.base import Histories, Ranker
+from llmrec_platform.rankers.base import Histories, ItemInputs, Ranker
 from llmrec_platform.retrieval import DEFAULT_ANN_MIN_ITEMS, VectorIndex
 
 DENSE_SIMILARITY_MAX_ITEMS = 20_000  # items x items float32 similarities: 1.6 GB at 20k items (LLMREC_DENSE_MAX_ITEMS)
@@ -68,6 +68,13 @@ class LLMContentRanker(Ranker):
         self.neighbours = neighbours
         if name:
             self.name = name
+
+    def refit_elsewhere(self, data: InteractionData, items: ItemInputs) -> LLMContentRanker:
+        """The item and profile vectors are not kept after fitting: built again from `items`."""
+        return LLMContentRanker(items.item_embeddings, items.profiles, history_weight=self.history_weight,
+                                profile_weight=self.profile_weight, half_life_days=self.half_life_days,
+                                encoder=self.encoder, name=self.name, dense_max_items=self.dense_max_items,
+                                ann_min_items=self.ann_min_items, neighbours=self.neighbours).fit(data)
 
     def _fit(self, data: InteractionData) -> None:
         self.item_vectors_ = align(data.item_ids, self._item_frame, "item_id", "items")

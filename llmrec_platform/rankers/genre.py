@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData
-from llmrec_platform.rankers.base import Histories, Ranker
+from llmrec_platform.rankers.base import Histories, ItemInputs, Ranker
 
 
 class GenreMatchRanker(Ranker):
@@ -44,6 +44,10 @@ class GenreMatchRanker(Ranker):
                                    shape=(len(lists), len(self.genres_)))
         self.item_genre_ = item_genre
         del self._item_genres  # keep the pickled ranker small
+
+    def refit_elsewhere(self, data: InteractionData, items: ItemInputs) -> GenreMatchRanker:
+        """The item genres are not kept after fitting: built again from `items.catalogue`."""
+        return GenreMatchRanker(items.catalogue).fit(data)
 
     def refit_copy(self, data: InteractionData) -> GenreMatchRanker:
         """Keeps the item side (the item genres are not kept after fitting); only the training histories change."""

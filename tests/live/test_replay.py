@@ -1,4 +1,4 @@
-"""`refitted`: a published hybrid's copy fitted on another split of its interactions (the temporal replay)."""
+"""`Ranker.refit_elsewhere`: a published hybrid's copy fitted on another split of its interactions (the temporal replay)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from llmrec_platform.data.interactions import InteractionData
-from llmrec_platform.evaluation.replay import refitted
+from llmrec_platform.rankers.base import ItemInputs
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.ease import EASERanker
 from llmrec_platform.rankers.genre import GenreMatchRanker
@@ -54,27 +54,27 @@ def fitted_hybrid(data: InteractionData, embeddings, profiles, catalogue) -> Hyb
     return HybridRanker(candidates, content, {"genre_match": GenreMatchRanker(catalogue).fit(data)}, config).fit(data)
 
 
-def test_refitted_on_the_same_split_scores_as_the_original(inputs):
+def test_refit_elsewhere_on_the_same_split_scores_as_the_original(inputs):
     frame, embeddings, profiles, catalogue = inputs
     data = split(frame, (12, 13))
     hybrid = fitted_hybrid(data, embeddings, profiles, catalogue)
-    copy = refitted(hybrid, data, embeddings, profiles, catalogue)
+    copy = hybrid.refit_elsewhere(data, ItemInputs(embeddings, profiles, catalogue))
     assert copy is not hybrid and copy.content.profile_weight == 0.2 and list(copy.feature_rankers) == ["genre_match"]
     users = np.arange(data.n_users)
     np.testing.assert_array_equal(copy.score(users), hybrid.score(users))
 
 
-def test_refitted_on_another_split_learns_it_and_leaves_the_original(inputs):
+def test_refit_elsewhere_on_another_split_learns_it_and_leaves_the_original(inputs):
     frame, embeddings, profiles, catalogue = inputs
     data = split(frame, (12, 13))
     hybrid = fitted_hybrid(data, embeddings, profiles, catalogue)
     before = hybrid.score(np.arange(data.n_users))
     other = split(frame[~frame["item_id"].isin(["i00", "i21"])], (0, 1))  # a smaller item space, other held-out rows
-    copy = refitted(hybrid, other, embeddings, profiles, catalogue)
+    copy = hybrid.refit_elsewhere(other, ItemInputs(embeddings, profiles, catalogue))
     assert len(copy.item_ids_) == len(data.item_ids) - 2
     for ranker in (*copy.candidate_rankers.values(), *copy.feature_rankers.values(), copy.content):
         np.testing.assert_array_equal(ranker.item_ids_, other.item_ids)
         assert (ranker.train_ != other.train).nnz == 0
     np.testing.assert_array_equal(hybrid.score(np.arange(data.n_users)), before)
-    assert refitted(EASERanker(reg_weight=10).fit(data), other, embeddings, profiles, catalogue).score(
+    assert EASERanker(reg_weight=10).fit(data).refit_elsewhere(other, ItemInputs(embeddings, profiles, catalogue)).score(
         np.arange(3)).shape == (3, other.n_items)

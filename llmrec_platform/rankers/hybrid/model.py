@@ -40,7 +40,7 @@ from llmrec_platform.compute import BlockMap, InProcess
 from llmrec_platform.data.interactions import InteractionData, binarize
 from llmrec_platform.encoders.vectors import user_interest_vectors
 from llmrec_platform.progress import report as report_progress
-from llmrec_platform.rankers.base import Histories, Ranker
+from llmrec_platform.rankers.base import Histories, ItemInputs, Ranker
 from llmrec_platform.rankers.content import LLMContentRanker
 from llmrec_platform.rankers.fit_cache import FitCache
 from llmrec_platform.rankers.hybrid.batch import UserBatch
@@ -135,6 +135,13 @@ class HybridRanker(Ranker):
         # reduced fold, and a re-run on unchanged inputs does too. Not part of the model (see __getstate__).
         self.refit_cache = refit_cache
         self.blocks = blocks  # where the fit builds its feature matrices (a Ray cluster, or in-process); not pickled
+
+    def refit_elsewhere(self, data: InteractionData, items: ItemInputs) -> HybridRanker:
+        """Every base ranker refitted on `data` first, then the hybrid itself, with the same settings."""
+        return HybridRanker({name: ranker.refit_elsewhere(data, items) for name, ranker in self.candidate_rankers.items()},
+                            self.content.refit_elsewhere(data, items),
+                            {name: ranker.refit_elsewhere(data, items) for name, ranker in self.feature_rankers.items()},
+                            self.config).fit(data)
 
     def __getstate__(self) -> dict:
         # The training matrices and a scoring memo are large and transient: `training_parts_for` finds them again.
