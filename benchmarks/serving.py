@@ -360,10 +360,12 @@ def main() -> None:
                 process, make = start_ours(home, server, int(workers), port, args.before), our_requests(users, items)
                 wait_ready(port, "/health", process)
                 warm_encoder(port)
+            load_before = os.getloadavg()[0]
             try:
                 load = uvloop.run(run_load(port, process.pid, make, args.clients, args.warmup, args.seconds, args.seed))
             finally:
                 stop(process)
+            load_after = os.getloadavg()[0]
             every = load.latencies["get"] + load.latencies["post"]
             rows.append({"bundle": champion, "server": {"cornac": "Cornac (Flask)", "before": "ours before (--before)"}.get(
                              server, f"ours, {server}"),
@@ -372,7 +374,10 @@ def main() -> None:
                          "server CPU ms/req": load.cpu_seconds * 1000 / max(len(every), 1),
                          "client CPU %": load.client_cpu_seconds * 100 / load.seconds,
                          "GET p99 ms": ms(load.latencies["get"], 99),
-                         "POST p50 ms": ms(load.latencies["post"], 50), "POST p99 ms": ms(load.latencies["post"], 99)})
+                         "POST p50 ms": ms(load.latencies["post"], 50), "POST p99 ms": ms(load.latencies["post"], 99),
+                         # the machine's 1-minute load average before and after: wall-clock columns are the machine's
+                         # when other jobs share it (the CPU column is the steadier figure then)
+                         "load avg": f"{load_before:.1f}-{load_after:.1f}"})
             print(pd.DataFrame(rows[-1:]).to_markdown(index=False, floatfmt=".1f"), file=sys.stderr, flush=True)
             if load.errors:
                 print(f"  first errors: {sorted(set(load.errors))[:3]}", file=sys.stderr)

@@ -33,6 +33,7 @@ from llmrec_platform.settings import Settings, SettingsError
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 PROTOCOL_CHOICES = ("recbole", "temporal")
 TASK_CHOICES = ("ranking", "rating")  # rating: Surprise's k-fold RMSE protocol (job rating_pipeline)
+REPORTED_STEPS = ("evaluation_report", "encoder_comparison", "rating_report")  # outputs a run's summary prints
 STOP_GRACE_S = 15.0
 
 
@@ -291,6 +292,7 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
         full_pipeline_job,
         rating_pipeline_job,
     )
+    from llmrec_platform.orchestration.in_process import execute_keeping
 
     defs = build_definitions(resources=build_resources(paths, dataset=dataset, protocol=protocol,
                                                        cold_items=cold_items, device=device, seed=seed,
@@ -313,8 +315,8 @@ def run_pipeline(dataset: str, protocol: str, cold_items: float = 0.0, device: s
     jobs = [fast_pipeline_job if fast else full_pipeline_job] + ([finetune_encoder_job] if finetune else [])
     for job in [rating_pipeline_job] if task == "rating" else jobs:
         run_config = {**(FAST_RUN_CONFIG if job is fast_pipeline_job else {}), "loggers": logger_config}
-        result = defs.resolve_job_def(job.name).with_logger_defs(loggers).execute_in_process(
-            run_config=run_config, instance=instance, tags=tags, raise_on_error=False)
+        result = execute_keeping(defs.resolve_job_def(job.name).with_logger_defs(loggers), REPORTED_STEPS, instance,
+                                 run_config=run_config, tags=tags, raise_on_error=False)
         results.append(result)
         if not result.success:
             raise CliError(f"run {result.run_id} of {job.name} failed: {failure_message(result)}")
@@ -632,8 +634,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         code = args.func(args, Settings.from_env())
-        # What a run leaves (every step's output, ~1 GiB of objects after a demo) lives until exit: frozen, it is
-        # left out of the interpreter's last garbage collection (the demo's wrap-up).
+        # What a run leaves (the reports it printed, Dagster's event records) lives until exit: frozen, it is left
+        # out of the interpreter's last garbage collection (the demo's wrap-up).
         gc.freeze()
         return code
     except (DatasetError, EncoderError, CliError, SettingsError) as exc:

@@ -1,5 +1,6 @@
-"""`recommendations` and `serving_bundle` read the rankers they publish (the champion, EASE for explanations, a
-configured challenger), never all twelve, and report their memory."""
+"""`recommendations` reads no ranker file (the evaluation report carries its lists and the champion's provenance);
+`serving_bundle` reads the rankers it publishes (the champion, EASE for explanations, a configured challenger),
+never all twelve; both report their memory."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ def run_inputs():
                                  "k": [10], "value": [0.4]}),
         "recommendations": top.assign(user_id=str(data.user_ids[0]))[["user_id", "rank", "item_id", "score"]],
         "ranker_assets": {t.ranker.name: asset for asset, t in rankers.items()},
+        "champion_provenance": {"mlflow_run_id": "run-llm_content_ranker", "data_fingerprint": "fingerprint"},
     }
     items = item_genres().assign(title=lambda f: "Title " + f["item_id"])
     tables = {"split": split, "raw_items": items, "item_texts": items[["item_id"]].assign(text=items["title"]),
@@ -81,13 +83,16 @@ def materialize(tmp_path, run_inputs, asset, run_config=None, artifacts=None):
     return artifacts.loaded, {k: v.value for k, v in event.metadata.items()}
 
 
-def test_recommendations_read_the_champion_alone(tmp_path, run_inputs):
+def test_recommendations_read_no_ranker_file(tmp_path, run_inputs):
     loaded, metadata = materialize(tmp_path, run_inputs, recommendations)
-    assert sorted(loaded) == ["evaluation_report", "llm_content_ranker"]
-    assert metadata["ranker"] == "llm_content" and metadata["rankers_loaded"] == "llm_content_ranker"
+    assert loaded == ["evaluation_report"]  # the report carries the lists and the champion's provenance
+    assert metadata["ranker"] == "llm_content" and metadata["rankers_loaded"] == ""
+    assert metadata["mlflow_run_id"] == "run-llm_content_ranker"
     assert metadata["process_peak_rss_gib"] > 0 and metadata["step_raised_peak_by_gib"] >= 0
+    assert 0 < metadata["process_rss_now_gib"] <= metadata["process_peak_rss_gib"]
     history = Warehouse(tmp_path / "home" / "warehouse.duckdb").read("champion_history")
     assert history["ranker_asset"].tolist() == ["llm_content_ranker"]
+    assert history[["mlflow_run_id", "data_fingerprint"]].values.tolist() == [["run-llm_content_ranker", "fingerprint"]]
 
 
 @pytest.mark.parametrize("challenger, expected", [
@@ -111,7 +116,7 @@ def test_an_unknown_challenger_is_refused_before_any_ranker_is_read(tmp_path, ru
     assert artifacts.loaded == ["evaluation_report"]
 
 
-def test_the_console_line_gives_each_steps_peak_memory():
+def test_the_console_line_gives_each_steps_peak_memory_and_the_rss_after_it():
     import io
     import os
 
@@ -134,7 +139,8 @@ def test_the_console_line_gives_each_steps_peak_memory():
     result = job.with_logger_defs({"llmrec_console": console_logger(console)}).execute_in_process(
         run_config={"loggers": {"llmrec_console": {}}})
     assert result.success
-    peak, raised = console.step_memory["grows"]
+    peak, raised, now = console.step_memory["grows"]
     assert 64 / 1024 - 0.01 <= raised <= peak and peak == pytest.approx(peak_rss_bytes() / GIB, abs=0.01)
+    assert now <= peak - 60 / 1024  # the step's block was freed when it returned: the RSS after it fell back
     [line] = [line for line in stream.getvalue().splitlines() if line.strip().startswith("grows")]
-    assert line.endswith(f"peak RSS {peak:5.2f} GiB (+{raised:.2f})")
+    assert line.endswith(f"peak RSS {peak:5.2f} GiB (+{raised:.2f})  RSS after {now:5.2f} GiB")

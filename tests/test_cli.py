@@ -205,7 +205,8 @@ def test_default_demo_prints_no_progress_bars_and_names_its_run(llmrec_home, tin
         assert noise not in both, f"{noise!r} in the default output"
     lines = out.splitlines()
     for asset in ("raw_ratings", "item_embeddings", "ease_ranker", "hybrid_ranker", "evaluation_report"):
-        assert any(re.fullmatch(rf"  {asset} +\d+\.\d s +peak RSS +\d+\.\d\d GiB \(\+\d+\.\d\d\)", line)
+        assert any(re.fullmatch(rf"  {asset} +\d+\.\d s +peak RSS +\d+\.\d\d GiB \(\+\d+\.\d\d\)  RSS after +\d+\.\d\d GiB",
+                                    line)
                        for line in lines), asset
     assert re.search(r"^Champion: \w+ — best validation NDCG@10, 0\.\d{4} \(runner-up \w+, 0\.\d{4}\); "
                      r"on test it scores 0\.\d{4}$", out, re.MULTILINE)

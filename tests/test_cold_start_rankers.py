@@ -170,7 +170,7 @@ def test_ranker_assets_fit_log_and_report(tmp_path):
     what they built; both are in the evaluation report's ranker list."""
     import dagster as dg
 
-    from llmrec_platform.assets.rankers import RANKER_ASSETS, llm_ease_map_ranker, tfidf_content_ranker
+    from llmrec_platform.assets.rankers import RANKER_ASSETS, ease_ranker, llm_ease_map_ranker, tfidf_content_ranker
     from llmrec_platform.resources import DatasetResource, ExperimentResource, TrackingResource
 
     frame = cold_split()
@@ -194,11 +194,12 @@ def test_ranker_assets_fit_log_and_report(tmp_path):
 
     result = dg.materialize(
         [split_asset, item_texts_asset, user_texts_asset, item_embeddings_asset, tfidf_content_ranker,
-         llm_ease_map_ranker],
+         ease_ranker, llm_ease_map_ranker],
         resources={"io_manager": dg.InMemoryIOManager(), "artifacts_io": dg.InMemoryIOManager(),
                    "tracking": TrackingResource(home=str(tmp_path)), "dataset": DatasetResource(source="ml-100k"),
                    "experiment": ExperimentResource(protocol="recbole", cold_items=0.1, seed=5)},
         run_config={"ops": {"tfidf_content_ranker": {"config": {"svd_dims": 3}},
+                            "ease_ranker": {"config": {"reg_weight": 5.0}},
                             "llm_ease_map_ranker": {"config": {"reg_weight": 5.0, "alpha": 0.1}}}},
     )
     assert result.success
@@ -210,7 +211,7 @@ def test_ranker_assets_fit_log_and_report(tmp_path):
     mapped = result.output_for_node("llm_ease_map_ranker")
     assert mapped.ranker.name == "llm_ease_map" and mapped.ranker.alpha == 0.1
     [event] = result.asset_materializations_for_node("llm_ease_map_ranker")
-    assert event.metadata["cold_items_mapped"].value == 2
+    assert event.metadata["cold_items_mapped"].value == 2 and event.metadata["ease_weights"].value == "ease_ranker"
     assert {"tfidf_content_ranker", "llm_ease_map_ranker"} <= set(RANKER_ASSETS)
 
 

@@ -51,7 +51,7 @@ PROBE = textwrap.dedent("""
     content = LLMContentRanker(pd.DataFrame({"item_id": data.item_ids, "embedding": list(items)}),
                                pd.DataFrame({"user_id": data.user_ids, "embedding": list(users)})).fit(data)
     bases = {"ease": EASERanker(reg_weight=50).fit(data), "als": ALSRanker(factors=16).fit(data),
-             "itemknn": ItemKNNRanker(k=20).fit(data),  # neighbour ties: numpy's argpartition picks by CPU
+             "itemknn": ItemKNNRanker(k=20).fit(data),
              "bpr_adam": AdamBPRRanker(factors=16, epochs=4).fit(data),
              "multvae": MultVAERanker(hidden=48, latent=16, epochs=4).fit(data)}
     config = HybridConfig(n_candidates=20, n_estimators=30, min_child_samples=5, early_stopping_rounds=10, num_leaves=7,

@@ -94,3 +94,62 @@ def test_ease_weights_refuse_a_gram_that_is_not_positive_definite():
 def test_ease_rejects_non_positive_regularisation():
     with pytest.raises(ValueError, match="reg_weight"):
         EASERanker(reg_weight=0.0)
+
+
+def map_data(n_cold: int, seed: int = 7) -> tuple[InteractionData, pd.DataFrame]:
+    """A skewed shop (popular items first) whose `n_cold` least popular items have no training rows, and seeded
+    text vectors for every item."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 120, 60
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    rows, cols = np.nonzero(rng.random((n_users, n_items)) < 0.1 + 0.5 * popularity / popularity.max())
+    fold = rng.choice(["train", "train", "train", "valid", "test"], len(rows))
+    fold[cols >= n_items - n_cold] = "test"
+    data = InteractionData.from_split(pd.DataFrame({
+        "user_id": [f"u{r:03d}" for r in rows], "item_id": [f"i{c:03d}" for c in cols], "rating": 4.0,
+        "timestamp": 0, "fold": fold}))
+    vectors = rng.normal(size=(data.n_items, 8)).astype(np.float32)
+    return data, pd.DataFrame({"item_id": list(data.item_ids), "embedding": list(vectors)})
+
+
+@pytest.mark.parametrize("n_cold", [0, 4])
+def test_llm_ease_map_from_ease_rankers_b_equals_the_map_fitted_alone(n_cold):
+    """`llm_ease_map_ranker` takes `ease_ranker`'s B: warm columns bit for bit those of a fit alone; mapped cold
+    columns from the float32 B instead of the float64 one, equal to float32 rounding (rtol 1e-5)."""
+    import pickle
+
+    from llmrec_platform.rankers.collab_map import CollabMapRanker
+
+    data, embeddings = map_data(n_cold)
+    cold = data.cold_item_mask()
+    assert cold.sum() == n_cold
+    alone = CollabMapRanker(embeddings, reg_weight=20.0, alpha=0.1).fit(data)
+    ease = EASERanker(reg_weight=20.0).fit(data)
+    ease_before = ease.weights_.copy()
+    reused = CollabMapRanker(embeddings, reg_weight=20.0, alpha=0.1, ease=ease).fit(data)
+    assert reused.ease_source_ == "ease_ranker" and alone.ease_source_.startswith("own fit")
+    np.testing.assert_array_equal(ease.weights_, ease_before)  # EASE's own weights are never written
+    np.testing.assert_array_equal(reused.weights_[:, ~cold], alone.weights_[:, ~cold])
+    if n_cold:
+        assert np.abs(alone.weights_[:, cold]).max() > 0
+        np.testing.assert_allclose(reused.weights_[:, cold], alone.weights_[:, cold], rtol=1e-5,
+                                   atol=1e-6 * np.abs(alone.weights_[:, cold]).max())
+        assert np.all(np.diag(reused.weights_) == 0)
+    else:
+        np.testing.assert_array_equal(reused.weights_, alone.weights_)
+    users = np.arange(data.n_users)
+    np.testing.assert_array_equal(np.argsort(-reused.score(users), axis=1, kind="stable")[:, :10],
+                                  np.argsort(-alone.score(users), axis=1, kind="stable")[:, :10])
+    # The fitted ranker keeps no reference to EASE: its pickle is the size of one fitted alone.
+    assert abs(len(pickle.dumps(reused)) - len(pickle.dumps(alone))) < 1000
+
+
+def test_llm_ease_map_fits_its_own_b_when_ease_rankers_differs():
+    from llmrec_platform.rankers.collab_map import CollabMapRanker
+
+    data, embeddings = map_data(4)
+    other_reg = CollabMapRanker(embeddings, reg_weight=20.0, ease=EASERanker(reg_weight=750.0).fit(data)).fit(data)
+    assert "reg_weight 750.0 is not 20.0" in other_reg.ease_source_
+    np.testing.assert_array_equal(other_reg.weights_, CollabMapRanker(embeddings, reg_weight=20.0).fit(data).weights_)
+    other_data = CollabMapRanker(embeddings, reg_weight=20.0, ease=EASERanker(reg_weight=20.0).fit(map_data(4, seed=8)[0]))
+    assert "another training matrix" in other_data.fit(data).ease_source_

@@ -1,5 +1,9 @@
 """Full-ranking evaluation on a hand-built split."""
 
+import gc
+import weakref
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,3 +134,112 @@ def test_the_champions_lists_reuse_the_evaluation_scores(data):
         ("u1", 1, "e", 6.0), ("u2", 1, "e", 4.0), ("u2", 2, "d", 3.0), ("u3", 1, "a", 5.0), ("u3", 2, "c", 4.0)]
     fresh = CountingScores(scores).fit(data)
     pd.testing.assert_frame_equal(TopKLists(fresh, excluded_items(data.train, data.valid, data.test), k=2).frame(), frame)
+
+
+@pytest.fixture
+def shop():
+    """40 users and 30 items with a few interactions each, as a split arrives (several per user, some users
+    without a test item)."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for user in range(40):
+        items = rng.choice(30, size=int(rng.integers(3, 12)), replace=False)
+        folds = rng.choice(["train", "train", "train", "valid", "test"], size=len(items))
+        folds[0] = "train"
+        rows += [(f"user{user}", f"item{i}", 4, t, fold) for t, (i, fold) in enumerate(zip(items, folds, strict=True))]
+    return InteractionData.from_split(split_frame(rows))
+
+
+def test_user_blocks_of_any_size_give_the_identical_metrics_and_lists(shop):
+    """Scores rounded to one decimal tie often: the lists (ties broken by item position) and every metric are the
+    same, bit for bit, whether the users are scored one, seven or all at a time."""
+    scores = np.round(np.random.default_rng(4).random((shop.n_users, shop.n_items)), 1)
+    ranker = FixedScores(scores).fit(shop)
+    slices = {"all": (None, None), "some items": (None, np.arange(shop.n_items) % 3 > 0)}
+    by_size = {size: evaluate_slices(ranker, shop, slices, "test", ks=(5, 10), batch_size=size)
+               for size in (1, 7, shop.n_users)}
+    for size, results in by_size.items():
+        for name in slices:
+            pd.testing.assert_frame_equal(results[name].per_user, by_size[shop.n_users][name].per_user, check_exact=True)
+            assert results[name].summary == by_size[shop.n_users][name].summary, (size, name)
+    assert by_size[1]["all"].n_users > 20
+
+
+def test_evaluation_memory_is_bounded_by_a_user_block_not_users_by_items():
+    """Python-side allocations (numpy's included) stay far below one dense users x items score matrix."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    n_users, n_items = 3000, 800
+    rows = [(f"u{u}", f"i{i}", 4, t, fold) for u in range(n_users)
+            for t, (i, fold) in enumerate(zip(rng.choice(n_items, 6, replace=False),
+                                             ["train", "train", "train", "train", "valid", "test"], strict=True))]
+    data = InteractionData.from_split(split_frame(rows))
+
+    class Seeded(Ranker):  # scores made per block, as a real ranker's are
+        name = "seeded"
+
+        def _fit(self, data):
+            pass
+
+        def _score_histories(self, histories):
+            return np.random.default_rng(len(histories.users)).random((len(histories.users), len(self.item_ids_)))
+
+    ranker = Seeded().fit(data)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        evaluate(ranker, data, "test", ks=(10,), batch_size=100)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    dense = n_users * n_items * 8
+    assert peak < dense / 4, f"evaluation allocated {peak / 2**20:.1f} MiB at its peak; users x items is {dense / 2**20:.1f}"
+
+
+class OneAtATime(Mapping):
+    """Ranker name -> a freshly built fit on every access (as `assets.evaluation.RankerFiles` reads a file), noting
+    how many rankers it built earlier are still alive at each access."""
+
+    def __init__(self, build: dict):
+        self.build = build
+        self.built: list[weakref.ref] = []
+        self.alive_at_access: list[int] = []
+
+    def __getitem__(self, name):
+        gc.collect()
+        self.alive_at_access.append(sum(ref() is not None for ref in self.built))
+        trained = self.build[name]()
+        self.built.append(weakref.ref(trained.ranker))
+        return trained
+
+    def __iter__(self):
+        return iter(self.build)
+
+    def __len__(self):
+        return len(self.build)
+
+
+def test_the_suite_reads_one_ranker_at_a_time_and_gets_what_it_gets_from_all_at_once(shop):
+    from llmrec_platform.evaluation.suite import evaluate_suite
+    from llmrec_platform.rankers.base import TrainedRanker
+
+    def fit(name: str, seed: int, valid: float):
+        def build():
+            ranker = FixedScores(np.round(np.random.default_rng(seed).random((shop.n_users, shop.n_items)), 1))
+            ranker.name = name
+            return TrainedRanker(ranker.fit(shop), f"run-{name}", "fp", {"ndcg@10": valid}, 0.0)
+        return build
+
+    build = {"ease": fit("ease", 1, 0.2), "hybrid": fit("hybrid", 2, 0.3), "itemknn": fit("itemknn", 3, 0.1)}
+    eager = evaluate_suite({name: make() for name, make in build.items()}, shop, seed=9, folds=("test", "valid"), top_k=3)
+    lazy_rankers = OneAtATime(build)
+    lazy = evaluate_suite(lazy_rankers, shop, seed=9, folds=("test", "valid"), top_k=3,
+                          valid_scores={"ease": 0.2, "hybrid": 0.3, "itemknn": 0.1})
+    assert lazy_rankers.alive_at_access == [0, 0, 0]  # each read once, after the one before it was dropped
+    assert lazy.champion == eager.champion == "hybrid"
+    pd.testing.assert_frame_equal(lazy.metrics, eager.metrics, check_exact=True)
+    pd.testing.assert_frame_equal(lazy.recommendations, eager.recommendations, check_exact=True)
+    assert [c.as_dict() for c in lazy.comparisons] == [c.as_dict() for c in eager.comparisons]
+    assert set(lazy.metrics["fold"]) == {"test", "valid"} and len(lazy.recommendations) == 3 * shop.n_users

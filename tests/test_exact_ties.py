@@ -68,9 +68,6 @@ def expected_neighbours(full: sp.spmatrix, axis: int, k: int) -> list[np.ndarray
     return [np.sort([j for j in by_rule(row, k) if row[j] > 0]) for row in dense]
 
 
-@pytest.mark.xfail(strict=True, reason="ItemKNN still takes its k-th neighbour in numpy's select order: the rule "
-                   "moves the ML-100K hybrid's validation NDCG@10 0.2417 -> 0.2379, under EASE's 0.2387, so it waits "
-                   "for the ML-1M hybrid to be measured with it (docs/performance.md, 7 December night)")
 @pytest.mark.parametrize("k", [3, 7])
 def test_itemknn_keeps_the_lowest_positions_of_a_tie_at_the_k_th_neighbour(k):
     data = tied_interactions()

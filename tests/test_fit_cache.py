@@ -75,3 +75,28 @@ def test_derived_results_are_keyed_on_fit_keys_and_an_unkeyed_one_is_never_cache
     for _ in range(2):
         assert cache.get_or_compute("suite", "", compute)[1] is False
     assert len(calls) == 3
+
+
+def test_the_streamed_key_is_the_key_of_the_whole_pickle():
+    """`fit_key` streams the pickle into the hash (no copy of a large array); the key stays the hash of
+    `pickle.dumps`, so entries cached before still load. An unfitted map holding a fitted EASE (its float32 B, the
+    training matrix) and arrays in other layouts."""
+    import hashlib
+    import pickle
+
+    import pandas as pd
+
+    from llmrec_platform.rankers.collab_map import CollabMapRanker
+    from llmrec_platform.rankers.fit_cache import environment_digest, fit_key
+
+    data = InteractionData.from_split(two_group_split())
+    vectors = np.random.default_rng(0).normal(size=(data.n_items, 4)).astype(np.float32)
+    embeddings = pd.DataFrame({"item_id": list(data.item_ids), "embedding": list(vectors)})
+    inputs = [CollabMapRanker(embeddings, 5.0, ease=EASERanker(5.0).fit(data)), np.asfortranarray(np.ones((300, 200))),
+              np.arange(600.0).reshape(30, 20)[:, ::3], {"reg_weight": 5.0}]
+    for unfitted in inputs:
+        whole = hashlib.sha256(environment_digest().encode())
+        whole.update(b"fingerprint")
+        whole.update(pickle.dumps(unfitted, protocol=pickle.HIGHEST_PROTOCOL))
+        assert fit_key(unfitted, "fingerprint") == whole.hexdigest()[:24]
+    assert fit_key(inputs[1], "fingerprint") != fit_key(inputs[1] * 2, "fingerprint")

@@ -6,6 +6,7 @@ coffee, 书 books, 耳机 headphones), 50 customers, Chinese reviews, `encoder: 
 taken up running. So a running shoe in her list, and none in her twin's, is the text's doing.
 """
 
+import pickle
 from pathlib import Path
 
 import duckdb
@@ -43,10 +44,16 @@ def test_recommendations_follow_the_chinese_reviews(llmrec_home):
         assert conn.execute("SELECT DISTINCT profile_weight FROM user_embeddings").fetchall() == [(0.5,)]
         assert "缓震" in conn.execute("SELECT text FROM item_texts WHERE item_id = 'RUN-01'").fetchone()[0]
         assert conn.execute("SELECT count(*) FROM recommendations WHERE user_id = ?", [READER]).fetchone()[0] > 0
-    ranker = result.output_for_node("llm_content_ranker").ranker
+    ranker = stored_ranker(paths, "llm_content_ranker")
     assert ranker.profile_weight == 0.5  # the weight user_embeddings used (the asset checks they agree)
     top = {user: ranker.recommend(user, k=5)["item_id"].tolist() for user in (READER, TWIN)}
     assert any(item.startswith("RUN") for item in top[READER]), top
     assert not any(item.startswith("RUN") for item in top[TWIN]), top
-    hybrid = result.output_for_node("hybrid_ranker").ranker  # --fast: one model, no pseudo-label refits
+    hybrid = stored_ranker(paths, "hybrid_ranker")  # --fast: one model, no pseudo-label refits
     assert (hybrid.config.n_models, hybrid.config.pseudo_label_share, hybrid.extra_models_) == (1, 0.0, [])
+
+
+def stored_ranker(paths, asset: str):
+    """The ranker an asset stored through its IO manager (a run keeps only the reports' outputs in memory)."""
+    with (paths.artifacts / asset).open("rb") as stored:
+        return pickle.load(stored).ranker  # noqa: S301 - the run's own artifact

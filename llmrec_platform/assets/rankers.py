@@ -225,14 +225,17 @@ CollabMapConfig = config_class(CollabMapRanker, ["reg_weight", "alpha"])
 @dg.asset(kinds={"scipy", "mlflow"}, **RANKER_KWARGS)
 def llm_ease_map_ranker(
     context: dg.AssetExecutionContext, config: CollabMapConfig, split: pa.Table, item_embeddings: pd.DataFrame,
-    tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource,
+    ease_ranker: TrainedRanker, tracking: TrackingResource, dataset: DatasetResource, experiment: ExperimentResource,
 ) -> TrainedRanker:
-    """EASE on warm items; cold items scored x·B̂, their EASE columns mapped from LLM item embeddings (ridge)."""
+    """EASE on warm items; cold items scored x·B̂, their EASE columns mapped from LLM item embeddings (ridge). B is
+    `ease_ranker`'s when it was fitted with the same reg_weight (else fitted here: metadata `ease_weights`)."""
     encoder = str(item_embeddings["model"].iloc[0])
-    ranker = CollabMapRanker(item_embeddings, **config.model_dump())
+    ranker = CollabMapRanker(item_embeddings, **config.model_dump(), ease=ease_ranker.ranker)
     trained = train_ranker(context, ranker, split, {**config.model_dump(), "encoder": encoder}, tracking, dataset,
                            experiment)
-    context.add_output_metadata({"cold_items_mapped": int(getattr(trained.ranker, "cold_", np.zeros(0)).sum())})
+    context.add_output_metadata({"cold_items_mapped": int(getattr(trained.ranker, "cold_", np.zeros(0)).sum()),
+                                 **({"ease_weights": trained.ranker.ease_source_}
+                                    if hasattr(trained.ranker, "ease_source_") else {})})
     return trained
 
 

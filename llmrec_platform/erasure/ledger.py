@@ -119,15 +119,15 @@ class Tombstones:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        self._ledger = os.fspath(self.folder / LEDGER_NAME)  # a str: `os.stat` on it is the per-request cost
         self._stamp: tuple[int, int] | None = None
         self._key: bytes | None = None
         self._until: dict[str, int] = {}  # tombstone -> event-log offset it covers
 
     def current(self) -> Tombstones:
         """Re-read the ledger if it changed since the last call; returns self."""
-        path = self.folder / LEDGER_NAME
         try:
-            stat = path.stat()
+            stat = os.stat(self._ledger)
             stamp = (stat.st_size, stat.st_mtime_ns)
         except FileNotFoundError:
             stamp = (0, 0)

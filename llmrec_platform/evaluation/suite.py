@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,37 +45,47 @@ def slices(data: InteractionData) -> dict[str, np.ndarray | None]:
 
 
 def evaluate_suite(
-    trained: dict[str, TrainedRanker], data: InteractionData, seed: int, ks=DEFAULT_KS, folds=("test",),
+    trained: Mapping[str, TrainedRanker], data: InteractionData, seed: int, ks=DEFAULT_KS, folds=("test",),
     progress: bool | None = False, top_k: int | None = None, blocks: BlockMap | None = None,
+    valid_scores: Mapping[str, float] | None = None,
 ) -> SuiteResult:
     """Every ranker on every fold and slice, the champion (best validation NDCG@10) and the combined rankers'
     paired comparisons. With `top_k`, also the champion's top-k for every user (`TopKLists`, excluding every
-    interaction), from the test evaluation's own score batches."""
+    interaction), from the test evaluation's own score batches.
+
+    `trained` maps ranker names to their fits and is read one ranker at a time, each dropped before the next is
+    read: a Mapping that loads on access keeps one ranker in memory (`assets.evaluation`). `valid_scores` (name ->
+    validation NDCG@10), when given, spares reading every ranker once more to find the champion."""
     if not trained:
         raise ValueError("no rankers to evaluate")
-    rankers = {name: t.ranker for name, t in trained.items()}
-    rankers["random"] = RandomRanker(seed=seed).fit(data)
-    valid_scores = {t.ranker.name: t.valid_metrics[CHAMPION_METRIC] for t in trained.values()}
+    if valid_scores is None:
+        valid_scores = {name: t.valid_metrics[CHAMPION_METRIC] for name, t in trained.items()}
+    valid_scores = dict(valid_scores)
     champion = max(valid_scores, key=valid_scores.get)
-    lists = (TopKLists(next(t.ranker for t in trained.values() if t.ranker.name == champion),
-                       excluded_items(data.train, data.valid, data.test), top_k) if top_k else None)
-    results = []
-    for fold in folds:
-        by_ranker = []
-        for ranker in rankers.values():
+    names = [*trained, "random"]
+    exclude_all = excluded_items(data.train, data.valid, data.test) if top_k else None
+    recommendations = None
+    by_fold: dict[str, list[dict[str, EvaluationResult]]] = {fold: [] for fold in folds}
+    for name in names:
+        ranker = RandomRanker(seed=seed).fit(data) if name == "random" else trained[name].ranker
+        lists = TopKLists(ranker, exclude_all, top_k) if top_k and name == champion else None
+        for fold in folds:
             # Scored once for every slice; a ranker that cannot score cold items reports nothing there, not zero.
             ranker_slices = {slice_name: (None, candidates) for slice_name, candidates in slices(data).items()
                              if slice_name != "cold" or ranker.scores_cold_items}
-            reuse = lists if lists is not None and fold == "test" and ranker.name == champion else None
-            by_ranker.append(evaluate_slices(ranker, data, ranker_slices, fold, ks, progress=progress, on_scores=reuse,
-                                             blocks=blocks))
-        results.extend(by_slice[name] for name in slices(data) for by_slice in by_ranker if name in by_slice)
+            reuse = lists if fold == "test" else None
+            by_fold[fold].append(evaluate_slices(ranker, data, ranker_slices, fold, ks, progress=progress,
+                                                 on_scores=reuse, blocks=blocks))
+        if lists is not None:
+            recommendations = lists.frame()  # scores the users the test fold did not, while the champion is here
+        del ranker, lists  # before the next ranker is read
+    results = [by_slice[name] for fold in folds for name in slices(data) for by_slice in by_fold[fold]
+               if name in by_slice]
     metrics = pd.concat([r.long() for r in results], ignore_index=True)
-    suite = SuiteResult(metrics, results, champion, valid_scores,
-                        recommendations=lists.frame() if lists is not None else None)
+    suite = SuiteResult(metrics, results, champion, valid_scores, recommendations=recommendations)
     main_slice = next(iter(slices(data)))
-    for combined in (r for r in COMBINED_RANKERS if r in rankers):
-        for baseline in rankers:
+    for combined in (r for r in COMBINED_RANKERS if r in names):
+        for baseline in names:
             if baseline not in (combined, "random"):
                 suite.comparisons.append(paired_bootstrap(
                     suite.per_user(combined, "test", main_slice), suite.per_user(baseline, "test", main_slice),

@@ -34,7 +34,8 @@ class RunConsole(logging.Handler):
         self.checks_passed = 0
         self.checks_failed: list[str] = []
         self.step_seconds: dict[str, float] = {}
-        self.step_memory: dict[str, tuple[float, float]] = {}  # step -> (process peak GiB after it, GiB it raised it by)
+        # step -> (process peak GiB after it, GiB it raised that peak by, process RSS GiB right after it)
+        self.step_memory: dict[str, tuple[float, float, float]] = {}
         self._marks: dict[str, PeakMark] = {}
         self._running: tuple[str, float] | None = None
         self._progress: dict[str, tuple[int, int, str]] = {}  # step -> its latest (done, total, unit)
@@ -76,7 +77,7 @@ class RunConsole(logging.Handler):
             self.step_seconds[step] = seconds
             mark = self._marks.pop(step, None) or PeakMark()
             peak = mark.metadata()
-            self.step_memory[step] = (peak["process_peak_rss_gib"], peak["step_raised_peak_by_gib"])
+            self.step_memory[step] = (peak["process_peak_rss_gib"], peak["step_raised_peak_by_gib"], peak["process_rss_now_gib"])
             if step in self.materialized:  # a check step prints nothing when it passes
                 self._line(f"  {step:<34} {seconds:7.1f} s  {self.memory_text(step)}")
             self._done(step)
@@ -116,10 +117,11 @@ class RunConsole(logging.Handler):
         self._ticker.start()
 
     def memory_text(self, step: str) -> str:
-        """The step's memory, as the process's peak RSS after it and how much the step raised it (the peak never
-        falls, so a step that stayed below an earlier step's peak shows +0.00)."""
-        peak, raised = self.step_memory[step]
-        return f"peak RSS {peak:5.2f} GiB (+{raised:.2f})"
+        """The step's memory: the process's peak RSS after it and how much the step raised it (the peak never
+        falls, so a step that stayed below an earlier step's peak shows +0.00), and the RSS right after it (what
+        the process still holds)."""
+        peak, raised, now = self.step_memory[step]
+        return f"peak RSS {peak:5.2f} GiB (+{raised:.2f})  RSS after {now:5.2f} GiB"
 
     def status_line(self, step: str, seconds: float) -> str:
         """The running step, its time and, once it has reported any, its progress bar."""

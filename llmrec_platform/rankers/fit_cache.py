@@ -53,10 +53,23 @@ def environment_digest() -> str:
     return digest.hexdigest()
 
 
+class _HashWriter:
+    """A file that feeds what is written to a digest: the pickle streams into the hash, and a large array's buffer
+    is hashed where it lies, never copied into one bytes object (0.76 GB for EASE's weights at 13,755 items)."""
+
+    def __init__(self, digest):
+        self.digest = digest
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return memoryview(data).nbytes
+
+
 def fit_key(unfitted: Any, data_fingerprint: str) -> str:
+    """sha256 of the environment, the data fingerprint and `pickle.dumps(unfitted)` (streamed: the same bytes)."""
     digest = hashlib.sha256(environment_digest().encode())
     digest.update(data_fingerprint.encode())
-    digest.update(pickle.dumps(unfitted, protocol=pickle.HIGHEST_PROTOCOL))
+    pickle.Pickler(_HashWriter(digest), protocol=pickle.HIGHEST_PROTOCOL).dump(unfitted)
     return digest.hexdigest()[:24]
 
 

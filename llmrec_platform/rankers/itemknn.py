@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from llmrec_platform.data.interactions import InteractionData, binarize
-from llmrec_platform.rankers.base import Histories, Ranker, sum_sparse_rows
+from llmrec_platform.rankers.base import Histories, Ranker, sum_sparse_rows, top_k
 
 
 class ItemKNNRanker(Ranker):
@@ -14,8 +14,9 @@ class ItemKNNRanker(Ranker):
 
     sim(i, j) = |U_i & U_j| / (sqrt(|U_i|) * sqrt(|U_j|) + shrink) on the binarized training matrix, the
     item itself excluded; only the k most similar items per target item are kept (as RecBole's
-    ComputeSimilarity, whose W[j, i] holds the neighbours j of item i). Similarities are computed in
-    blocks of `block_size` target items so memory stays O(block_size * n_items + k * n_items).
+    ComputeSimilarity, whose W[j, i] holds the neighbours j of item i); of neighbours tied at the k-th, the
+    lower item positions are kept. Similarities are computed in blocks of `block_size` target items so memory
+    stays O(block_size * n_items + k * n_items).
 
     Defaults tuned on the ML-1M valid fold (RecBole protocol, seed 2020; benchmarks/ml1m_protocol.py
     --tune), NDCG@10 on valid:
@@ -49,7 +50,9 @@ class ItemKNNRanker(Ranker):
             dots = (xt[start:stop] @ x).toarray().astype(np.float64)  # (block, n_items) co-occurrence counts
             sims = dots / (norms[targets, None] * norms[None, :] + self.shrink + 1e-6)
             sims[np.arange(len(targets)), targets] = 0.0
-            neighbours = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            # Ties at the k-th neighbour go to the lower item position (top_k's rule), never to numpy's select
+            # order, which follows the CPU's SIMD kernels.
+            neighbours = top_k(sims, k)
             top = np.take_along_axis(sims, neighbours, axis=1)
             keep = top > 0
             rows.append(neighbours[keep])

@@ -10,8 +10,10 @@ loop's queue behind the in-flight requests (16 clients at ~1.5 ms each: a turn o
 from the thread costs two turns: the settling callback's, then the task's wake-up (measured under the 80/20
 load: POST /events p50 45 ms for a 0.13 ms fsync). So the request first blocks the loop for up to
 `INLINE_WAIT_SECONDS` (the GIL is released meanwhile, so the committer runs): a fast disk's fsync settles within
-the request's own turn, at the cost of that wait to the loop. When the flush takes longer (or the last one did: a
-slow disk would make every wait a loss), the request yields for `POLL_TURNS` turns, checking the flush after each
+the request's own turn, at the cost of that wait to the loop. When the flush takes longer (or flushes typically do:
+the median of the last `RECENT_FLUSHES`; a slow disk would make every wait a loss, while one slow fsync among fast
+ones, an idle disk's p99 of 5 ms, must not cost the next requests their inline wait), the request yields for
+`POLL_TURNS` turns, checking the flush after each
 (a busy loop's next turn starts after the fsync: one turn, not two), and only then awaits the settling callback
 (on an idle loop the polls take microseconds).
 """
@@ -20,14 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 IDLE_SECONDS = 30.0  # a committer thread with nothing to write for this long ends (the next append starts one)
 INLINE_WAIT_SECONDS = 0.002  # the longest a request blocks its event loop for its flush (an idle fsync: 0.13 ms)
 POLL_TURNS = 2  # turns of the loop a request checks its flush after, before it awaits the settling callback
+RECENT_FLUSHES = 16  # the flushes whose median duration says whether waiting inline pays
 
 
 class DurableLog(Protocol):
@@ -86,7 +91,9 @@ class GroupCommitLog:
     def __init__(self, log: DurableLog, on_flush: Callable[[int], None] | None = None):
         self.log = log
         self.on_flush = on_flush  # called with each flush's batch size (the fsync batch metric), in the thread
-        self.last_flush_seconds = 0.0  # how long the latest flush's write + fsync took (`wait_inline` reads it)
+        self.last_flush_seconds = 0.0  # how long the latest flush's write + fsync took
+        self.typical_flush_seconds = 0.0  # the median of the last `RECENT_FLUSHES` (`wait_inline` reads it)
+        self._recent = deque(maxlen=RECENT_FLUSHES)
         self._open = Flush()  # the flush that records queue into now
         self._wake = threading.Condition()
         self._committer: threading.Thread | None = None
@@ -123,6 +130,8 @@ class GroupCommitLog:
             except Exception as exc:  # every waiter of this flush gets the error (and answers 5xx)
                 result, error = None, exc
             self.last_flush_seconds = time.perf_counter() - start
+            self._recent.append(self.last_flush_seconds)
+            self.typical_flush_seconds = statistics.median(self._recent)
             flush.finish(result, error)
             if error is None and self.on_flush is not None:
                 self.on_flush(len(flush.records))
@@ -130,8 +139,8 @@ class GroupCommitLog:
 
 def wait_inline(commits: list[tuple[GroupCommitLog, Flush]], seconds: float = INLINE_WAIT_SECONDS) -> bool:
     """Block this thread (the event loop) until every flush is done, for at most `seconds` in all, unless a log's
-    latest flush took longer than that (then waiting is likely a loss). Returns whether all are done."""
-    if any(log.last_flush_seconds > seconds for log, _ in commits):
+    flushes typically take longer than that (then waiting is likely a loss). Returns whether all are done."""
+    if any(log.typical_flush_seconds > seconds for log, _ in commits):
         return all(flush.done.is_set() for _, flush in commits)
     deadline = time.perf_counter() + seconds
     return all(flush.done.wait(max(deadline - time.perf_counter(), 0.0)) for _, flush in commits)

@@ -20,6 +20,7 @@ import itertools
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,11 @@ from llmrec_platform.rankers.base import Interaction, Query, Ranker, top_k_row
 from llmrec_platform.retrieval import DEFAULT_ANN_MIN_ITEMS, VectorIndex
 from llmrec_platform.serving.bundle import Bundle
 from llmrec_platform.serving.explain import Evidence, evidence
+
+# Each user's memo keeps the top of their list (positions and scores) for the lists that follow in the same state:
+# 50 covers the usual page sizes (the benchmark's k = 10, the web page's 20) in about 1 KB a user.
+TOP_MEMO = 50
+TOP_MEMO_KEY = "top"
 
 
 def same_events(seen: tuple[int, Interaction | None], live: list[Interaction]) -> bool:
@@ -283,18 +289,40 @@ class LiveService:
         """(scores over the catalogue, the history's catalogue positions, cold start?) for a user: the live
         ranking of the ranker's fold-in of the history (`score_histories`, what `score_query` does for a
         history), or its cold start."""
-        ranker = ranker or self.bundle.champion
+        score, positions, cold, _ = self._scorer(str(user_id), ranker or self.bundle.champion)
+        return score(), positions, cold
+
+    def _scorer(self, user: str, ranker: Ranker) -> tuple[Callable[[], np.ndarray], np.ndarray, bool, dict | None]:
+        """`scores` not yet computed: (a function that computes them, history positions, cold start?, the user's
+        live-ranking memo for this state of their history, or None)."""
         arm = "challenger" if ranker is self.bundle.challenger else "champion"
-        live = list(self.live.get(str(user_id), ()))  # one snapshot: the fold-in and the channels see the same events
-        positions, _, stamps = self.history_arrays(user_id, live)
+        live = list(self.live.get(user, ()))  # one snapshot: the fold-in and the channels see the same events
+        positions, _, stamps = self.history_arrays(user, live)
         if not len(positions):
-            return self.blend.scores(self.cold_start(arm, ranker), len(self.item_ids), positions, stamps, np.inf,
-                                     None, None), positions, True
+            return (lambda: self.blend.scores(self.cold_start(arm, ranker), len(self.item_ids), positions, stamps,
+                                              np.inf, None, None)), positions, True, None
         # Only items outside the champion's space: it answers as for a newcomer, the other channels personalise.
-        folded, source = self._long_term(str(user_id), arm, ranker, live)
-        scores = self.blend.scores(folded, len(self.item_ids), positions, stamps, self.horizons[arm], self.vectors,
-                                   ranker._similar_item_scores, self._memo(str(user_id), arm, live, source))
-        return scores, positions, False
+        folded, source = self._long_term(user, arm, ranker, live)
+        memo = self._memo(user, arm, live, source)
+        return (lambda: self.blend.scores(folded, len(self.item_ids), positions, stamps, self.horizons[arm],
+                                          self.vectors, ranker._similar_item_scores, memo)), positions, False, memo
+
+    def ranked(self, user_id: str, k: int, ranker: Ranker | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(the top k catalogue positions, best first, never one the history holds; their scores; the history's
+        positions; cold start?). The top `TOP_MEMO` are kept in the user's memo while their history and fold-in
+        stay (the memo's own rule), so a repeated list costs no full-catalogue pass: `top_k` orders by (-score,
+        position), so the first k of the kept list are the top k."""
+        score, positions, cold, memo = self._scorer(str(user_id), ranker or self.bundle.champion)
+        held = memo.get(TOP_MEMO_KEY) if memo is not None else None
+        if held is None or (len(held[0]) < k and not held[2]):
+            scores = score()
+            top = self._top(scores, positions, max(k, TOP_MEMO))
+            held = (top, scores[top], len(top) < max(k, TOP_MEMO))  # complete: fewer candidates than asked for
+            if memo is not None:
+                for array in held[:2]:
+                    array.flags.writeable = False
+                memo[TOP_MEMO_KEY] = held
+        return held[0][:k], held[1][:k], positions, cold
 
     def _memo(self, user: str, arm: str, live: list[Interaction], source: object | None) -> dict | None:
         """The user's live-ranking memo for this state of their history and fold-in (`source`: the fold-in's
@@ -309,12 +337,13 @@ class LiveService:
     def prepare_lists(self) -> int:
         """Build the live ranking's memo of every bundle user with a stored fold-in now, not on their first list:
         their lists then skip the long-term channel's full-catalogue passes (ML-1M hybrid: about 0.4 ms of CPU a
-        user, 12 KB). Call after the items log is replayed (an added item clears the memos). Returns how many."""
+        user, 12 KB) and, until their history changes, the scoring itself (the kept top, `ranked`). Call after the
+        items log is replayed (an added item clears the memos). Returns how many."""
         if not self.blend.active or self._stored is None:
             return 0
         users = [user for user in self._stored[1] if self.arm(user)[0] == "champion"]
         for user in users:
-            self.scores(user)
+            self.ranked(user, TOP_MEMO)
         return len(users)
 
     def cold_start(self, arm: str, ranker: Ranker) -> np.ndarray:
@@ -376,12 +405,10 @@ class LiveService:
     def recommend(self, user_id: str, k: int = 10, explain: bool = False) -> Recommendation:
         self.catch_up()
         arm, ranker = self.arm(user_id)
-        scores, positions, cold = self.scores(user_id, ranker)
-        top = self._top(scores, positions, k)
+        top, top_scores, positions, cold = self.ranked(user_id, k, ranker)
         result = Recommendation(str(user_id), uuid.uuid4().hex, self.bundle.version, ranker.name, arm, cold)
-        for position in top:
-            item = {"item_id": str(self.item_ids[position]), "title": self.titles[position],
-                    "score": round(float(scores[position]), 6)}
+        for position, score in zip(top.tolist(), top_scores.tolist(), strict=True):
+            item = {"item_id": str(self.item_ids[position]), "title": self.titles[position], "score": round(score, 6)}
             if explain and len(positions):
                 item["because"] = self.evidence_for(position, positions).as_dict()
             result.items.append(item)

@@ -13,6 +13,7 @@ from llmrec_platform.live.events import Event, EventLog
 from llmrec_platform.live.long_term import INDEX_FILE, fold_in, read_long_term
 from llmrec_platform.paths import Paths
 from llmrec_platform.rankers.base import Histories
+from llmrec_platform.serving import service as service_module
 from llmrec_platform.serving.bundle import current_bundle, load_bundle, write_bundle_long_term
 from llmrec_platform.serving.service import LiveService
 from tests.serving.conftest import Server, publish_tiny_bundle
@@ -130,7 +131,7 @@ def test_prepared_lists_are_the_lists_computed_without_the_memo(tiny_home, tmp_p
         service.add_items(["added"], ["Added film"], [["Horror"]], service.vectors[6:7] - 0.1)
     assert memo.prepare_lists() == len(users) and plain.prepare_lists() == len(users)
     assert len(memo._memos) == len(users) and not plain._memos
-    assert all({"order", "content"} <= set(held[1]) for held in memo._memos.values())  # items beyond the champion's
+    assert all({"order", "content", "top"} <= set(held[1]) for held in memo._memos.values())  # items beyond the champion's
 
     def same_lists():
         for user in users:
@@ -157,6 +158,30 @@ def test_prepared_lists_are_the_lists_computed_without_the_memo(tiny_home, tmp_p
         service.add_items(["new"], ["New film"], [["Comedy"]], service.vectors[:1] + 0.1)
     assert not memo._memos  # the content channel now covers one more item
     same_lists()
+
+
+def test_a_kept_top_serves_repeated_lists_of_any_length_as_computed(tiny_home, tmp_path, monkeypatch):
+    """The memo keeps the top of each list (`TOP_MEMO`; 3 here, so that longer lists go past it): a repeated list,
+    shorter or longer than the kept top, is the list computed without the memo, and a click on an item of the kept
+    top makes the next list drop it (the history changed: a new memo)."""
+    monkeypatch.setattr(service_module, "TOP_MEMO", 3)
+    bundle = load_bundle(current_bundle(tiny_home.bundles))
+    log = EventLog(tmp_path / "events")
+    memo, plain = (LiveService(bundle, log, {"click": 4.0}, refresh="background") for _ in range(2))
+    plain._memo = lambda *args: None
+    memo.prepare_lists()
+    for user in memo.bundle_users():
+        assert len(memo._memos[user][1]["top"][0]) == 3
+        candidates = len(memo.item_ids) - len(memo.history_arrays(user)[0])
+        for k in (2, 3, 1, 8, 5, 8):
+            a, b = memo.recommend(user, k=k), plain.recommend(user, k=k)
+            assert [(i["item_id"], i["score"]) for i in a.items] == [(i["item_id"], i["score"]) for i in b.items], (user, k)
+            assert len(a.items) == min(k, candidates)
+        assert len(memo._memos[user][1]["top"][0]) == min(8, candidates)  # the longest list asked for is kept
+    first = memo.recommend("a00", k=3).items[0]["item_id"]
+    log.append([Event("a00", first, "click", timestamp=2_000_000_000)])
+    after = [i["item_id"] for i in memo.recommend("a00", k=3).items]
+    assert first not in after and after == [i["item_id"] for i in plain.recommend("a00", k=3).items]
 
 
 class Forgetful(dict):

@@ -52,7 +52,9 @@ class FeatureContext:
 
     def __init__(self, candidate_rankers: dict[str, Ranker], user_vectors: Callable[[UserBatch], np.ndarray],
                  item_vectors: np.ndarray, feature_rankers: dict[str, Ranker], history: sp.csr_matrix,
-                 timestamps: sp.csr_matrix, liked_threshold: float):
+                 timestamps: sp.csr_matrix, liked_threshold: float, item_similarity: np.ndarray | None = None):
+        # item_similarity: item_vectors @ item_vectors.T when the caller holds it (the content ranker's), so one
+        # items x items matrix serves the ranker, this context and the pseudo-label contexts.
         self.candidate_rankers = candidate_rankers
         self.user_vectors = user_vectors
         self.item_vectors = item_vectors
@@ -70,6 +72,14 @@ class FeatureContext:
         self.item_mean_rating = ((item_rating_sum + 10 * 3.8) / (item_counts + 10)).astype(np.float32)
         self.item_popularity = np.log1p(item_counts).astype(np.float32)
         self._item_time_statistics(self.timestamps)
+        if item_similarity is not None:
+            self._shared_similarity(item_similarity)
+
+    def _shared_similarity(self, item_similarity: np.ndarray) -> None:
+        if item_similarity.shape != (len(self.item_vectors),) * 2 or item_similarity.dtype != np.float32:
+            raise ValueError(f"hybrid features: item_similarity must be the float32 items x items product of the item "
+                             f"vectors, {(len(self.item_vectors),) * 2}; got {item_similarity.dtype} {item_similarity.shape}")
+        self.__dict__.setdefault("_dense_cache", {})["llm"] = item_similarity
 
     def _item_time_statistics(self, timestamps: sp.csr_matrix) -> None:
         """When each item was rated (days from the first training day), and the day a history without
@@ -104,6 +114,7 @@ class FeatureContext:
         liked = (liked + sp.diags(empty.astype(np.float32)) @ binary).tocsr()  # no liked item: use all
         liked_counts = np.asarray(liked.sum(axis=1)).ravel()
         liked = (sp.diags(1.0 / np.maximum(liked_counts, 1)) @ liked).astype(np.float32).tocsr()
+        liked.sort_indices()  # the product's scaling leaves each row's order to the batch: sums in item order instead
         stamps = sp.csr_matrix(histories.timestamps, dtype=np.float64).tocoo()
         days = stamps.data / DAY
         n = history.shape[0]
@@ -148,8 +159,8 @@ class FeatureContext:
 
         columns = []
         votes = np.zeros(len(rows), dtype=np.float32)
-        for s, rank in zip(candidates.scores, candidates.ranks, strict=True):
-            values, r = s[rows, items].astype(np.float64), rank[rows, items]
+        for s, r in zip(candidates.scores, candidates.ranks, strict=True):
+            values = s.astype(np.float64)
             gap, z = within_user(values)
             columns += [values, r, gap, z]
             votes += r <= n
@@ -189,50 +200,63 @@ class FeatureContext:
             columns[lo:hi] = np.column_stack(self._content_columns(batch, statistics, rows, items[lo:hi]))
         return columns
 
-    def with_content(self, user_vectors: Callable[[UserBatch], np.ndarray], item_vectors: np.ndarray) -> FeatureContext:
+    def with_content(self, user_vectors: Callable[[UserBatch], np.ndarray], item_vectors: np.ndarray,
+                     item_similarity: np.ndarray | None = None) -> FeatureContext:
         """A copy whose CONTENT_FEATURES come from other interest and item vectors (the rest is shared)."""
         other = object.__new__(FeatureContext)
         other.__dict__.update(self.__getstate__())
         other.user_vectors, other.item_vectors = user_vectors, item_vectors
         other._dense_cache = {key: value for key, value in self.__dict__.get("_dense_cache", {}).items() if key != "llm"}
+        if item_similarity is not None:
+            other._shared_similarity(item_similarity)
         return other
 
-    def _dense(self, key: str) -> np.ndarray:
-        """Dense item x item matrices (item-item rankers' W, LLM cosine), built once per process, not pickled."""
+    def _matrix(self, key: str) -> np.ndarray | sp.csr_matrix:
+        """The float32 item x item matrices (item-item rankers' W, LLM cosine), built once per process, not pickled.
+        A sparse W (ItemKNN's) stays sparse: a dense copy would cost 4 x items^2 bytes per context, and products with
+        it add the same terms in the same order (zeros add nothing), so the features are the same to the bit."""
         cache = self.__dict__.setdefault("_dense_cache", {})
         if key not in cache:
             if key == "llm":
                 cache[key] = (self.item_vectors @ self.item_vectors.T).astype(np.float32)
+            elif sp.issparse(matrix := self.item_item[key]):
+                matrix = sp.csr_matrix(matrix, dtype=np.float32)
+                matrix.sort_indices()
+                cache[key] = matrix
             else:
-                matrix = self.item_item[key]
-                cache[key] = np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float32)
+                cache[key] = np.asarray(matrix, dtype=np.float32)
         return cache[key]
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_dense_cache"}
 
     @staticmethod
-    def _max_over_history(matrix: np.ndarray, history: sp.csr_matrix, rows, items) -> np.ndarray:
-        """max over the history's items j of matrix[j, item], per (row, item) pair."""
+    def _max_over_history(matrix: np.ndarray | sp.csr_matrix, history: sp.csr_matrix, rows, items) -> np.ndarray:
+        """max over the history's items j of matrix[j, item], per (row, item) pair (a sparse matrix's missing
+        entries count as 0, as in its dense form)."""
         result = np.zeros(len(rows), dtype=np.float32)
         boundaries = np.searchsorted(rows, np.arange(history.shape[0] + 1))
         for b in range(history.shape[0]):
             lo, hi = boundaries[b], boundaries[b + 1]
             seen = history.indices[history.indptr[b]:history.indptr[b + 1]]
             if hi > lo and len(seen):
-                result[lo:hi] = matrix[np.ix_(seen, items[lo:hi])].max(axis=0)
+                if sp.issparse(matrix):
+                    result[lo:hi] = matrix[seen][:, items[lo:hi]].toarray().max(axis=0)
+                else:
+                    result[lo:hi] = matrix[np.ix_(seen, items[lo:hi])].max(axis=0)
         return result
 
     def _item_item_features(self, users: UserStatistics, rows, items) -> tuple[list[np.ndarray], list[np.ndarray]]:
         max_links, centred_scores = [], []
         for name in self.item_item:
-            dense = self._dense(name)
-            max_links.append(self._max_over_history(dense, users.binary, rows, items))
-            centred_scores.append(np.asarray(users.centred @ dense)[rows, items])
+            matrix = self._matrix(name)
+            max_links.append(self._max_over_history(matrix, users.binary, rows, items))
+            product = users.centred @ matrix  # sparse for a sparse W: only the history items' neighbours
+            centred_scores.append(np.asarray(product[rows, items]).ravel().astype(np.float32, copy=False))
         return max_links, centred_scores
 
     def _liked_similarity(self, users: UserStatistics, rows, items) -> tuple[np.ndarray, np.ndarray]:
-        similarity = self._dense("llm")
+        similarity = self._matrix("llm")
         mean_sim = np.asarray(users.liked @ similarity)[rows, items]  # liked rows are mean-normalised
         return self._max_over_history(similarity, users.liked, rows, items), mean_sim
 

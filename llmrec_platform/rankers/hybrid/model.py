@@ -163,7 +163,8 @@ class HybridRanker(Ranker):
         if source is not None:  # content_variant: the source hybrid's matrices with this content's columns
             hybrid, parts = source
             self.own_rankers_ = hybrid.own_rankers_
-            self.context_ = hybrid.context_.with_content(self._content_user_vectors, self.content.item_vectors_)
+            self.context_ = hybrid.context_.with_content(self._content_user_vectors, self.content.item_vectors_,
+                                                         self._item_similarity())
             self.validation_users_ = hybrid.validation_users_
             self.candidate_recall_ = hybrid.candidate_recall_
             if hasattr(hybrid, "pseudo_recall_"):
@@ -190,7 +191,13 @@ class HybridRanker(Ranker):
             self.own_rankers_["sequence"] = SequenceNeighbourRanker(self.config.sequence_window).fit(data)
         self.context_ = FeatureContext(self.candidate_rankers, self._content_user_vectors, self.content.item_vectors_,
                                        self._all_feature_rankers(), data.train, data.train_timestamps,
-                                       self.config.liked_threshold)
+                                       self.config.liked_threshold, self._item_similarity())
+
+    def _item_similarity(self) -> np.ndarray | None:
+        """The content ranker's dense item x item similarity (item_vectors_ @ item_vectors_.T), when it keeps one: the
+        feature contexts share it instead of each computing its own (one in float32, the features' type)."""
+        similarity = getattr(self.content, "item_similarity_", None)
+        return similarity if similarity is not None and similarity.dtype == np.float32 else None
 
     def _content_user_vectors(self, batch: UserBatch) -> np.ndarray:
         if batch.by_id:
@@ -280,7 +287,7 @@ class HybridRanker(Ranker):
         rankers = dict(zip(self.candidate_rankers, refits[:len(self.candidate_rankers)], strict=True))
         features = dict(zip(self._all_feature_rankers(), refits[len(self.candidate_rankers):], strict=True))
         context = FeatureContext(rankers, self._pseudo_user_vectors(inner), self.content.item_vectors_, features,
-                                 inner.train, inner.train_timestamps, cfg.liked_threshold)
+                                 inner.train, inner.train_timestamps, cfg.liked_threshold, self._item_similarity())
         labels = inner.valid
         if cfg.pseudo_with_valid:  # never the held-out validation users' items: they score the hybrid
             training_users = np.ones(data.n_users, dtype=np.float32)
@@ -306,7 +313,8 @@ class HybridRanker(Ranker):
             if name.startswith("pseudo_"):
                 inner, _ = self.pseudo_fold(data, int(name.removeprefix("pseudo_")))
                 context = FeatureContext({}, self._pseudo_user_vectors(inner), self.content.item_vectors_, {},
-                                         inner.train, inner.train_timestamps, self.config.liked_threshold)
+                                         inner.train, inner.train_timestamps, self.config.liked_threshold,
+                                         self._item_similarity())
             result[name] = part.with_columns(columns, context.content_columns(part.users, part.groups, part.items))
         return result
 
@@ -461,7 +469,7 @@ class HybridRanker(Ranker):
         key = batch.histories.users.tobytes() if memo is not None and batch.by_id else None
         if key is None or key not in memo:
             candidates, features = self.context_.candidates_and_features(batch, self.config.n_candidates)
-            found = (candidates.rows, candidates.items, candidates.scores[0], features, self.content)
+            found = (candidates.rows, candidates.items, candidates.first_scores, features, self.content)
             if key is not None:
                 memo[key] = found
             return found[:4]
