@@ -11,6 +11,7 @@ or extra resources.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -65,6 +66,20 @@ def execute_keeping(
         tags={**definition.run_tags, **merge_run_tags(job_def, None, tags, None, instance, run_config)},
     )
     events = []
+    # A full collection traverses every live object (~0.25 s with Dagster and torch loaded, ~10 s over a demo's 34
+    # steps): what is alive before the first step, and what survives each step's collection, is set aside (frozen),
+    # so the collection after a step scans only what that step made. Unfrozen when the run ends.
+    gc.freeze()
+    try:
+        events.extend(_run_steps(job, plan, run, instance, run_config, captured, raise_on_error))
+    finally:
+        gc.unfreeze()
+    return dg.ExecuteInProcessResult(
+        job_def=definition, event_list=events, dagster_run=instance.get_run_by_id(run.run_id), output_capture=captured
+    )
+
+
+def _run_steps(job, plan, run, instance, run_config, captured, raise_on_error):
     for event in ExecuteRunWithPlanIterable(
         execution_plan=plan,
         iterator=job_execution_iterator,
@@ -80,9 +95,7 @@ def execute_keeping(
             raise_on_error=raise_on_error,
         ),
     ):
-        events.append(event)
+        yield event
         if event.is_step_success or event.is_step_failure:
             return_freed_memory()  # the step's data is unreferenced now: its pages go back before the next step
-    return dg.ExecuteInProcessResult(
-        job_def=definition, event_list=events, dagster_run=instance.get_run_by_id(run.run_id), output_capture=captured
-    )
+            gc.freeze()
