@@ -17,14 +17,12 @@ import llmrec_platform  # noqa: F401 - first: its CPU-kernel pins must be set be
 
 import argparse
 import resource
-import tempfile
 import time
 
 import numpy as np
 import pandas as pd
-from ml1m_multvae_bpr import load
+from ml1m_multvae_bpr import load_chosen
 
-from llmrec_platform.data.synthetic import SyntheticSpec, write_synthetic
 from llmrec_platform.rankers.collab_map import CollabMapRanker
 from llmrec_platform.rankers.ease import EASERanker
 
@@ -51,12 +49,7 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, metavar="INTERACTIONS", help="the synthetic shop of this size instead")
     parser.add_argument("--reg-weight", type=float, default=750.0)
     args = parser.parse_args()
-    if args.synthetic:
-        with tempfile.TemporaryDirectory() as folder:
-            data = load(write_synthetic(folder, SyntheticSpec(args.synthetic, 20_000)))
-        args.dataset = f"synthetic shop ({args.synthetic:,} interactions)"
-    else:
-        data = load(args.dataset)
+    data = load_chosen(args)
     vectors = np.random.default_rng(0).normal(size=(data.n_items, 384)).astype(np.float32)
     embeddings = pd.DataFrame({"item_id": list(data.item_ids), "embedding": list(vectors)})
     print(

@@ -37,6 +37,16 @@ from llmrec_platform.rankers.multvae import MultVAERanker
 RANKERS = {"multvae": MultVAERanker, "bpr_adam": AdamBPRRanker}
 
 
+def load_chosen(args: argparse.Namespace) -> InteractionData:
+    """`--synthetic N`'s seeded shop (20,000 items; `args.dataset` becomes its label), else `--dataset`."""
+    if not args.synthetic:
+        return load(args.dataset)
+    with tempfile.TemporaryDirectory() as folder:
+        data = load(write_synthetic(folder, SyntheticSpec(args.synthetic, 20_000)))
+    args.dataset = f"synthetic shop ({args.synthetic:,} interactions)"
+    return data
+
+
 def load(dataset) -> InteractionData:
     """The RecBole "general" protocol: ratings >= 3, 10-core, random 8:1:1 per user, seed 2020."""
     loaded = load_dataset(dataset)
@@ -58,12 +68,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(RANKERS), default=sorted(RANKERS))
     parser.add_argument("--epochs", type=int, help="override the rankers' (maximum) number of epochs")
     args = parser.parse_args()
-    if args.synthetic:
-        with tempfile.TemporaryDirectory() as folder:
-            data = load(write_synthetic(folder, SyntheticSpec(args.synthetic, 20_000)))
-        args.dataset = f"synthetic shop ({args.synthetic:,} interactions)"
-    else:
-        data = load(args.dataset)
+    data = load_chosen(args)
     print(f"{args.dataset}: {data.n_users} users, {data.n_items} items, {data.train.nnz} training interactions")
     print("| ranker | fit wall s | fit CPU s | best epoch / max | valid NDCG@10 [95 % CI] | test NDCG@10 [95 % CI] | CI width |")
     print("|---|---:|---:|---:|---|---|---:|")
